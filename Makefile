@@ -1,0 +1,54 @@
+# wspy: `make run` starts the demo echo server, `make test` runs the suite.
+# Both create the virtualenv they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
+AUTOBAHN := .autobahn
+WSTEST := $(AUTOBAHN)/venv/bin/wstest
+TEST_DEPS := pytest coverage pyOpenSSL hypothesis
+PORT ?= 8000
+
+.PHONY: run test test-fallback autobahn autobahn-server autobahn-client clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: setup.py wspy/_speedups.c | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: | $(BIN)/python
+	$(BIN)/python -m pip install -q $(TEST_DEPS)
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/python -m wspy serve --port $(PORT)
+
+# The whole suite with the C accelerator, then again on the pure-Python fallback.
+test: $(VENV)/.installed $(VENV)/.test-deps
+	rm -f .coverage .coverage.*
+	$(BIN)/python -c 'import wspy.masking as m; assert m.HAS_SPEEDUPS, "C extension not built"'
+	$(BIN)/coverage run -p --branch --source wspy -m pytest -q test
+	WSPY_NO_SPEEDUPS=1 $(BIN)/coverage run -p --branch --source wspy -m pytest -q -p no:randomly test
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report --show-missing --skip-covered
+
+$(WSTEST):
+	$(PY27) -m pip install --user -q 'virtualenv==20.15.1'
+	$(PY27) -m virtualenv -q $(AUTOBAHN)/venv
+	$(AUTOBAHN)/venv/bin/pip install -q autobahntestsuite==25.10.1
+
+# Autobahn|Testsuite cases 1-7 and 10 against Server and the client; fails on any FAILED.
+autobahn: autobahn-server autobahn-client
+
+autobahn-server: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py server --wstest $(WSTEST) --outdir reports
+
+autobahn-client: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports
+
+clean:
+	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.*

@@ -1,0 +1,115 @@
+"""The client: `connect("ws://host:port/path")` returns an open `Connection`."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from wspy.connection import CLOSE_TIMEOUT, Connection
+from wspy.errors import InvalidStatus, InvalidURI, RedirectError
+from wspy.frame import DEFAULT_MAX_SIZE
+from wspy.handshake import format_host
+from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
+
+#: Default number of redirects `connect` follows.
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class URI:
+    """A parsed ws:// or wss:// URL."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+    @property
+    def host_header(self) -> str:
+        """The Host header for this URL."""
+        return format_host(self.host, self.port, self.secure)
+
+
+def parse_uri(url: str) -> URI:
+    """Parse a ws:// or wss:// URL; `InvalidURI` if it is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidURI(f'{url!r}: {error}') from None
+    if parts.scheme not in ('ws', 'wss'):
+        raise InvalidURI(f'{url!r} is not a ws:// or wss:// URL')
+    if not parts.hostname:
+        raise InvalidURI(f'{url!r} has no host')
+    if parts.fragment:
+        raise InvalidURI(f'{url!r}: a WebSocket URL has no fragment')
+    secure = parts.scheme == 'wss'
+    resource = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
+    return URI(secure, parts.hostname, port or (443 if secure else 80), resource)
+
+
+def redirect_target(url: str, location: str) -> str:
+    """The ws:// or wss:// URL a redirect's Location points to, relative or absolute."""
+    # urljoin only resolves relative references for the schemes it knows.
+    base = url.replace('ws', 'http', 1)
+    target = urljoin(base, location.strip())
+    scheme, sep, rest = target.partition('://')
+    mapped = {'http': 'ws', 'https': 'wss', 'ws': 'ws', 'wss': 'wss'}.get(scheme.lower())
+    if mapped is None or not sep:
+        raise RedirectError(f'cannot follow a redirect to {location!r}')
+    return f'{mapped}://{rest}'
+
+
+def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT,
+                **options: Any) -> websocket:
+    """A TCP-connected `websocket` to `uri`'s host (every address tried), no handshake yet."""
+    if uri.secure:
+        raise InvalidURI('wss:// needs TLS support, which this version does not have yet')
+    errors = []
+    for family, kind, proto, _, address in socket.getaddrinfo(
+            uri.host, uri.port, type=socket.SOCK_STREAM):
+        sock = websocket(family, kind, proto, location=uri.resource, **options)
+        try:
+            sock.settimeout(timeout)
+            socket.socket.connect(sock, address)
+            sock.settimeout(None)
+            return sock
+        except OSError as error:
+            errors.append(error)
+            sock.close()
+    raise errors[0] if len(errors) == 1 else OSError(f'cannot connect to {uri.host}:{uri.port}: '
+                                                     + '; '.join(map(str, errors)))
+
+
+def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
+            timeout: float | None = HANDSHAKE_TIMEOUT,
+            connection_class: type[Connection] = Connection,
+            max_message_size: int | None = DEFAULT_MAX_SIZE,
+            close_timeout: float = CLOSE_TIMEOUT, **options: Any) -> Connection:
+    """Open a WebSocket to `url` and return the open connection.
+
+    Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
+    times, each on a new TCP connection. Other keyword options go to
+    `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
+    """
+    for _ in range(max_redirects + 1):
+        uri = parse_uri(url)
+        sock = open_socket(uri, timeout, host=options.pop('host', None) or uri.host_header,
+                           handshake_timeout=timeout, **options)
+        try:
+            sock.client_handshake(uri.secure)
+        except InvalidStatus as error:
+            sock.close()
+            if error.status in _REDIRECTS and error.location:
+                url = redirect_target(url, error.location)
+                continue
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        return connection_class(sock, max_message_size=max_message_size,
+                                close_timeout=close_timeout)
+    raise RedirectError(f'more than {max_redirects} redirects')

@@ -1,0 +1,462 @@
+"""`Connection`: messages over a `websocket`, and the protocol state machine.
+
+The state machine (`_receive_frame`, `_handle_control`, the close
+handshake) never touches the socket itself: it sends through
+`_send_frames` and ends the transport through `_close_transport`. The
+blocking `Connection` implements those with the socket; the event-loop
+server overrides them, so both run one implementation of the protocol.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
+                         ConnectionClosedOK, InvalidPayload, PayloadTooBig, PingError,
+                         ProtocolError, SocketClosed, WebSocketError)
+from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
+                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
+                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+                        ControlFrame, Frame, close_payload, parse_close)
+from wspy.message import BinaryMessage, Message, TextMessage
+from wspy.websocket import websocket
+
+logger = logging.getLogger('wspy')
+
+#: Default time to wait for the peer's side of the close handshake, in seconds.
+CLOSE_TIMEOUT = 10.0
+
+_utf8_decoder = codecs.getincrementaldecoder('utf-8')
+
+
+class State(enum.IntEnum):
+    """The states of a connection (RFC 6455 sections 4 and 7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def _check_utf8_tail(decoder: codecs.IncrementalDecoder) -> None:
+    # CPython's decoder waits for more bytes after a lead byte 0xED followed
+    # by 0xA0-0xBF, although that can only become a surrogate: fail now.
+    pending = decoder.getstate()[0]
+    if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+        raise InvalidPayload('invalid UTF-8 in a text message')
+
+
+class Connection:
+    """A WebSocket connection that speaks in messages.
+
+    It reassembles fragments, answers pings, validates UTF-8 as it arrives,
+    enforces `max_message_size` (1009) and runs the close handshake with
+    `close_timeout`. Sending is safe from several threads at once. Subclass
+    it and override the `on*` callbacks, then call `receive_forever()`; or
+    call `recv()` and `send()` directly.
+    """
+
+    def __init__(self, sock: websocket, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
+                 close_timeout: float = CLOSE_TIMEOUT) -> None:
+        if sock.server_side is None:
+            raise ValueError('the websocket has not done its handshake')
+        self.sock = sock
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.state = State.OPEN
+        #: (code, reason) of the close frame sent and received, once they are.
+        self.close_sent: tuple[int | None, str] | None = None
+        self.close_received: tuple[int | None, str] | None = None
+        self._failed_code: int | None = None
+        self._fragments: list[Any] | None = None
+        self._fragments_opcode = 0
+        self._fragments_size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._closed = threading.Event()
+        try:
+            self.remote_address = sock.getpeername()
+        except OSError:
+            self.remote_address = None
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def server_side(self) -> bool:
+        """Whether this is the server's end of the connection."""
+        return bool(self.sock.server_side)
+
+    @property
+    def request(self) -> Any:
+        """The client's upgrade request (`wspy.handshake.Request`), on the server side."""
+        return self.sock.request
+
+    @property
+    def protocol(self) -> str | None:
+        """The negotiated subprotocol, if any."""
+        return self.sock.protocol
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is fully closed."""
+        return self.state is State.CLOSED
+
+    @property
+    def close_code(self) -> int:
+        """The close code the connection ended with (see `onclose`), 1006 until then."""
+        return self._close_info()[0]
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason the connection ended with."""
+        return self._close_info()[1]
+
+    def _close_info(self) -> tuple[int, str]:
+        if self.close_received is not None:
+            code, reason = self.close_received
+            return (CLOSE_NO_STATUS if code is None else code), reason
+        if self._failed_code is not None and self.close_sent is not None:
+            return self._failed_code, self.close_sent[1]
+        return CLOSE_ABNORMAL, ''
+
+    def _closed_exception(self) -> ConnectionClosed:
+        code, reason = self._close_info()
+        if code in (CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS):
+            return ConnectionClosedOK(code, reason)
+        return ConnectionClosedError(code, reason)
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, message: Message | str | bytes, fragment_size: int | None = None,
+             mask: bool | None = None) -> None:
+        """Send a message (a `str` is sent as text, `bytes` as binary).
+
+        With `fragment_size`, the message goes out in frames of at most that
+        many payload bytes. Frames are masked on the client side unless
+        `mask` says otherwise.
+        """
+        if isinstance(message, str):
+            message = TextMessage(message)
+        elif not isinstance(message, Message):
+            message = BinaryMessage(message)
+        if mask is None:
+            mask = not self.sock.server_side
+        if fragment_size is None:
+            frames = [message.frame(mask)]
+        else:
+            frames = message.fragment(fragment_size, mask)
+        self._send_data(frames)
+
+    def send_frames(self, *frames: Frame) -> None:
+        """Send hand-made frames as they are, atomically with respect to other sends."""
+        self._send_data(list(frames))
+
+    def send_ping(self, payload: bytes | str = b'') -> None:
+        """Send a ping; `onpong` is called when its pong arrives."""
+        frame = self._control_frame(OPCODE_PING, payload)
+        if len(frame.payload) > MAX_CONTROL_PAYLOAD:
+            raise PingError('ping payload over 125 bytes')
+        self._send_data([frame])
+
+    def send_pong(self, payload: bytes | str = b'') -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        frame = self._control_frame(OPCODE_PONG, payload)
+        if len(frame.payload) > MAX_CONTROL_PAYLOAD:
+            raise PingError('pong payload over 125 bytes')
+        self._send_data([frame])
+
+    def _control_frame(self, opcode: int, payload: bytes | str) -> ControlFrame:
+        key = b'' if self.sock.server_side else os.urandom(4)
+        return ControlFrame(opcode, payload, key)
+
+    def _send_data(self, frames: list[Frame]) -> None:
+        with self._send_lock:
+            if self.close_sent is not None or self.state is State.CLOSED:
+                raise self._closed_exception()
+            self._send_frames(frames)
+
+    def _send_close(self, code: int | None, reason: str) -> None:
+        """Send a close frame, once; the state becomes CLOSING."""
+        with self._send_lock:
+            if self.close_sent is not None or self.state is State.CLOSED:
+                return
+            payload = close_payload(code, reason)
+            self.close_sent = (code, reason)
+            if self.state is State.OPEN:
+                self.state = State.CLOSING
+            try:
+                self._send_frames([self._control_frame(OPCODE_CLOSE, payload)])
+            except OSError as error:
+                logger.debug('%s: could not send close frame: %s', self, error)
+
+    # -- the protocol state machine -------------------------------------------
+
+    def _receive_frame(self, frame: Frame) -> Message | None:
+        """Apply one received frame; returns the message it completes, if any.
+
+        Raises `ProtocolError` (with the close code to fail with) when the
+        frame breaks the protocol.
+        """
+        opcode = frame.opcode
+        if opcode & 0x8:
+            self._handle_control(frame)
+            return None
+        payload = frame.payload
+        fragments = self._fragments
+        if opcode == OPCODE_CONTINUATION:
+            if fragments is None:
+                raise ProtocolError('continuation frame without a message to continue')
+            opcode = self._fragments_opcode
+        elif fragments is not None:
+            raise ProtocolError('new message before the fragmented one ended')
+        elif frame.final:
+            # The common case, an unfragmented message: no decoder, no list.
+            limit = self.max_message_size
+            if limit is not None and len(payload) > limit:
+                raise PayloadTooBig(f'message over {limit} bytes')
+            if opcode == OPCODE_TEXT:
+                try:
+                    return TextMessage(payload.decode('utf-8'))
+                except UnicodeDecodeError:
+                    raise InvalidPayload('invalid UTF-8 in a text message') from None
+            return BinaryMessage(payload)
+        else:
+            fragments = self._fragments = []
+            self._fragments_opcode = opcode
+            self._fragments_size = 0
+            self._decoder = _utf8_decoder() if opcode == OPCODE_TEXT else None
+        self._fragments_size += len(payload)
+        limit = self.max_message_size
+        if limit is not None and self._fragments_size > limit:
+            raise PayloadTooBig(f'message over {limit} bytes')
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                fragments.append(decoder.decode(payload, frame.final))
+            except UnicodeDecodeError:
+                raise InvalidPayload('invalid UTF-8 in a text message') from None
+            _check_utf8_tail(decoder)
+        else:
+            fragments.append(payload)
+        if not frame.final:
+            return None
+        self._fragments = self._decoder = None
+        if opcode == OPCODE_TEXT:
+            return TextMessage(''.join(fragments))
+        return BinaryMessage(b''.join(fragments))
+
+    def _handle_control(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode == OPCODE_PING:
+            # RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST
+            # send a Pong frame in response", unless it already sent a close.
+            with self._send_lock:
+                if self.close_sent is None and self.state is State.OPEN:
+                    self._send_frames([self._control_frame(OPCODE_PONG, frame.payload)])
+            self._callback(self.onping, frame.payload)
+        elif opcode == OPCODE_PONG:
+            self._callback(self.onpong, frame.payload)
+        elif opcode == OPCODE_CLOSE:
+            code, reason = parse_close(frame.payload)
+            self.close_received = (code, reason)
+            # RFC 6455 5.5.1: the answer "typically echos the status code it received".
+            self._send_close(code, '')
+            self.state = State.CLOSING
+
+    def _fail(self, error: ProtocolError) -> None:
+        """Fail the connection: close frame with the error's code, then end the transport."""
+        logger.info('%s: failing with %d: %s', self, error.code, error)
+        if self.close_sent is None:
+            self._failed_code = error.code
+        reason = str(error).encode('utf-8')[:120].decode('utf-8', 'ignore')
+        self._send_close(error.code, reason)
+        self._callback(self.onerror, error)
+
+    def _finish(self) -> None:
+        """End the transport and report the close, once."""
+        with self._send_lock:
+            if self.state is State.CLOSED:
+                return
+            self.state = State.CLOSED
+        self._close_transport()
+        self._fragments = self._decoder = None
+        self._closed.set()
+        self._callback(self.onclose, *self._close_info())
+
+    # -- transport (blocking implementation) -----------------------------------
+
+    def _send_frames(self, frames: list[Frame]) -> None:
+        """Write frames to the peer; called with the send lock held."""
+        self.sock.send(*frames)
+
+    def _close_transport(self) -> None:
+        """Close the TCP connection the way RFC 6455 7.1.1 asks.
+
+        The server closes first: it shuts down its side, then waits (within
+        `close_timeout`) for the client's end of file so that no unread data
+        turns the close into a reset. The client waits for the server's.
+        """
+        sock = self.sock
+        deadline = time.monotonic() + self.close_timeout
+        try:
+            if sock.server_side or self.close_received is None:
+                sock.shutdown(socket.SHUT_WR)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                if not socket.socket.recv(sock, 65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, waking any thread blocked on it."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- receiving (blocking) -------------------------------------------------
+
+    def recv(self) -> Message:
+        """Receive the next message; `ConnectionClosed` once the connection closes.
+
+        Control frames are handled on the way. Only one thread may receive
+        at a time: a second one gets `ConcurrencyError`.
+        """
+        if not self._recv_lock.acquire(blocking=False):
+            raise ConcurrencyError('another thread is already receiving on this connection')
+        try:
+            while True:
+                if self.state is State.CLOSED:
+                    raise self._closed_exception()
+                message = self._receive_one()
+                if message is not None:
+                    return message
+        finally:
+            self._recv_lock.release()
+
+    def _receive_one(self) -> Message | None:
+        """Read one frame and apply it; finishes the connection when it ends."""
+        try:
+            frame = self.sock.recv()
+            message = self._receive_frame(frame)
+        except ProtocolError as error:
+            self._fail(error)
+            self._finish()
+            return None
+        except (OSError, SocketClosed) as error:
+            if self.close_sent is None and self.close_received is None:
+                logger.info('%s: connection lost: %s', self, error)
+                self._callback(self.onerror, error)
+            self._finish()
+            return None
+        if self.close_received is not None:
+            self._finish()
+            return None
+        if message is not None and self.close_sent is not None:
+            return None  # we are closing: later messages are not delivered
+        return message
+
+    def receive_forever(self) -> None:
+        """Call `onopen`, then `onmessage` for every message until the connection closes."""
+        self._callback(self.onopen)
+        while True:
+            try:
+                message = self.recv()
+            except ConnectionClosed:
+                return
+            self._callback(self.onmessage, message)
+
+    # -- closing ----------------------------------------------------------------
+
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = '') -> None:
+        """Start the close handshake and wait (up to `close_timeout`) for it to finish.
+
+        Messages sent before `close()` go out before the close frame. If
+        another thread is receiving, it sees the close through; otherwise
+        this call reads (and drops) frames until the peer's close arrives.
+        """
+        self._send_close(code, reason)
+        if self._recv_lock.acquire(blocking=False):
+            try:
+                deadline = time.monotonic() + self.close_timeout
+                while self.state is not State.CLOSED:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.abort()
+                        self._finish()
+                        break
+                    self.sock.settimeout(remaining)
+                    self._receive_one()
+            finally:
+                self._recv_lock.release()
+        elif not self._closed.wait(self.close_timeout):
+            self.abort()
+            self._closed.wait(self.close_timeout)
+
+    def start_close(self, code: int | None = CLOSE_GOING_AWAY, reason: str = '') -> None:
+        """Send a close frame without waiting; the receiving thread completes the handshake."""
+        self._send_close(code, reason)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is closed; whether it is."""
+        return self._closed.wait(timeout)
+
+    # -- callbacks ------------------------------------------------------------------
+
+    def _callback(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            callback(*args)
+        except ConnectionClosed as error:
+            logger.debug('%s: %s in %s', self, error, callback.__name__)
+        except Exception as error:
+            if callback == self.onerror:
+                logger.exception('%s: error in onerror', self)
+            else:
+                logger.debug('%s: error in %s', self, callback.__name__, exc_info=True)
+                self._callback(self.onerror, error)
+
+    def onopen(self) -> None:
+        """Called when `receive_forever()` starts on the open connection."""
+
+    def onmessage(self, message: Message) -> None:
+        """Called with each complete message received."""
+
+    def onping(self, payload: bytes) -> None:
+        """Called when a ping arrives, after the automatic pong has been sent."""
+
+    def onpong(self, payload: bytes) -> None:
+        """Called when a pong arrives."""
+
+    def onclose(self, code: int, reason: str) -> None:
+        """Called once when the connection has closed.
+
+        `code` is the peer's close code (1005 if its close frame had none),
+        the code this side failed the connection with when the peer did not
+        answer, or 1006 when the connection dropped without a close frame.
+        """
+
+    def onerror(self, error: Exception) -> None:
+        """Called with a protocol error, a lost connection, or an exception from a callback."""
+        if isinstance(error, WebSocketError | OSError):
+            logger.info('%s: %s', self, error)
+        else:
+            logger.error('%s: error in a callback', self,
+                         exc_info=(type(error), error, error.__traceback__))
+
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__} {self.remote_address} {self.state.name}>'

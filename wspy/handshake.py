@@ -1,0 +1,401 @@
+"""The opening handshake (RFC 6455 section 4), independent of sockets.
+
+The server side reads an HTTP head within limits (`HeadReader`), parses it
+(`parse_request`) and answers it (`ServerHandshake`); the client side
+builds a request (`client_request`) and checks the answer
+(`check_response`). The socket layer only moves the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from wspy.errors import (HandshakeError, InvalidHeader, InvalidLocation, InvalidMethod, InvalidOrigin,
+                         InvalidRequest, InvalidResponse, InvalidStatus, NotUpgrade,
+                         SecurityError, UnsupportedVersion)
+
+GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+WS_VERSION = '13'
+
+#: Default limits on an HTTP head: one line, the number of header lines, the whole head.
+MAX_LINE_LENGTH = 8192
+MAX_HEADERS = 128
+MAX_HEAD_SIZE = 65536
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb'[\t\x20-\x7e\x80-\xff]*')
+_SAFE_VALUE = re.compile(r'[^\r\n\x00]*')
+
+HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key."""
+    digest = hashlib.sha1((key + GUID).encode('ascii')).digest()
+    return base64.b64encode(digest).decode('ascii')
+
+
+def new_key() -> str:
+    """A random Sec-WebSocket-Key (16 bytes, base64)."""
+    return base64.b64encode(os.urandom(16)).decode('ascii')
+
+
+class Headers:
+    """HTTP headers: case-insensitive names, order kept, repeats allowed."""
+
+    __slots__ = ('_items',)
+
+    def __init__(self, items: HeaderItems = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in (items.items() if isinstance(items, Mapping) else items):
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header."""
+        self._items.append((name, value))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """All values of `name` joined with ', ' (RFC 9110 5.3), or `default`."""
+        values = self.get_all(name)
+        return ', '.join(values) if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name`, in order."""
+        name = name.lower()
+        return [v for n, v in self._items if n.lower() == name]
+
+    def tokens(self, name: str) -> list[str]:
+        """The comma-separated elements of `name`, lower-cased, empties dropped."""
+        value = self.get(name) or ''
+        return [t.strip().lower() for t in value.split(',') if t.strip()]
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair, in order."""
+        return list(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f'Headers({self._items!r})'
+
+
+@dataclass
+class Request:
+    """An HTTP request head: method, target and headers."""
+
+    method: str
+    target: str
+    headers: Headers
+    version: str = 'HTTP/1.1'
+
+    @property
+    def path(self) -> str:
+        """The path of the request target, without the query."""
+        return urlsplit(self.target).path or '/'
+
+    @property
+    def query(self) -> str:
+        """The query string of the request target, without '?'."""
+        return urlsplit(self.target).query
+
+    @property
+    def query_params(self) -> dict[str, list[str]]:
+        """The query string parsed into lists of values."""
+        return parse_qs(self.query)
+
+
+@dataclass
+class Response:
+    """An HTTP response: status, headers and body."""
+
+    status: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b''
+    reason: str = ''
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            try:
+                self.reason = HTTPStatus(self.status).phrase
+            except ValueError:
+                self.reason = 'Unknown'
+
+    def to_bytes(self) -> bytes:
+        """The response as bytes on the wire."""
+        lines = [f'HTTP/1.1 {self.status} {self.reason}']
+        lines.extend(f'{name}: {value}' for name, value in self.headers.items())
+        return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1') + self.body
+
+
+class HeadReader:
+    """Collects an HTTP head from received bytes, within size limits.
+
+    `feed()` returns the head (up to and including the blank line) once it
+    is complete; the bytes after it are kept in `rest`. Going over a limit
+    raises `SecurityError` as soon as it happens. Each byte is scanned once,
+    so a peer trickling its request costs linear time.
+    """
+
+    __slots__ = ('max_line_length', 'max_headers', 'max_head_size', 'rest', '_data',
+                 '_line_start', '_lines')
+
+    def __init__(self, max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
+                 max_head_size: int = MAX_HEAD_SIZE) -> None:
+        self.max_line_length = max_line_length
+        self.max_headers = max_headers
+        self.max_head_size = max_head_size
+        self.rest = b''
+        self._data = bytearray()
+        self._line_start = 0
+        self._lines = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | None:
+        """Add received bytes; the complete head, or None for more."""
+        data_start = len(self._data)
+        self._data += data
+        end = self._data.find(b'\r\n\r\n', max(0, data_start - 3))
+        limit = len(self._data) if end < 0 else end + 4
+        if limit > self.max_head_size:
+            raise SecurityError(f'HTTP head over {self.max_head_size} bytes')
+        newline = self._data.find(b'\n', data_start, limit)
+        while newline >= 0:
+            self._check_line(newline - self._line_start)
+            self._line_start = newline + 1
+            self._lines += 1
+            newline = self._data.find(b'\n', newline + 1, limit)
+        self._check_line(limit - self._line_start)
+        # Finished lines are the start line, the headers and, once complete, the blank line.
+        if self._lines - 1 - (end >= 0) > self.max_headers:
+            raise SecurityError(f'more than {self.max_headers} headers')
+        if end < 0:
+            return None
+        self.rest = bytes(self._data[limit:])
+        return bytes(self._data[:limit])
+
+    def _check_line(self, length: int) -> None:
+        if length > self.max_line_length + 1:
+            raise SecurityError(f'HTTP line over {self.max_line_length} bytes')
+
+
+def _parse_header_lines(lines: list[bytes], error: type[HandshakeError]) -> Headers:
+    headers = Headers()
+    for line in lines:
+        name, colon, value = line.partition(b':')
+        if not colon or not _TOKEN.fullmatch(name):
+            raise error(f'malformed header line {line[:80]!r}')
+        value = value.strip(b' \t')
+        if not _FIELD_VALUE.fullmatch(value):
+            raise error(f'invalid characters in header {name.decode()}')
+        headers.add(name.decode('ascii'), value.decode('latin-1'))
+    return headers
+
+
+def _split_head(head: bytes) -> list[bytes]:
+    lines = head.split(b'\r\n')
+    while lines and lines[-1] == b'':
+        lines.pop()
+    if not lines:
+        raise InvalidRequest('empty request')
+    return lines
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse a request head; `InvalidRequest` (with the HTTP status) if malformed."""
+    lines = _split_head(head)
+    parts = lines[0].split(b' ')
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise InvalidRequest(f'malformed request line {lines[0][:80]!r}')
+    method, target, version = (p.decode('latin-1') for p in parts)
+    if not re.fullmatch(r'HTTP/1\.\d', version):
+        raise InvalidRequest(f'unsupported HTTP version {version[:20]!r}', 505)
+    headers = _parse_header_lines(lines[1:], InvalidRequest)
+    return Request(method, target, headers, version)
+
+
+def parse_response(head: bytes) -> tuple[int, str, Headers]:
+    """Parse a response head into status, reason and headers."""
+    lines = _split_head(head)
+    match = re.fullmatch(rb'HTTP/1\.\d (\d{3})(?: (.*))?', lines[0])
+    if not match:
+        raise InvalidResponse(f'malformed status line {lines[0][:80]!r}')
+    headers = _parse_header_lines(lines[1:], InvalidResponse)
+    return int(match.group(1)), (match.group(2) or b'').decode('latin-1'), headers
+
+
+def check_header_items(items: HeaderItems) -> list[tuple[str, str]]:
+    """Validate extra headers given by the application (no CR/LF injection)."""
+    pairs = list(items.items() if isinstance(items, Mapping) else items)
+    for name, value in pairs:
+        if not _TOKEN.fullmatch(name.encode('latin-1', 'replace')) or \
+                not _SAFE_VALUE.fullmatch(value):
+            raise ValueError(f'invalid header {name!r}: {value!r}')
+    return pairs
+
+
+def _decode_key(key: str | None) -> str:
+    if key is None:
+        raise InvalidRequest('missing Sec-WebSocket-Key')
+    try:
+        raw = base64.b64decode(key.encode('ascii'), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b''
+    if len(raw) != 16 or ',' in key:
+        raise InvalidRequest('Sec-WebSocket-Key is not 16 bytes in base64')
+    return key
+
+
+ProtocolSelector = Callable[[list[str], list[str]], 'str | None']
+
+
+def first_supported(offered: list[str], supported: list[str]) -> str | None:
+    """The server's first supported subprotocol that the client offered."""
+    for protocol in supported:
+        if protocol in offered:
+            return protocol
+    return None
+
+
+@dataclass
+class ServerHandshake:
+    """The server's side of the handshake: checks a request and answers it.
+
+    `protocols` are the subprotocols the server speaks, in its order of
+    preference; `select_protocol(offered, supported)` picks one.
+    `trusted_origins`, when given, lists the Origin values accepted (None in
+    it accepts requests without Origin); `locations`, when given, lists the
+    paths served. `headers` are added to every 101 response.
+    """
+
+    protocols: list[str] = field(default_factory=list)
+    trusted_origins: list[str | None] | None = None
+    locations: list[str] | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    select_protocol: ProtocolSelector = first_supported
+
+    def check(self, request: Request) -> tuple[str, str | None]:
+        """Validate an upgrade request; returns its key and the chosen subprotocol."""
+        headers = request.headers
+        if request.method != 'GET':
+            raise InvalidMethod(f'method {request.method} not allowed, only GET',
+                                headers=[('Allow', 'GET')])
+        if request.version != 'HTTP/1.1':
+            raise InvalidRequest(f'{request.version} cannot upgrade, HTTP/1.1 required')
+        if 'websocket' not in headers.tokens('Upgrade'):
+            raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
+                             headers=[('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                                      ('Sec-WebSocket-Version', WS_VERSION)])
+        if 'upgrade' not in headers.tokens('Connection'):
+            raise InvalidRequest('Connection header lacks "upgrade"')
+        if len(headers.get_all('Host')) != 1:
+            raise InvalidRequest('exactly one Host header required')
+        version = headers.get('Sec-WebSocket-Version')
+        if version is None:
+            raise InvalidRequest('missing Sec-WebSocket-Version')
+        if version.strip() != WS_VERSION:
+            raise UnsupportedVersion(f'WebSocket version {version[:20]!r} not supported',
+                                     headers=[('Sec-WebSocket-Version', WS_VERSION)])
+        keys = headers.get_all('Sec-WebSocket-Key')
+        if len(keys) > 1:
+            raise InvalidRequest('more than one Sec-WebSocket-Key')
+        key = _decode_key(keys[0] if keys else None)
+        if self.trusted_origins is not None:
+            origin = headers.get('Origin')
+            if origin not in self.trusted_origins:
+                raise InvalidOrigin(f'origin {origin!r} not trusted')
+        if self.locations is not None and request.path not in self.locations:
+            raise InvalidLocation(f'no WebSocket endpoint at {request.path[:200]!r}')
+        offered = [p.strip() for p in (headers.get('Sec-WebSocket-Protocol') or '').split(',')
+                   if p.strip()]
+        protocol = self.select_protocol(offered, self.protocols) if offered else None
+        if protocol is not None and protocol not in offered:
+            raise InvalidRequest(f'selected subprotocol {protocol!r} was not offered', 500)
+        return key, protocol
+
+    def accept(self, request: Request) -> tuple[Response, str | None]:
+        """The 101 response to a valid request, and the chosen subprotocol."""
+        key, protocol = self.check(request)
+        headers = Headers([('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                           ('Sec-WebSocket-Accept', accept_key(key))])
+        if protocol is not None:
+            headers.add('Sec-WebSocket-Protocol', protocol)
+        for name, value in self.headers:
+            headers.add(name, value)
+        return Response(101, headers), protocol
+
+
+def error_response(status: int, message: str,
+                   headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """A plain-text HTTP error response that closes the connection."""
+    body = (message + '\n').encode('utf-8')
+    all_headers = Headers([('Content-Type', 'text/plain; charset=utf-8'),
+                           ('Content-Length', str(len(body))), ('Connection', 'close')])
+    for name, value in headers:
+        all_headers.add(name, value)
+    return Response(status, all_headers, body)
+
+
+def format_host(host: str, port: int, secure: bool = False) -> str:
+    """The Host header for `host` and `port`: IPv6 in brackets, default port left out."""
+    if ':' in host and not host.startswith('['):
+        host = f'[{host}]'
+    if port == (443 if secure else 80):
+        return host
+    return f'{host}:{port}'
+
+
+def client_request(host: str, resource: str, key: str, *, origin: str | None = None,
+                   protocols: Iterable[str] = (),
+                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The client's upgrade request."""
+    lines = [f'GET {resource} HTTP/1.1', f'Host: {host}', 'Upgrade: websocket',
+             'Connection: Upgrade', f'Sec-WebSocket-Key: {key}',
+             f'Sec-WebSocket-Version: {WS_VERSION}']
+    if origin is not None:
+        lines.append(f'Origin: {origin}')
+    protocols = list(protocols)
+    if protocols:
+        lines.append('Sec-WebSocket-Protocol: ' + ', '.join(protocols))
+    lines.extend(f'{name}: {value}' for name, value in check_header_items(headers))
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def check_response(status: int, headers: Headers, key: str,
+                   protocols: Iterable[str] = ()) -> str | None:
+    """Validate the server's 101 response; returns the subprotocol it chose."""
+    if status != 101:
+        raise InvalidStatus(f'server answered {status} instead of 101', status, headers.items())
+    if 'websocket' not in headers.tokens('Upgrade'):
+        raise InvalidHeader('response Upgrade header is not "websocket"')
+    if 'upgrade' not in headers.tokens('Connection'):
+        raise InvalidHeader('response Connection header lacks "upgrade"')
+    if headers.get_all('Sec-WebSocket-Accept') != [accept_key(key)]:
+        raise InvalidHeader('wrong Sec-WebSocket-Accept')
+    if headers.get('Sec-WebSocket-Extensions'):
+        raise InvalidHeader('server accepted an extension that was not offered')
+    chosen = headers.get_all('Sec-WebSocket-Protocol')
+    if not chosen:
+        return None
+    if len(chosen) != 1 or chosen[0] not in list(protocols):
+        raise InvalidHeader(f'server chose subprotocol {", ".join(chosen)!r}, not offered')
+    return chosen[0]

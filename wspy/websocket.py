@@ -1,0 +1,267 @@
+"""`websocket`: a `socket.socket` that speaks frames after an HTTP upgrade."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState,
+                         InvalidStatus, SocketClosed)
+from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
+from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems,
+                            HeadReader, Request, ServerHandshake, check_header_items,
+                            check_response, client_request, error_response, first_supported,
+                            format_host, new_key, parse_request, parse_response)
+
+logger = logging.getLogger('wspy')
+
+#: Default time allowed for a whole opening handshake, in seconds.
+HANDSHAKE_TIMEOUT = 10.0
+_RECV_SIZE = 65536
+_MAX_ERROR_BODY = 65536
+
+
+class websocket(socket.socket):  # noqa: N801 - the original wspy's name
+    """A socket that performs the WebSocket handshake and sends and receives frames.
+
+    `accept()` returns a `websocket` whose server handshake is done;
+    `connect(address)` performs the client handshake. After that,
+    `send(*frames)` and `recv() -> Frame` exchange frames. Keyword options
+    configure the handshake (`location`, `host`, `origin`, `protocols`,
+    `headers`, `trusted_origins`, `locations`) and the limits
+    (`max_frame_size`, `handshake_timeout`, `max_line_length`,
+    `max_headers`, `max_head_size`); accepted sockets inherit them.
+    """
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
+                 fileno: int | None = None, *, location: str = '/', host: str | None = None,
+                 origin: str | None = None, protocols: Iterable[str] = (),
+                 headers: HeaderItems = (),
+                 select_protocol: Callable[[list[str], list[str]], str | None] = first_supported,
+                 trusted_origins: Iterable[str | None] | None = None,
+                 locations: Iterable[str] | None = None,
+                 max_frame_size: int | None = DEFAULT_MAX_SIZE,
+                 handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
+                 max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
+                 max_head_size: int = MAX_HEAD_SIZE) -> None:
+        super().__init__(family, type, proto, fileno)
+        self.location = location
+        self.host = host
+        self.origin = origin
+        self.protocols = list(protocols)
+        self.headers = check_header_items(headers)
+        self.select_protocol = select_protocol
+        self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
+        self.locations = None if locations is None else list(locations)
+        self.max_frame_size = max_frame_size
+        self.handshake_timeout = handshake_timeout
+        self.max_line_length = max_line_length
+        self.max_headers = max_headers
+        self.max_head_size = max_head_size
+        #: True after a server handshake, False after a client handshake.
+        self.server_side: bool | None = None
+        #: The client's upgrade request (server side).
+        self.request: Request | None = None
+        #: The status and headers of the server's 101 response (client side).
+        self.response_headers: list[tuple[str, str]] = []
+        #: The negotiated subprotocol, if any.
+        self.protocol: str | None = None
+        self.parser: FrameParser | None = None
+        self._recv_buffer: bytearray | None = None
+
+    def options(self) -> dict[str, object]:
+        """The keyword options this socket was made with, for a socket like it."""
+        return {name: getattr(self, name) for name in (
+            'location', 'host', 'origin', 'protocols', 'headers', 'select_protocol',
+            'trusted_origins', 'locations', 'max_frame_size', 'handshake_timeout',
+            'max_line_length', 'max_headers', 'max_head_size')}
+
+    # -- handshakes ---------------------------------------------------------
+
+    def accept(self, handshake: bool = True) -> tuple[websocket, object]:  # type: ignore[override]
+        """Accept a connection and, unless `handshake` is False, do the server handshake.
+
+        A rejected handshake is answered with its HTTP error, the new socket
+        is closed and the `HandshakeError` raised.
+        """
+        fd, address = self._accept()  # type: ignore[attr-defined]
+        sock = type(self)(self.family, self.type, self.proto, fileno=fd, **self.options())
+        if socket.getdefaulttimeout() is None and self.gettimeout():
+            sock.setblocking(True)
+        if handshake:
+            try:
+                sock.server_handshake()
+            except BaseException:
+                sock.close()
+                raise
+        return sock, address
+
+    def server_handshake(self) -> Request:
+        """Read the client's upgrade request and answer it (101 or an HTTP error)."""
+        handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
+                                    self.headers, self.select_protocol)
+        with _Deadline(self, self.handshake_timeout) as deadline:
+            try:
+                reader = self._reader()
+                head = None
+                while head is None:
+                    head = reader.feed(deadline.recv(4096, 'the upgrade request'))
+                request = parse_request(head)
+                response, self.protocol = handshake.accept(request)
+            except HandshakeError as error:
+                self._reject(error)
+                raise
+            self.sendall(response.to_bytes())
+        self.request = request
+        self._opened(True, reader.rest)
+        return request
+
+    def _reject(self, error: HandshakeError) -> None:
+        logger.info('rejected handshake from %s: %d %s', _peer(self), error.status, error)
+        response = error_response(error.status, str(error), error.headers)
+        try:
+            self.settimeout(1.0)
+            self.sendall(response.to_bytes())
+        except OSError:
+            pass
+
+    def connect(self, address: object) -> None:  # type: ignore[override]
+        """Connect to `address` and do the client handshake."""
+        with _Deadline(self, self.handshake_timeout):
+            super().connect(address)  # type: ignore[arg-type]
+        self.client_handshake()
+
+    def client_handshake(self, secure: bool = False) -> None:
+        """Send the upgrade request on a connected socket and check the response."""
+        host = self.host
+        if host is None:
+            peer_host, peer_port = self.getpeername()[:2]
+            host = format_host(peer_host, peer_port, secure)
+        key = new_key()
+        request = client_request(host, self.location, key, origin=self.origin,
+                                 protocols=self.protocols, headers=self.headers)
+        with _Deadline(self, self.handshake_timeout) as deadline:
+            self.sendall(request)
+            reader = self._reader()
+            head = None
+            while head is None:
+                head = reader.feed(deadline.recv(4096, 'the handshake response'))
+            status, _, headers = parse_response(head)
+            if status != 101:
+                body = self._read_body(deadline, reader.rest, headers.get('Content-Length'))
+                raise InvalidStatus(f'server answered {status} instead of 101', status,
+                                    headers.items(), body)
+            self.protocol = check_response(status, headers, key, self.protocols)
+        self.response_headers = headers.items()
+        self._opened(False, reader.rest)
+
+    def _read_body(self, deadline: _Deadline, data: bytes, length: str | None) -> bytes:
+        try:
+            wanted = min(int(length or 0), _MAX_ERROR_BODY)
+        except ValueError:
+            wanted = 0
+        try:
+            while len(data) < wanted:
+                data += deadline.recv(wanted - len(data), 'the error body')
+        except HandshakeError:
+            pass
+        return data[:wanted]
+
+    def _reader(self) -> HeadReader:
+        return HeadReader(self.max_line_length, self.max_headers, self.max_head_size)
+
+    def _opened(self, server_side: bool, rest: bytes) -> None:
+        self.server_side = server_side
+        self.parser = FrameParser(require_mask=server_side, max_frame_size=self.max_frame_size)
+        self.parser.feed(rest)
+
+    # -- frames -------------------------------------------------------------
+
+    def send(self, *frames: Frame) -> None:  # type: ignore[override]
+        """Send frames, in order, with as few system calls as possible."""
+        if len(frames) == 1:
+            self.sendall(frames[0].pack())
+        else:
+            self.sendall(b''.join([frame.pack() for frame in frames]))
+
+    def recv(self) -> Frame:  # type: ignore[override]
+        """Receive the next frame; `SocketClosed` if the peer disconnects.
+
+        Raises `ProtocolError` for a frame that breaks RFC 6455.
+        """
+        parser = self.parser
+        if parser is None:
+            raise InvalidState('recv() before the handshake')
+        frame = parser.next_frame()
+        while frame is None:
+            buffer = self._recv_buffer
+            if buffer is None:
+                buffer = self._recv_buffer = bytearray(_RECV_SIZE)
+            count = self.recv_into(buffer)
+            if not count:
+                raise SocketClosed('connection closed in the middle of a frame'
+                                   if parser.buffered else 'connection closed by the peer')
+            with memoryview(buffer) as view:
+                parser.feed(view[:count])
+            frame = parser.next_frame()
+        return frame
+
+    def recvn(self, n: int) -> list[Frame]:
+        """Receive the next `n` frames."""
+        return [self.recv() for _ in range(n)]
+
+    def __repr__(self) -> str:
+        side = {None: 'raw', True: 'server', False: 'client'}[self.server_side]
+        return f'<wspy.websocket fd={self.fileno()} {side} peer={_peer(self)}>'
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername())
+    except OSError:
+        return '?'
+
+
+class _Deadline:
+    """Applies one overall timeout to a series of blocking calls on a socket."""
+
+    def __init__(self, sock: websocket, timeout: float | None) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.end = None if timeout is None else time.monotonic() + timeout
+
+    def __enter__(self) -> _Deadline:
+        self.saved = self.sock.gettimeout()
+        self._apply()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            self.sock.settimeout(self.saved)
+        except OSError:
+            pass
+        if isinstance(exc, socket.timeout):
+            raise HandshakeTimeout(f'handshake not completed within {self.timeout} s') from exc
+
+    def _apply(self) -> None:
+        if self.end is None:
+            return
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise HandshakeTimeout(f'handshake not completed within {self.timeout} s')
+        saved = self.saved
+        self.sock.settimeout(remaining if saved is None else min(saved, remaining))
+
+    def recv(self, size: int, what: str) -> bytes:
+        """Receive up to `size` bytes before the deadline; EOF is a handshake error."""
+        self._apply()
+        try:
+            data = super(websocket, self.sock).recv(size)
+        except socket.timeout:
+            raise HandshakeTimeout(f'timed out waiting for {what}') from None
+        if not data:
+            raise HandshakeError(f'connection closed while waiting for {what}')
+        return data

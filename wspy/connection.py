@@ -25,7 +25,7 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedErr
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
-                        ControlFrame, Frame, close_payload, parse_close)
+                        ControlFrame, Frame, FrameParser, close_payload, parse_close)
 from wspy.message import BinaryMessage, Message, TextMessage
 from wspy.websocket import websocket
 
@@ -80,6 +80,8 @@ class Connection:
         self._fragments_opcode = 0
         self._fragments_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        # Validates the text of a frame that is still arriving (fail fast).
+        self._partial_decoder: codecs.IncrementalDecoder | None = None
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._closed = threading.Event()
@@ -210,6 +212,7 @@ class Connection:
         if opcode & 0x8:
             self._handle_control(frame)
             return None
+        self._partial_decoder = None
         payload = frame.payload
         fragments = self._fragments
         if opcode == OPCODE_CONTINUATION:
@@ -253,6 +256,33 @@ class Connection:
         if opcode == OPCODE_TEXT:
             return TextMessage(''.join(fragments))
         return BinaryMessage(b''.join(fragments))
+
+    def _check_partial(self, parser: FrameParser) -> None:
+        """Validate the UTF-8 of a text frame that has only partly arrived.
+
+        RFC 6455 8.1: an endpoint that finds invalid UTF-8 "MUST _Fail the
+        WebSocket Connection_"; checking as bytes arrive fails at once
+        instead of after the rest of a long frame.
+        """
+        first = parser.pending_first_byte()
+        if first is None or first & 0x40:  # not yet known, or compressed
+            return
+        opcode = first & 0x0F
+        decoder = self._partial_decoder
+        if decoder is None:
+            if opcode == OPCODE_TEXT and self._fragments is None:
+                decoder = _utf8_decoder()
+            elif opcode == OPCODE_CONTINUATION and self._decoder is not None:
+                decoder = _utf8_decoder()
+                decoder.setstate(self._decoder.getstate())
+            else:
+                return
+            self._partial_decoder = decoder
+        try:
+            decoder.decode(parser.peek_payload())
+        except UnicodeDecodeError:
+            raise InvalidPayload('invalid UTF-8 in a text message') from None
+        _check_utf8_tail(decoder)
 
     def _handle_control(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -352,7 +382,7 @@ class Connection:
     def _receive_one(self) -> Message | None:
         """Read one frame and apply it; finishes the connection when it ends."""
         try:
-            frame = self.sock.recv()
+            frame = self.sock.recv(self._check_partial)
             message = self._receive_frame(frame)
         except ProtocolError as error:
             self._fail(error)

@@ -203,7 +203,8 @@ class FrameParser:
     header, before its payload is read.
     """
 
-    __slots__ = ('require_mask', 'max_frame_size', 'rsv_allowed', '_buf', '_pos', '_header')
+    __slots__ = ('require_mask', 'max_frame_size', 'rsv_allowed', '_buf', '_pos', '_header',
+                 '_peeked')
 
     def __init__(self, *, require_mask: bool | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE, rsv_allowed: int = 0) -> None:
@@ -215,6 +216,8 @@ class FrameParser:
         # (first byte, masking key, payload length, header length) of the
         # frame whose payload is still arriving.
         self._header: tuple[int, bytes, int, int] | None = None
+        # How many payload bytes of that frame `peek_payload` has handed out.
+        self._peeked = 0
 
     @property
     def buffered(self) -> int:
@@ -267,10 +270,39 @@ class FrameParser:
             view.release()
         self._pos = end
         self._header = None
+        self._peeked = 0
         opcode = b1 & 0x0F
         return (ControlFrame if opcode & 0x8 else Frame)(
             opcode, payload, key, bool(b1 & 0x80), bool(b1 & 0x40), bool(b1 & 0x20),
             bool(b1 & 0x10))
+
+    def pending_first_byte(self) -> int | None:
+        """The first header byte (FIN, RSV, opcode) of the frame still arriving, if any."""
+        header = self._header or self._parse_header()
+        return None if header is None else header[0]
+
+    def peek_payload(self) -> bytes:
+        """The unmasked payload bytes of the frame still arriving, since the last peek.
+
+        This lets a connection check a long frame as it arrives (say, its
+        UTF-8) instead of once it is complete.
+        """
+        header = self._header or self._parse_header()
+        if header is None:
+            return b''
+        _, key, length, header_length = header
+        payload_start = self._pos + header_length
+        start = payload_start + self._peeked
+        end = min(len(self._buf), payload_start + length)
+        if end <= start:
+            return b''
+        view = memoryview(self._buf)
+        try:
+            chunk = mask(key, view[start:end], self._peeked) if key else bytes(view[start:end])
+        finally:
+            view.release()
+        self._peeked += end - start
+        return chunk
 
     def _parse_header(self) -> tuple[int, bytes, int, int] | None:
         buf = self._buf

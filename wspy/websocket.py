@@ -186,10 +186,13 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         else:
             self.sendall(b''.join([frame.pack() for frame in frames]))
 
-    def recv(self) -> Frame:  # type: ignore[override]
+    def recv(self, on_partial: Callable[[FrameParser], None] | None = None,  # type: ignore[override]
+             ) -> Frame:
         """Receive the next frame; `SocketClosed` if the peer disconnects.
 
-        Raises `ProtocolError` for a frame that breaks RFC 6455.
+        Raises `ProtocolError` for a frame that breaks RFC 6455. `on_partial`,
+        if given, is called with the parser whenever bytes arrive that do not
+        complete a frame.
         """
         parser = self.parser
         if parser is None:
@@ -206,6 +209,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             with memoryview(buffer) as view:
                 parser.feed(view[:count])
             frame = parser.next_frame()
+            if frame is None and on_partial is not None:
+                on_partial(parser)
         return frame
 
     def recvn(self, n: int) -> list[Frame]:

@@ -1,0 +1,184 @@
+"""Shared fixtures: echo servers on 127.0.0.1 port 0 and a raw byte-level client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import wspy
+from wspy.frame import FrameParser
+from wspy.handshake import HeadReader, parse_response
+
+TIMEOUT = 10.0
+
+
+class EchoServer(wspy.Server):
+    """Echoes every message and records what happened, for assertions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[Any, ...]] = []
+        self.closed = threading.Condition()
+
+    def onopen(self, client: wspy.ServerConnection) -> None:
+        self.events.append(('open', client.request.target))
+
+    def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+        client.send(message)
+
+    def onping(self, client: wspy.ServerConnection, payload: bytes) -> None:
+        self.events.append(('ping', payload))
+
+    def onclose(self, client: wspy.ServerConnection, code: int, reason: str) -> None:
+        with self.closed:
+            self.events.append(('close', code, reason))
+            self.closed.notify_all()
+
+    def onerror(self, client: wspy.ServerConnection, error: Exception) -> None:
+        self.events.append(('error', error))
+
+    def wait_closes(self, count: int, timeout: float = TIMEOUT) -> list[tuple[Any, ...]]:
+        """Wait for `count` onclose calls; returns the close events."""
+        def closes() -> list[tuple[Any, ...]]:
+            return [e for e in self.events if e[0] == 'close']
+        with self.closed:
+            assert self.closed.wait_for(lambda: len(closes()) >= count, timeout), self.events
+        return closes()
+
+
+# The server classes every end-to-end test runs against.
+SERVER_CLASSES = [wspy.Server]
+
+
+@pytest.fixture(params=SERVER_CLASSES, ids=lambda cls: cls.__name__)
+def server_base(request: pytest.FixtureRequest) -> type[wspy.Server]:
+    """Each server class in turn."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def serve(server_base: type[wspy.Server]) -> Iterator[Callable[..., Any]]:
+    """Start a server (by default an echo server) on a free port; shut down afterwards."""
+    servers: list[wspy.Server] = []
+
+    def start(handler: type | None = None, **options: Any) -> Any:
+        bases = (handler or EchoServer,)
+        if not issubclass(bases[0], server_base):
+            bases = bases + (server_base,)
+        cls = type('TestServer', bases, {})
+        server = cls(('127.0.0.1', 0), **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def url(server: wspy.Server, path: str = '/') -> str:
+    """The ws:// URL of a server started by `serve`."""
+    return f'ws://127.0.0.1:{server.address[1]}{path}'
+
+
+def upgrade_request(path: str = '/', extra: str = '', key: str | None = None,
+                    version: str = '13') -> bytes:
+    """A valid client upgrade request, with `extra` header lines appended."""
+    key = key or base64.b64encode(os.urandom(16)).decode()
+    return (f'GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n'
+            f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+            f'Sec-WebSocket-Version: {version}\r\n{extra}\r\n').encode()
+
+
+class RawClient:
+    """A plain TCP client that speaks bytes, for feeding servers bad input."""
+
+    def __init__(self, server: wspy.Server) -> None:
+        self.sock = socket.create_connection(('127.0.0.1', server.address[1]), timeout=TIMEOUT)
+        self.parser = FrameParser(require_mask=False, max_frame_size=None)
+
+    def handshake(self, request: bytes | None = None) -> tuple[int, wspy.handshake.Headers, bytes]:
+        """Send an upgrade request; the status, headers and whatever followed the head."""
+        self.sock.sendall(request or upgrade_request())
+        reader = HeadReader()
+        head = None
+        while head is None:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError('closed before a response')
+            head = reader.feed(data)
+        status, _, headers = parse_response(head)
+        if status == 101:
+            self.parser.feed(reader.rest)
+        return status, headers, reader.rest
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes."""
+        self.sock.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes = b'', final: bool = True, **flags: Any) -> None:
+        """Send a masked frame."""
+        self.send(wspy.Frame(opcode, payload, os.urandom(4), final, **flags).pack())
+
+    def recv_frame(self) -> wspy.Frame | None:
+        """The next frame from the server, or None at end of file."""
+        frame = self.parser.next_frame()
+        while frame is None:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.parser.feed(data)
+            frame = self.parser.next_frame()
+        return frame
+
+    def recv_close(self) -> tuple[int | None, str]:
+        """Skip to the server's close frame; its code and reason."""
+        while True:
+            frame = self.recv_frame()
+            assert frame is not None, 'connection ended without a close frame'
+            if frame.opcode == wspy.OPCODE_CLOSE:
+                return frame.unpack_close()
+
+    def read_to_eof(self) -> bytes:
+        """Everything until the server closes the connection."""
+        chunks = []
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return b''.join(chunks)
+            chunks.append(data)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_client() -> Iterator[Callable[[wspy.Server], RawClient]]:
+    """Open raw clients to a server; all are closed afterwards."""
+    clients: list[RawClient] = []
+
+    def open_client(server: wspy.Server) -> RawClient:
+        client = RawClient(server)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def assert_echoes(server: wspy.Server, message: str = 'still serving') -> None:
+    """A fresh client on `server` gets its message echoed."""
+    conn = wspy.connect(url(server))
+    try:
+        conn.send(message)
+        assert conn.recv().payload == message
+    finally:
+        conn.close()

@@ -1,0 +1,213 @@
+"""Frames: packing, the incremental parser, and every rejection RFC 6455 asks for."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import pytest
+
+import wspy
+from wspy.frame import (ControlFrame, Frame, FrameParser, close_payload, is_valid_close_code,
+                        parse_close)
+
+
+def parse_all(data: bytes, chunks: list[int] | None = None, **options) -> list[Frame]:
+    """Feed `data` to a parser in pieces of the given sizes; every frame it yields."""
+    parser = FrameParser(max_frame_size=None, **options)
+    frames = []
+    pos = 0
+    for size in chunks or [len(data)]:
+        parser.feed(data[pos:pos + size])
+        pos += size
+        frames.extend(parser)
+    parser.feed(data[pos:])
+    frames.extend(parser)
+    assert parser.buffered == 0
+    return frames
+
+
+@pytest.mark.parametrize('length', [0, 1, 125, 126, 127, 0xFFFF, 0x10000, 70000])
+@pytest.mark.parametrize('masked', [False, True])
+def test_pack_and_parse_round_trip(length: int, masked: bool) -> None:
+    payload = os.urandom(length)
+    key = os.urandom(4) if masked else b''
+    frame = Frame(wspy.OPCODE_BINARY, payload, key)
+    raw = frame.pack()
+    header = 2 + (0 if length < 126 else 2 if length < 0x10000 else 8) + (4 if masked else 0)
+    assert len(raw) == header + length
+    if masked and length:
+        assert raw[header:] != payload or length < 4
+    assert parse_all(raw) == [frame]
+
+
+def test_header_fields_are_on_the_wire() -> None:
+    raw = Frame(wspy.OPCODE_TEXT, b'hi', final=False, rsv1=True, rsv3=True).pack()
+    assert raw == bytes([0x01 | 0x40 | 0x10, 2]) + b'hi'
+    assert Frame(wspy.OPCODE_PING, 'x', b'abcd').pack()[:2] == bytes([0x89, 0x81])
+    assert Frame(wspy.OPCODE_TEXT, 'é').payload == 'é'.encode()
+
+
+def stream() -> tuple[bytes, list[Frame]]:
+    frames = [Frame(wspy.OPCODE_TEXT, b'hello', os.urandom(4), final=False),
+              ControlFrame(wspy.OPCODE_PING, b'p', os.urandom(4)),
+              Frame(wspy.OPCODE_CONTINUATION, os.urandom(300), os.urandom(4)),
+              Frame(wspy.OPCODE_BINARY, os.urandom(70000), os.urandom(4)),
+              ControlFrame.close(1000, 'bye', os.urandom(4))]
+    return b''.join(f.pack() for f in frames), frames
+
+
+def test_parser_fed_byte_by_byte() -> None:
+    data, frames = stream()
+    assert parse_all(data, [1] * len(data)) == frames
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_parser_fed_random_chunks(seed: int) -> None:
+    data, frames = stream()
+    rng = random.Random(seed)
+    chunks = []
+    while sum(chunks) < len(data):
+        chunks.append(rng.randint(1, 5000))
+    assert parse_all(data, chunks, require_mask=True) == frames
+
+
+def test_control_frames_are_control_frame_instances() -> None:
+    data, _ = stream()
+    kinds = [type(f) for f in parse_all(data)]
+    assert kinds == [Frame, ControlFrame, Frame, Frame, ControlFrame]
+
+
+def test_frames_before_a_bad_one_come_out_first() -> None:
+    good = Frame(wspy.OPCODE_TEXT, b'ok', b'abcd').pack()
+    parser = FrameParser(require_mask=True)
+    parser.feed(good + bytes([0x83, 0x80]) + b'abcd')
+    assert parser.next_frame().payload == b'ok'
+    with pytest.raises(wspy.ProtocolError):
+        parser.next_frame()
+
+
+BAD_FRAMES = [
+    ('reserved opcode 3', bytes([0x83, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('reserved opcode 0xB', bytes([0x8B, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('RSV1 unnegotiated', bytes([0xC1, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('RSV2 unnegotiated', bytes([0xA1, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('RSV3 unnegotiated', bytes([0x91, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('control over 125', bytes([0x89, 0xFE, 0, 126]) + b'abcd', wspy.ProtocolError, {}),
+    ('fragmented ping', bytes([0x09, 0x80]) + b'abcd', wspy.ProtocolError, {}),
+    ('unmasked from a client', bytes([0x81, 0x00]), wspy.ProtocolError, {}),
+    ('64-bit length MSB', bytes([0x82, 0xFF]) + struct.pack('!Q', 1 << 63) + b'abcd',
+     wspy.ProtocolError, {}),
+    ('over the frame limit', bytes([0x82, 0xFF]) + struct.pack('!Q', 1 << 40),
+     wspy.PayloadTooBig, {}),
+    ('masked from a server', bytes([0x81, 0x80]) + b'abcd', wspy.ProtocolError,
+     {'require_mask': False}),
+]
+
+
+@pytest.mark.parametrize('name,data,error,options', BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+def test_rejections(name: str, data: bytes, error: type, options: dict) -> None:
+    parser = FrameParser(**{'require_mask': True, **options})
+    parser.feed(data)
+    with pytest.raises(error) as info:
+        parser.next_frame()
+    assert info.value.code == (1009 if error is wspy.PayloadTooBig else 1002)
+
+
+def test_frame_limit_is_checked_from_the_header() -> None:
+    parser = FrameParser(require_mask=True, max_frame_size=1000)
+    parser.feed(bytes([0x82, 0xFE]) + struct.pack('!H', 1001))  # no payload sent at all
+    with pytest.raises(wspy.PayloadTooBig):
+        parser.next_frame()
+    parser = FrameParser(require_mask=True, max_frame_size=1000)
+    parser.feed(Frame(wspy.OPCODE_BINARY, b'x' * 1000, b'abcd').pack())
+    assert len(parser.next_frame().payload) == 1000
+
+
+def test_negotiated_rsv_bits_are_allowed() -> None:
+    parser = FrameParser(rsv_allowed=0x40)
+    parser.feed(Frame(wspy.OPCODE_TEXT, b'x', rsv1=True).pack())
+    assert parser.next_frame().rsv1
+
+
+def test_peek_payload_unmasks_a_frame_as_it_arrives() -> None:
+    payload = os.urandom(1000)
+    raw = Frame(wspy.OPCODE_TEXT, payload, b'\x01\x02\x03\x04').pack()
+    parser = FrameParser(require_mask=True)
+    assert parser.peek_payload() == b'' and parser.pending_first_byte() is None
+    seen = b''
+    for start in range(0, len(raw) - 1, 7):
+        parser.feed(raw[start:min(start + 7, len(raw) - 1)])
+        seen += parser.peek_payload()
+    assert parser.next_frame() is None
+    assert parser.pending_first_byte() == 0x81
+    assert seen == payload[:-1]
+    parser.feed(raw[-1:])
+    assert parser.next_frame().payload == payload
+    assert parser.peek_payload() == b''
+
+
+def test_fragment() -> None:
+    frames = Frame(wspy.OPCODE_TEXT, b'abcdefgh', rsv1=True).fragment(3, mask=True)
+    assert [f.payload for f in frames] == [b'abc', b'def', b'gh']
+    assert [f.opcode for f in frames] == [wspy.OPCODE_TEXT, 0, 0]
+    assert [f.final for f in frames] == [False, False, True]
+    assert [f.rsv1 for f in frames] == [True, False, False]
+    assert all(len(f.masking_key) == 4 for f in frames)
+    assert len(Frame(wspy.OPCODE_TEXT, b'').fragment(3)) == 1
+    with pytest.raises(ValueError):
+        Frame(wspy.OPCODE_TEXT, b'x').fragment(0)
+
+
+def test_bad_masking_key() -> None:
+    with pytest.raises(ValueError):
+        Frame(wspy.OPCODE_TEXT, b'x', b'abc')
+
+
+def test_original_byte_helpers() -> None:
+    raw = Frame(wspy.OPCODE_TEXT, b'hello', b'abcd').pack()
+    assert wspy.contains_frame(raw)
+    assert not wspy.contains_frame(raw[:-1])
+    assert wspy.read_frame(raw).payload == b'hello'
+    with pytest.raises(wspy.ProtocolError):
+        wspy.read_frame(raw[:3])
+    frame, rest = wspy.pop_frame(raw + b'\x81')
+    assert frame.payload == b'hello' and rest == b'\x81'
+    assert wspy.pop_frame(raw[:4]) == (None, raw[:4])
+
+
+@pytest.mark.parametrize('code', [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999])
+def test_valid_close_codes(code: int) -> None:
+    assert is_valid_close_code(code)
+    assert parse_close(close_payload(code, 'why')) == (code, 'why')
+
+
+@pytest.mark.parametrize('code', [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_invalid_close_codes(code: int) -> None:
+    assert not is_valid_close_code(code)
+    with pytest.raises(wspy.ProtocolError):
+        parse_close(struct.pack('!H', code))
+    with pytest.raises(ValueError):
+        close_payload(code)
+
+
+def test_close_payloads() -> None:
+    assert parse_close(b'') == (None, '')
+    with pytest.raises(wspy.ProtocolError):
+        parse_close(b'\x03')
+    with pytest.raises(wspy.InvalidPayload) as info:
+        parse_close(struct.pack('!H', 1000) + b'\xff')
+    assert info.value.code == 1007
+    with pytest.raises(ValueError):
+        close_payload(1000, 'x' * 124)
+    with pytest.raises(ValueError):
+        close_payload(None, 'reason without code')
+    assert ControlFrame.close(1000, 'ok').unpack_close() == (1000, 'ok')
+
+
+def test_repr_and_equality() -> None:
+    frame = Frame(wspy.OPCODE_TEXT, b'x', b'abcd', final=False)
+    assert 'opcode=0x1' in repr(frame) and 'M' in repr(frame)
+    assert frame != Frame(wspy.OPCODE_TEXT, b'x')
+    assert frame.__eq__(object()) is NotImplemented

@@ -1,0 +1,56 @@
+"""Masking: the C accelerator and the pure-Python fallback agree with the RFC."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from wspy import masking
+from wspy.masking import python_mask
+
+IMPLEMENTATIONS = [python_mask]
+try:
+    from wspy._speedups import mask as c_mask
+    IMPLEMENTATIONS.append(c_mask)
+except ImportError:  # pragma: no cover - a build without a compiler
+    pass
+
+
+def reference(key: bytes, data: bytes, offset: int = 0) -> bytes:
+    """RFC 6455 5.3, byte by byte."""
+    return bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
+@pytest.mark.parametrize('size', [0, 1, 3, 4, 7, 8, 9, 63, 255, 256, 257, 1000, 65537])
+@pytest.mark.parametrize('offset', [0, 1, 2, 3, 6])
+def test_mask_matches_the_rfc(implementation, size: int, offset: int) -> None:
+    key = os.urandom(4)
+    data = os.urandom(size)
+    assert implementation(key, data, offset) == reference(key, data, offset)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
+def test_mask_accepts_buffers_and_round_trips(implementation) -> None:
+    key = b'\x01\x02\x03\x04'
+    data = os.urandom(5000)
+    masked = implementation(key, memoryview(bytearray(data))[10:])
+    assert isinstance(masked, bytes)
+    assert implementation(key, masked) == data[10:]
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
+def test_mask_rejects_bad_keys(implementation) -> None:
+    with pytest.raises(ValueError):
+        implementation(b'abc', b'data')
+    with pytest.raises(ValueError):
+        implementation(b'abcd', b'data', -1)
+
+
+def test_environment_variable_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv('WSPY_NO_SPEEDUPS', '1')
+    assert masking._select() == (python_mask, False)
+    monkeypatch.delenv('WSPY_NO_SPEEDUPS')
+    function, fast = masking._select()
+    assert fast == (len(IMPLEMENTATIONS) == 2)

@@ -1,0 +1,357 @@
+"""End to end over real sockets: the servers with wspy's client and raw clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import wspy
+
+from conftest import EchoServer, assert_echoes, upgrade_request, url
+
+BIG = 32 << 20
+
+
+@pytest.mark.parametrize('size', [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20])
+def test_binary_echo(serve, size: int) -> None:
+    server = serve(max_message_size=BIG, max_frame_size=BIG)
+    payload = os.urandom(size)
+    with_limits = {'max_message_size': BIG, 'max_frame_size': BIG}
+    conn = wspy.connect(url(server), **with_limits)
+    conn.send(payload)
+    message = conn.recv()
+    assert isinstance(message, wspy.BinaryMessage) and message.payload == payload
+    conn.close()
+
+
+@pytest.mark.parametrize('size', [0, 1, 126, 70000, 4 << 20])
+def test_text_echo(serve, size: int) -> None:
+    server = serve(max_message_size=BIG, max_frame_size=BIG)
+    text = ('aé€😀' * (size // 10 + 1))[:size]
+    conn = wspy.connect(url(server), max_message_size=BIG, max_frame_size=BIG)
+    conn.send(text)
+    message = conn.recv()
+    assert isinstance(message, wspy.TextMessage) and message.payload == text
+    conn.close()
+
+
+def test_fragmented_messages_both_ways(serve) -> None:
+    class Fragmenting(EchoServer):
+        def onmessage(self, client, message):
+            client.send(message, fragment_size=5)
+
+    server = serve(Fragmenting)
+    conn = wspy.connect(url(server))
+    text = 'fragments with multibyte ☃☃☃ characters split across frames'
+    conn.send(text, fragment_size=3)
+    assert conn.recv().payload == text
+    conn.send(b'\x00' * 1000, fragment_size=7)
+    assert conn.recv().payload == b'\x00' * 1000
+    conn.close()
+
+
+def test_pings_between_fragments(serve, raw_client) -> None:
+    server = serve()
+    client = raw_client(server)
+    assert client.handshake()[0] == 101
+    client.send_frame(wspy.OPCODE_TEXT, b'Hello, ', final=False)
+    client.send_frame(wspy.OPCODE_PING, b'ping-1')
+    client.send_frame(wspy.OPCODE_CONTINUATION, b'fragmented ', final=False)
+    client.send_frame(wspy.OPCODE_PING, b'ping-2')
+    client.send_frame(wspy.OPCODE_CONTINUATION, b'world')
+    frames = [client.recv_frame() for _ in range(3)]
+    assert [(f.opcode, f.payload) for f in frames] == [
+        (wspy.OPCODE_PONG, b'ping-1'), (wspy.OPCODE_PONG, b'ping-2'),
+        (wspy.OPCODE_TEXT, b'Hello, fragmented world')]
+    assert all(not f.masked for f in frames)
+    assert ('ping', b'ping-1') in server.events
+
+
+def test_client_ping_gets_pong(serve) -> None:
+    server = serve()
+    pongs = []
+
+    class Recording(wspy.Connection):
+        def onpong(self, payload):
+            pongs.append(payload)
+
+    conn = wspy.connect(url(server), connection_class=Recording)
+    conn.send_ping(b'are you there')
+    conn.send('after the ping')
+    assert conn.recv().payload == 'after the ping'
+    assert pongs == [b'are you there']
+    with pytest.raises(wspy.PingError):
+        conn.send_ping(b'x' * 126)
+    conn.close()
+
+
+def test_close_from_the_client(serve) -> None:
+    server = serve()
+    conn = wspy.connect(url(server))
+    conn.close(4001, 'done here')
+    assert conn.closed and conn.close_code == 4001 and conn.close_reason == ''
+    assert server.wait_closes(1) == [('close', 4001, 'done here')]
+    with pytest.raises(wspy.ConnectionClosed):
+        conn.send('too late')
+    with pytest.raises(wspy.ConnectionClosedError):
+        conn.recv()
+
+
+def test_close_from_the_server(serve) -> None:
+    class Closing(EchoServer):
+        def onmessage(self, client, message):
+            client.close(wspy.CLOSE_POLICY_VIOLATION, 'go away')
+
+    server = serve(Closing)
+    conn = wspy.connect(url(server))
+    conn.send('please close')
+    with pytest.raises(wspy.ConnectionClosedError) as info:
+        conn.recv()
+    assert (info.value.code, info.value.reason) == (1008, 'go away')
+    assert server.wait_closes(1) == [('close', 1008, '')]
+
+
+def test_normal_close_raises_connection_closed_ok(serve) -> None:
+    class Closing(EchoServer):
+        def onmessage(self, client, message):
+            client.close()
+
+    conn = wspy.connect(url(serve(Closing)))
+    conn.send('bye')
+    with pytest.raises(wspy.ConnectionClosedOK):
+        conn.recv()
+
+
+def test_messages_sent_before_close_arrive_first(serve) -> None:
+    class Burst(EchoServer):
+        def onmessage(self, client, message):
+            for i in range(100):
+                client.send(str(i))
+            client.close(1000, 'after the burst')
+
+    conn = wspy.connect(url(serve(Burst)))
+    conn.send('go')
+    received = []
+    with pytest.raises(wspy.ConnectionClosedOK):
+        while True:
+            received.append(conn.recv().payload)
+    assert received == [str(i) for i in range(100)]
+    assert conn.close_reason == 'after the burst'
+
+
+def test_many_concurrent_clients(serve) -> None:
+    server = serve()
+    errors = []
+
+    def client(n: int) -> None:
+        try:
+            conn = wspy.connect(url(server, f'/client/{n}'))
+            for i in range(20):
+                conn.send(f'{n}:{i}')
+                assert conn.recv().payload == f'{n}:{i}'
+            conn.close()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(server.wait_closes(50)) == 50
+    assert sorted(e[1] for e in server.events if e[0] == 'open') == \
+        sorted(f'/client/{n}' for n in range(50))
+
+
+def test_sends_from_many_threads_arrive_intact(serve) -> None:
+    server = serve(max_message_size=BIG)
+    conn = wspy.connect(url(server), max_message_size=BIG)
+    senders, per_sender = 8, 40
+
+    def sender(n: int) -> None:
+        for i in range(per_sender):
+            conn.send(chr(65 + n) * (5000 + i), fragment_size=1000)
+            if i % 10 == 0:
+                conn.send_ping(b'x')
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    received = [conn.recv().payload for _ in range(senders * per_sender)]
+    for thread in threads:
+        thread.join()
+    for text in received:
+        assert text == text[0] * len(text)  # no frames of another message inside
+    assert sorted((t[0], len(t)) for t in received) == sorted(
+        (chr(65 + n), 5000 + i) for n in range(senders) for i in range(per_sender))
+    conn.close()
+
+
+def test_server_sends_from_worker_threads(serve) -> None:
+    class Pushing(EchoServer):
+        def onopen(self, client):
+            def push(n):
+                for i in range(50):
+                    client.send(f'{n}-{i}')
+            for n in range(4):
+                threading.Thread(target=push, args=(n,)).start()
+
+    conn = wspy.connect(url(serve(Pushing)))
+    received = {conn.recv().payload for _ in range(200)}
+    assert received == {f'{n}-{i}' for n in range(4) for i in range(50)}
+    conn.close()
+
+
+def test_second_receiving_thread_gets_concurrency_error(serve) -> None:
+    conn = wspy.connect(url(serve()))
+    receiver = threading.Thread(target=lambda: pytest.raises(wspy.ConnectionClosed, conn.recv))
+    receiver.start()
+    time.sleep(0.2)
+    with pytest.raises(wspy.ConcurrencyError):
+        conn.recv()
+    conn.close()
+    receiver.join(5)
+    assert not receiver.is_alive()
+
+
+def test_client_vanishing_mid_frame_leaves_others_served(serve, raw_client) -> None:
+    server = serve()
+    client = raw_client(server)
+    client.handshake()
+    client.send(wspy.Frame(wspy.OPCODE_BINARY, b'x' * 1000, b'abcd').pack()[:500])
+    client.close()
+    assert server.wait_closes(1)[0][1] == wspy.CLOSE_ABNORMAL
+    assert_echoes(server)
+
+
+def test_client_reset_is_handled(serve, raw_client) -> None:
+    server = serve()
+    client = raw_client(server)
+    client.handshake()
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+    client.close()
+    assert server.wait_closes(1)[0][1] == wspy.CLOSE_ABNORMAL
+    assert_echoes(server)
+
+
+def test_exception_in_callback_goes_to_onerror(serve) -> None:
+    class Broken(EchoServer):
+        def onmessage(self, client, message):
+            if message.payload == 'boom':
+                raise RuntimeError('application bug')
+            client.send(message)
+
+    server = serve(Broken)
+    conn = wspy.connect(url(server))
+    conn.send('boom')
+    conn.send('fine')
+    assert conn.recv().payload == 'fine'
+    errors = [e[1] for e in server.events if e[0] == 'error']
+    assert len(errors) == 1 and str(errors[0]) == 'application bug'
+    conn.close()
+
+
+def test_request_details_and_subprotocol(serve) -> None:
+    seen = {}
+
+    class Inspecting(EchoServer):
+        def onopen(self, client):
+            seen.update(path=client.request.path, query=client.request.query_params,
+                        cookie=client.request.headers.get('Cookie'), protocol=client.protocol)
+
+    server = serve(Inspecting, protocols=['v2', 'v1'], headers={'X-Served-By': 'wspy'})
+    conn = wspy.connect(url(server, '/room?name=a&name=b'), protocols=['v1', 'v2'],
+                        headers=[('Cookie', 'session=42')])
+    assert conn.protocol == 'v2'
+    assert ('X-Served-By', 'wspy') in conn.sock.response_headers
+    conn.send('x')
+    conn.recv()
+    assert seen == {'path': '/room', 'query': {'name': ['a', 'b']}, 'cookie': 'session=42',
+                    'protocol': 'v2'}
+    conn.close()
+
+
+def test_shutdown_closes_clients_with_1001(serve) -> None:
+    server = serve()
+    conns = [wspy.connect(url(server)) for _ in range(5)]
+    for conn in conns:
+        conn.send('hi')
+        conn.recv()
+    started = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - started < 5
+    for conn in conns:
+        with pytest.raises(wspy.ConnectionClosedOK) as info:
+            conn.recv()
+        assert info.value.code == wspy.CLOSE_GOING_AWAY
+    assert len(server.wait_closes(5)) == 5
+    with pytest.raises(OSError):
+        socket.create_connection(('127.0.0.1', server.address[1]), timeout=1)
+
+
+def test_shutdown_drops_clients_that_never_answer(serve, raw_client) -> None:
+    server = serve(max_join_time=0.5)
+    client = raw_client(server)
+    client.handshake()  # and never answers the close
+    started = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - started < 5
+    assert client.recv_close() == (1001, 'server shutting down')
+    # RFC 6455 7.1.5: no close frame received means close code 1006.
+    assert server.wait_closes(1)[0][1] == wspy.CLOSE_ABNORMAL
+
+
+def test_shutdown_from_a_callback(serve) -> None:
+    class Stopping(EchoServer):
+        def onmessage(self, client, message):
+            self.shutdown()
+
+    server = serve(Stopping)
+    conn = wspy.connect(url(server))
+    conn.send('stop')
+    with pytest.raises(wspy.ConnectionClosedOK):
+        conn.recv()
+    assert server._stopped.wait(5)
+
+
+def test_stalled_handshake_times_out_without_blocking_others(serve, raw_client) -> None:
+    server = serve(handshake_timeout=0.5)
+    stalled = raw_client(server)
+    stalled.send(upgrade_request()[:20])
+    assert_echoes(server)
+    started = time.monotonic()
+    answer = stalled.read_to_eof()
+    assert answer.startswith(b'HTTP/1.1 408 ') and time.monotonic() - started < 3
+
+
+def test_context_manager_and_port_zero(server_base) -> None:
+    with type('S', (EchoServer, server_base), {})(('127.0.0.1', 0)) as server:
+        assert server.address[1] > 0
+        server.start()
+        assert_echoes(server)
+    with type('S', (EchoServer, server_base), {})(('127.0.0.1', 0)) as unused:
+        port = unused.address[1]
+    with pytest.raises(OSError):
+        socket.create_connection(('127.0.0.1', port), timeout=1)
+
+
+def test_ipv6(server_base) -> None:
+    if not socket.has_ipv6:
+        pytest.skip('no IPv6 on this machine')
+    try:
+        server = type('S', (EchoServer, server_base), {})(('::1', 0))
+    except OSError:
+        pytest.skip('cannot bind ::1 here')
+    server.start()
+    try:
+        conn = wspy.connect(f'ws://[::1]:{server.address[1]}/v6')
+        conn.send('over IPv6')
+        assert conn.recv().payload == 'over IPv6'
+        conn.close()
+    finally:
+        server.shutdown()

@@ -95,7 +95,8 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
     times, each on a new TCP connection. Other keyword options go to
     `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
     """
-    for _ in range(max_redirects + 1):
+    redirects = 0
+    while True:
         uri = parse_uri(url)
         sock = open_socket(uri, timeout, host=options.pop('host', None) or uri.host_header,
                            handshake_timeout=timeout, **options)
@@ -103,13 +104,17 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             sock.client_handshake(uri.secure)
         except InvalidStatus as error:
             sock.close()
-            if error.status in _REDIRECTS and error.location:
-                url = redirect_target(url, error.location)
-                continue
-            raise
+            if error.status not in _REDIRECTS or not error.location:
+                raise
+            if redirects == max_redirects:
+                raise RedirectError(f'redirect to {error.location!r} not followed: '
+                                    f'max_redirects is {max_redirects}',
+                                    error.status, error.headers) from error
+            redirects += 1
+            url = redirect_target(url, error.location)
+            continue
         except BaseException:
             sock.close()
             raise
         return connection_class(sock, max_message_size=max_message_size,
                                 close_timeout=close_timeout)
-    raise RedirectError(f'more than {max_redirects} redirects')

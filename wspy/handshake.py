@@ -211,18 +211,18 @@ def _parse_header_lines(lines: list[bytes], error: type[HandshakeError]) -> Head
     return headers
 
 
-def _split_head(head: bytes) -> list[bytes]:
+def _split_head(head: bytes, error: type[HandshakeError]) -> list[bytes]:
     lines = head.split(b'\r\n')
     while lines and lines[-1] == b'':
         lines.pop()
     if not lines:
-        raise InvalidRequest('empty request')
+        raise error('empty HTTP head')
     return lines
 
 
 def parse_request(head: bytes) -> Request:
     """Parse a request head; `InvalidRequest` (with the HTTP status) if malformed."""
-    lines = _split_head(head)
+    lines = _split_head(head, InvalidRequest)
     parts = lines[0].split(b' ')
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise InvalidRequest(f'malformed request line {lines[0][:80]!r}')
@@ -235,7 +235,7 @@ def parse_request(head: bytes) -> Request:
 
 def parse_response(head: bytes) -> tuple[int, str, Headers]:
     """Parse a response head into status, reason and headers."""
-    lines = _split_head(head)
+    lines = _split_head(head, InvalidResponse)
     match = re.fullmatch(rb'HTTP/1\.\d (\d{3})(?: (.*))?', lines[0])
     if not match:
         raise InvalidResponse(f'malformed status line {lines[0][:80]!r}')

@@ -21,6 +21,9 @@ logger = logging.getLogger('wspy')
 HANDSHAKE_TIMEOUT = 10.0
 _RECV_SIZE = 65536
 _MAX_ERROR_BODY = 65536
+# How long, and how much, a rejected client's further input is read and dropped.
+_LINGER_TIME = 1.0
+_LINGER_BYTES = 1 << 20
 
 
 class websocket(socket.socket):  # noqa: N801 - the original wspy's name
@@ -124,6 +127,16 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         try:
             self.settimeout(1.0)
             self.sendall(response.to_bytes())
+            # Lingering close: closing with unread input would send a reset,
+            # which can destroy the response before the client reads it.
+            self.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_TIME
+            drained = 0
+            while drained < _LINGER_BYTES and time.monotonic() < deadline:
+                data = super().recv(65536)
+                if not data:
+                    break
+                drained += len(data)
         except OSError:
             pass
 

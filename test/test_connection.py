@@ -1,0 +1,184 @@
+"""`Connection` on its own: close handshake variants, callbacks, states."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+import wspy
+from wspy.connection import State
+
+
+def websocket_pair(**options) -> tuple[wspy.websocket, wspy.websocket]:
+    """A server-side and a client-side websocket, connected and past the handshake."""
+    a, b = socket.socketpair()
+    server = wspy.websocket(fileno=a.detach(), **options)
+    client = wspy.websocket(fileno=b.detach(), host='test', **options)
+    thread = threading.Thread(target=server.server_handshake)
+    thread.start()
+    client.client_handshake()
+    thread.join()
+    return server, client
+
+
+class Recorder(wspy.Connection):
+    """Records its callbacks."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def onopen(self):
+        self.calls.append(('open',))
+
+    def onmessage(self, message):
+        self.calls.append(('message', message.payload))
+        if message.payload == 'raise':
+            raise ValueError('from onmessage')
+
+    def onclose(self, code, reason):
+        self.calls.append(('close', code, reason))
+
+    def onerror(self, error):
+        self.calls.append(('error', type(error).__name__))
+        if isinstance(error, ValueError):
+            raise RuntimeError('onerror itself fails')
+
+
+def test_close_handshake_initiated_by_the_client() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    client = Recorder(client_sock)
+    thread = threading.Thread(target=server.receive_forever)
+    thread.start()
+    client.send('hi')
+    client.close(1000, 'bye')
+    thread.join(5)
+    assert server.calls == [('open',), ('message', 'hi'), ('close', 1000, 'bye')]
+    assert client.calls == [('close', 1000, '')]
+    assert server.state is State.CLOSED and client.state is State.CLOSED
+    assert client.close_sent == (1000, 'bye') and client.close_received == (1000, '')
+
+
+def test_close_without_answer_times_out_with_1006() -> None:
+    server_sock, client_sock = websocket_pair()
+    client = Recorder(client_sock, close_timeout=0.3)
+    started = time.monotonic()
+    client.close()
+    assert 0.25 < time.monotonic() - started < 3
+    assert client.calls == [('close', 1006, '')]
+    assert server_sock.recv().unpack_close() == (1000, '')
+    server_sock.close()
+
+
+def test_close_from_another_thread_while_receiving() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    client = Recorder(client_sock)
+    threads = [threading.Thread(target=server.receive_forever),
+               threading.Thread(target=client.receive_forever)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    server.close(4000, 'from a third thread')
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert client.calls[-1] == ('close', 4000, 'from a third thread')
+    assert server.calls[-1] == ('close', 4000, '')
+    server.close()  # a second close does nothing
+    assert server.calls.count(('close', 4000, '')) == 1
+
+
+def test_close_from_another_thread_with_a_silent_peer() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock, close_timeout=0.3)
+    thread = threading.Thread(target=server.receive_forever)
+    thread.start()
+    time.sleep(0.1)
+    server.close()
+    thread.join(5)
+    assert not thread.is_alive() and server.calls[-1] == ('close', 1006, '')
+    client_sock.close()
+
+
+def test_errors_in_callbacks_do_not_stop_the_connection(caplog) -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    client = wspy.Connection(client_sock)
+    thread = threading.Thread(target=server.receive_forever)
+    thread.start()
+    with caplog.at_level(logging.ERROR, logger='wspy'):
+        client.send('raise')
+        client.send('after')
+        client.close()
+        thread.join(5)
+    assert server.calls[1:] == [('message', 'raise'), ('error', 'ValueError'),
+                                ('message', 'after'), ('close', 1000, '')]
+    assert 'error in onerror' in caplog.text
+
+
+def test_peer_dropping_reports_1006() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    client_sock.close()
+    with pytest.raises(wspy.ConnectionClosedError) as info:
+        server.recv()
+    assert info.value.code == 1006
+    assert server.calls == [('error', 'SocketClosed'), ('close', 1006, '')]
+    with pytest.raises(wspy.ConnectionClosedError):
+        server.send('nobody listens')
+
+
+def test_failing_reports_our_code_when_the_peer_does_not_answer() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock, close_timeout=0.3)
+    client_sock.send(wspy.Frame(wspy.OPCODE_TEXT, b'\xff', b'abcd'))
+    with pytest.raises(wspy.ConnectionClosedError) as info:
+        server.recv()
+    assert info.value.code == 1007
+    assert server.calls[-1] == ('close', 1007, 'invalid UTF-8 in a text message')
+    client_sock.close()
+
+
+def test_message_size_limit_counts_fragments() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = wspy.Connection(server_sock, max_message_size=10, close_timeout=0.3)
+    client = wspy.Connection(client_sock)
+    client.send('x' * 10)
+    assert server.recv().payload == 'x' * 10
+    client.send('y' * 11, fragment_size=4)
+    with pytest.raises(wspy.ConnectionClosedError) as info:
+        server.recv()
+    assert info.value.code == wspy.CLOSE_MESSAGE_TOO_BIG
+
+
+def test_unsolicited_pong_and_hand_made_frames() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    pongs = []
+    server.onpong = pongs.append
+    client = wspy.Connection(client_sock)
+    client.send_pong(b'heartbeat')
+    client.send_frames(wspy.Frame(wspy.OPCODE_TEXT, b'hand', b'abcd', final=False),
+                       wspy.Frame(wspy.OPCODE_CONTINUATION, b'made', b'efgh'))
+    assert server.recv().payload == 'handmade'
+    assert pongs == [b'heartbeat']
+    with pytest.raises(wspy.PingError):
+        client.send_pong(b'x' * 200)
+    client.abort()
+
+
+def test_properties_and_repr() -> None:
+    server_sock, client_sock = websocket_pair(protocols=['p'])
+    server = wspy.Connection(server_sock)
+    assert server.server_side and server.protocol == 'p'
+    assert server.request.path == '/'
+    assert 'OPEN' in repr(server) and server.close_code == 1006
+    assert 'server' in repr(server_sock)
+    server.abort()
+    client_sock.close()

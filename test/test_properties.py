@@ -1,0 +1,77 @@
+"""Property tests: the parsers never raise anything but wspy errors, and round-trip."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import wspy
+from wspy.frame import Frame, FrameParser
+from wspy.handshake import HeadReader, ServerHandshake, parse_request, parse_response
+
+OPCODES = st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA])
+
+frames = st.builds(
+    lambda opcode, payload, key, final, rsv: Frame(
+        opcode, payload[:125] if opcode & 8 else payload, key,
+        final or bool(opcode & 8), *rsv),
+    OPCODES, st.binary(max_size=70000), st.sampled_from([b'', b'abcd', b'\x00\xff\x10\x80']),
+    st.booleans(), st.tuples(st.booleans(), st.booleans(), st.booleans()))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frames, max_size=5), st.lists(st.integers(1, 20000), max_size=20))
+def test_any_frames_split_anywhere_parse_back(sent: list[Frame], cuts: list[int]) -> None:
+    data = b''.join(f.pack() for f in sent)
+    parser = FrameParser(max_frame_size=None, rsv_allowed=0x70)
+    received = []
+    pos = 0
+    for cut in cuts + [len(data)]:
+        parser.feed(data[pos:pos + cut])
+        pos += cut
+        received.extend(parser)
+    parser.feed(data[pos:])
+    received.extend(parser)
+    assert received == sent
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300), st.sampled_from([None, True, False]))
+def test_any_bytes_parse_or_raise_a_protocol_error(data: bytes, require_mask: bool | None) -> None:
+    parser = FrameParser(require_mask=require_mask, max_frame_size=1000)
+    parser.feed(data)
+    try:
+        for frame in parser:
+            assert isinstance(frame, Frame)
+    except wspy.ProtocolError as error:
+        assert error.code in (1002, 1009)
+
+
+http_bytes = st.one_of(
+    st.binary(max_size=400),
+    st.lists(st.sampled_from([b'GET / HTTP/1.1', b'Host: a', b'Upgrade: websocket',
+                              b'Connection: Upgrade', b'Sec-WebSocket-Version: 13',
+                              b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', b'x', b':',
+                              b'\xff\xfe', b'Origin: \x00', b' folded', b'HTTP/1.1 101 OK',
+                              b'Sec-WebSocket-Protocol: ,,']), max_size=10)
+    .map(lambda lines: b'\r\n'.join(lines) + b'\r\n\r\n'))
+
+
+@settings(max_examples=500)
+@given(http_bytes)
+def test_any_http_head_parses_or_raises_a_handshake_error(data: bytes) -> None:
+    reader = HeadReader(max_line_length=100, max_headers=5, max_head_size=300)
+    try:
+        head = reader.feed(data)
+        if head is None:
+            return
+        try:
+            ServerHandshake(protocols=['a']).accept(parse_request(head))
+        except wspy.HandshakeError as error:
+            assert 400 <= error.status < 600
+        try:
+            parse_response(head)
+        except wspy.InvalidResponse:
+            pass
+    except wspy.SecurityError as error:
+        assert error.status == 431

@@ -1,0 +1,121 @@
+"""The socket layer: `websocket` as a `socket.socket` that speaks frames."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+import wspy
+
+from conftest import upgrade_request
+
+
+@pytest.fixture
+def listener():
+    sock = wspy.websocket(protocols=['chat'])
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(5)
+    yield sock
+    sock.close()
+
+
+def test_readme_example_raw_sockets(listener) -> None:
+    result = {}
+
+    def serve() -> None:
+        client, addr = listener.accept()
+        result['request'] = client.request
+        result['protocol'] = client.protocol
+        client.send(wspy.Frame(wspy.OPCODE_TEXT, b'Hello, Client!'))
+        result['frames'] = client.recvn(2)
+        client.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    sock = wspy.websocket(location='/path?q=1', protocols=['chat'])
+    assert isinstance(sock, socket.socket)
+    sock.connect(listener.getsockname())
+    assert sock.protocol == 'chat' and sock.server_side is False
+    frame = sock.recv()
+    assert (frame.opcode, frame.payload, frame.masked) == (wspy.OPCODE_TEXT, b'Hello, Client!',
+                                                           False)
+    sock.send(wspy.Frame(wspy.OPCODE_TEXT, b'one', b'abcd'),
+              wspy.Frame(wspy.OPCODE_BINARY, b'two', b'efgh', final=False))
+    thread.join(5)
+    assert result['request'].target == '/path?q=1' and result['protocol'] == 'chat'
+    assert [(f.payload, f.final) for f in result['frames']] == [(b'one', True), (b'two', False)]
+    with pytest.raises(wspy.SocketClosed):
+        sock.recv()
+    sock.close()
+
+
+def test_accept_rejects_with_http_error_and_raises(listener) -> None:
+    errors = []
+
+    def serve() -> None:
+        try:
+            listener.accept()
+        except wspy.HandshakeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with socket.create_connection(listener.getsockname()) as raw:
+        raw.sendall(upgrade_request(version='7'))
+        answer = raw.recv(4096)
+    thread.join(5)
+    assert answer.startswith(b'HTTP/1.1 426 ')
+    assert isinstance(errors[0], wspy.UnsupportedVersion)
+
+
+def test_accept_without_handshake_and_unopened_sockets(listener) -> None:
+    raw = socket.create_connection(listener.getsockname())
+    sock, _ = listener.accept(handshake=False)
+    assert isinstance(sock, wspy.websocket) and sock.server_side is None
+    assert 'raw' in repr(sock)
+    with pytest.raises(wspy.InvalidState):
+        sock.recv()
+    with pytest.raises(ValueError):
+        wspy.Connection(sock)
+    assert sock.options()['protocols'] == ['chat']
+    sock.close()
+    raw.close()
+
+
+def test_bytes_after_the_request_are_kept(listener) -> None:
+    result = {}
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        result['frame'] = client.recv()
+        client.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with socket.create_connection(listener.getsockname()) as raw:
+        raw.sendall(upgrade_request() + wspy.Frame(wspy.OPCODE_TEXT, b'early', b'abcd').pack())
+        raw.recv(4096)
+        thread.join(5)
+    assert result['frame'].payload == b'early'
+
+
+def test_connection_over_a_raw_accept(listener) -> None:
+    class Echo(wspy.Connection):
+        def onmessage(self, message):
+            self.send(message)
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        Echo(client).receive_forever()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    conn = wspy.connect('ws://127.0.0.1:%d/' % listener.getsockname()[1])
+    conn.send('original API')
+    assert conn.recv().payload == 'original API'
+    conn.close()
+    thread.join(5)
+    assert not thread.is_alive()

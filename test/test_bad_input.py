@@ -148,3 +148,25 @@ def test_empty_close_is_answered_with_an_empty_close(serve, raw_client) -> None:
     assert client.recv_close() == (None, '')
     client.close()
     assert server.wait_closes(1)[0][1] == wspy.CLOSE_NO_STATUS
+
+
+@pytest.mark.parametrize('name,first,rest', [
+    ('surrogate lead at the end of a fragment', masked(T, b'ok \xed\xa0', final=False), b''),
+    ('invalid byte in a continuation still arriving',
+     masked(T, b'ok', final=False), masked(C, b'fine \xf5' + b'x' * 100000)[:60]),
+])
+def test_invalid_utf8_fails_before_the_message_is_complete(serve, raw_client, name: str,
+                                                           first: bytes, rest: bytes) -> None:
+    server = serve()
+    client = raw_client(server)
+    client.handshake()
+    client.send(first + rest)  # the message is never completed
+    assert client.recv_close()[0] == 1007
+
+
+def test_single_frame_over_the_message_limit(serve, raw_client) -> None:
+    server = serve(max_message_size=10, max_frame_size=100)
+    client = raw_client(server)
+    client.handshake()
+    client.send(masked(T, b'x' * 11))
+    assert client.recv_close()[0] == 1009

@@ -182,3 +182,15 @@ def test_properties_and_repr() -> None:
     assert 'server' in repr(server_sock)
     server.abort()
     client_sock.close()
+
+
+def test_messages_after_our_close_are_not_delivered() -> None:
+    server_sock, client_sock = websocket_pair()
+    server = Recorder(server_sock)
+    server.start_close(1001, 'going')
+    client_sock.send(wspy.Frame(wspy.OPCODE_TEXT, b'late', b'abcd'),
+                     wspy.ControlFrame.close(1001, '', b'abcd'))
+    client_sock.close()
+    server.receive_forever()
+    assert server.calls == [('open',), ('close', 1001, '')]
+    assert server.wait_closed(1)

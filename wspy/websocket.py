@@ -204,14 +204,16 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """Receive the next frame; `SocketClosed` if the peer disconnects.
 
         Raises `ProtocolError` for a frame that breaks RFC 6455. `on_partial`,
-        if given, is called with the parser whenever bytes arrive that do not
-        complete a frame.
+        if given, is called with the parser before each wait for more bytes,
+        so that the part of a frame that has arrived can be checked.
         """
         parser = self.parser
         if parser is None:
             raise InvalidState('recv() before the handshake')
         frame = parser.next_frame()
         while frame is None:
+            if on_partial is not None:
+                on_partial(parser)
             buffer = self._recv_buffer
             if buffer is None:
                 buffer = self._recv_buffer = bytearray(_RECV_SIZE)
@@ -222,8 +224,6 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             with memoryview(buffer) as view:
                 parser.feed(view[:count])
             frame = parser.next_frame()
-            if frame is None and on_partial is not None:
-                on_partial(parser)
         return frame
 
     def recvn(self, n: int) -> list[Frame]:

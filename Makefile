@@ -10,7 +10,7 @@ WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis
 PORT ?= 8000
 
-.PHONY: run test test-fallback autobahn autobahn-server autobahn-client clean
+.PHONY: run test lint autobahn autobahn-server autobahn-client clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.test-deps: | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TEST_DEPS)
 	touch $@
 
+$(VENV)/.lint-deps: | $(BIN)/python
+	$(BIN)/python -m pip install -q ruff mypy
+	touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/python -m wspy serve --port $(PORT)
 
@@ -32,9 +36,13 @@ test: $(VENV)/.installed $(VENV)/.test-deps
 	rm -f .coverage .coverage.*
 	$(BIN)/python -c 'import wspy.masking as m; assert m.HAS_SPEEDUPS, "C extension not built"'
 	$(BIN)/coverage run -p --branch --source wspy -m pytest -q test
-	WSPY_NO_SPEEDUPS=1 $(BIN)/coverage run -p --branch --source wspy -m pytest -q -p no:randomly test
+	WSPY_NO_SPEEDUPS=1 $(BIN)/coverage run -p --branch --source wspy -m pytest -q test
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --show-missing --skip-covered
+
+lint: $(VENV)/.installed $(VENV)/.lint-deps
+	$(BIN)/ruff check wspy test setup.py
+	$(BIN)/mypy --strict wspy
 
 $(WSTEST):
 	$(PY27) -m pip install --user -q 'virtualenv==20.15.1'

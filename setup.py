@@ -7,7 +7,8 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
-VERSION = re.search(r"__version__ = '([^']+)'", (HERE / 'wspy' / '__init__.py').read_text()).group(1)
+INIT = (HERE / 'wspy' / '__init__.py').read_text()
+VERSION = re.search(r"__version__ = '([^']+)'", INIT).group(1)
 
 
 class optional_build_ext(build_ext):  # noqa: N801
@@ -34,7 +35,7 @@ setup(
     long_description_content_type='text/markdown',
     license='BSD-3-Clause',
     packages=find_packages(include=['wspy', 'wspy.*']),
-    package_data={'wspy': ['py.typed']},
+    package_data={'wspy': ['py.typed', '_speedups.pyi']},
     python_requires='>=3.10',
     ext_modules=[Extension('wspy._speedups', ['wspy/_speedups.c'], optional=True)],
     cmdclass={'build_ext': optional_build_ext},

@@ -70,7 +70,7 @@ def serve(server_base: type[wspy.Server]) -> Iterator[Callable[..., Any]]:
     def start(handler: type | None = None, **options: Any) -> Any:
         bases = (handler or EchoServer,)
         if not issubclass(bases[0], server_base):
-            bases = bases + (server_base,)
+            bases = (*bases, server_base)
         cls = type('TestServer', bases, {})
         server = cls(('127.0.0.1', 0), **options)
         server.start()
@@ -103,7 +103,8 @@ class RawClient:
         self.sock = socket.create_connection(('127.0.0.1', server.address[1]), timeout=TIMEOUT)
         self.parser = FrameParser(require_mask=False, max_frame_size=None)
 
-    def handshake(self, request: bytes | None = None) -> tuple[int, wspy.handshake.Headers, bytes]:
+    def handshake(self, request: bytes | None = None,
+                  ) -> tuple[int, wspy.handshake.Headers, bytes]:
         """Send an upgrade request; the status, headers and whatever followed the head."""
         self.sock.sendall(request or upgrade_request())
         reader = HeadReader()
@@ -122,7 +123,8 @@ class RawClient:
         """Send raw bytes."""
         self.sock.sendall(data)
 
-    def send_frame(self, opcode: int, payload: bytes = b'', final: bool = True, **flags: Any) -> None:
+    def send_frame(self, opcode: int, payload: bytes = b'', final: bool = True,
+                   **flags: Any) -> None:
         """Send a masked frame."""
         self.send(wspy.Frame(opcode, payload, os.urandom(4), final, **flags).pack())
 

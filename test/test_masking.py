@@ -54,3 +54,4 @@ def test_environment_variable_forces_the_fallback(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv('WSPY_NO_SPEEDUPS')
     function, fast = masking._select()
     assert fast == (len(IMPLEMENTATIONS) == 2)
+    assert (function is python_mask) != fast

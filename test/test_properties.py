@@ -26,7 +26,7 @@ def test_any_frames_split_anywhere_parse_back(sent: list[Frame], cuts: list[int]
     parser = FrameParser(max_frame_size=None, rsv_allowed=0x70)
     received = []
     pos = 0
-    for cut in cuts + [len(data)]:
+    for cut in [*cuts, len(data)]:
         parser.feed(data[pos:pos + cut])
         pos += cut
         received.extend(parser)

@@ -209,7 +209,11 @@ def test_server_sends_from_worker_threads(serve) -> None:
 
 def test_second_receiving_thread_gets_concurrency_error(serve) -> None:
     conn = wspy.connect(url(serve()))
-    receiver = threading.Thread(target=lambda: pytest.raises(wspy.ConnectionClosed, conn.recv))
+    def receive() -> None:
+        with pytest.raises(wspy.ConnectionClosed):
+            conn.recv()
+
+    receiver = threading.Thread(target=receive)
     receiver.start()
     time.sleep(0.2)
     with pytest.raises(wspy.ConcurrencyError):

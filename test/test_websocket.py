@@ -26,7 +26,7 @@ def test_readme_example_raw_sockets(listener) -> None:
     result = {}
 
     def serve() -> None:
-        client, addr = listener.accept()
+        client, _ = listener.accept()
         result['request'] = client.request
         result['protocol'] = client.protocol
         client.send(wspy.Frame(wspy.OPCODE_TEXT, b'Hello, Client!'))
@@ -113,7 +113,7 @@ def test_connection_over_a_raw_accept(listener) -> None:
 
     thread = threading.Thread(target=serve)
     thread.start()
-    conn = wspy.connect('ws://127.0.0.1:%d/' % listener.getsockname()[1])
+    conn = wspy.connect(f'ws://127.0.0.1:{listener.getsockname()[1]}/')
     conn.send('original API')
     assert conn.recv().payload == 'original API'
     conn.close()

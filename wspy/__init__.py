@@ -5,18 +5,16 @@ from wspy.connection import Connection, State
 from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, HandshakeError, HandshakeTimeout, InvalidHeader,
                          InvalidLocation, InvalidMethod, InvalidOrigin, InvalidPayload,
-                         InvalidRequest, InvalidResponse, InvalidState, InvalidStatus,
-                         InvalidURI, NotUpgrade, PayloadTooBig, PingError, ProtocolError,
-                         RedirectError, SecurityError, SocketClosed, SSLError,
-                         UnsupportedVersion, WebSocketError)
-from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY,
-                        CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG,
-                        CLOSE_MISSING_EXTENSION, CLOSE_NO_STATUS, CLOSE_NORMAL,
-                        CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_SERVICE_RESTART,
-                        CLOSE_TLS_HANDSHAKE, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA,
-                        DEFAULT_MAX_SIZE, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION,
-                        OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame, Frame,
-                        FrameParser, contains_frame, mask, pop_frame, read_frame)
+                         InvalidRequest, InvalidResponse, InvalidState, InvalidStatus, InvalidURI,
+                         NotUpgrade, PayloadTooBig, PingError, ProtocolError, RedirectError,
+                         SecurityError, SocketClosed, SSLError, UnsupportedVersion, WebSocketError)
+from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
+                        CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG, CLOSE_MISSING_EXTENSION,
+                        CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR,
+                        CLOSE_SERVICE_RESTART, CLOSE_TLS_HANDSHAKE, CLOSE_TRY_AGAIN_LATER,
+                        CLOSE_UNSUPPORTED_DATA, DEFAULT_MAX_SIZE, OPCODE_BINARY, OPCODE_CLOSE,
+                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame,
+                        Frame, FrameParser, contains_frame, mask, pop_frame, read_frame)
 from wspy.message import BinaryMessage, Message, TextMessage, create_message
 from wspy.server import Server, ServerConnection
 from wspy.websocket import websocket
@@ -25,20 +23,18 @@ __version__ = '0.10.0'
 
 __all__ = [
     'connect', 'Connection', 'State', 'Server', 'ServerConnection', 'websocket',
-    'Frame', 'ControlFrame', 'FrameParser', 'mask', 'contains_frame', 'read_frame',
-    'pop_frame', 'Message', 'TextMessage', 'BinaryMessage', 'create_message',
-    'DEFAULT_MAX_SIZE',
+    'Frame', 'ControlFrame', 'FrameParser', 'mask', 'contains_frame', 'read_frame', 'pop_frame',
+    'Message', 'TextMessage', 'BinaryMessage', 'create_message', 'DEFAULT_MAX_SIZE',
     'OPCODE_CONTINUATION', 'OPCODE_TEXT', 'OPCODE_BINARY', 'OPCODE_CLOSE', 'OPCODE_PING',
     'OPCODE_PONG',
     'CLOSE_NORMAL', 'CLOSE_GOING_AWAY', 'CLOSE_PROTOCOL_ERROR', 'CLOSE_UNSUPPORTED_DATA',
     'CLOSE_NO_STATUS', 'CLOSE_ABNORMAL', 'CLOSE_INVALID_DATA', 'CLOSE_POLICY_VIOLATION',
     'CLOSE_MESSAGE_TOO_BIG', 'CLOSE_MISSING_EXTENSION', 'CLOSE_INTERNAL_ERROR',
-    'CLOSE_SERVICE_RESTART', 'CLOSE_TRY_AGAIN_LATER', 'CLOSE_BAD_GATEWAY',
-    'CLOSE_TLS_HANDSHAKE',
+    'CLOSE_SERVICE_RESTART', 'CLOSE_TRY_AGAIN_LATER', 'CLOSE_BAD_GATEWAY', 'CLOSE_TLS_HANDSHAKE',
     'WebSocketError', 'HandshakeError', 'HandshakeTimeout', 'InvalidRequest', 'InvalidMethod',
     'NotUpgrade', 'UnsupportedVersion', 'InvalidOrigin', 'InvalidLocation', 'SecurityError',
     'InvalidResponse', 'InvalidHeader', 'InvalidStatus', 'RedirectError', 'InvalidURI',
-    'ProtocolError', 'InvalidPayload', 'PayloadTooBig', 'ConnectionClosed',
-    'ConnectionClosedOK', 'ConnectionClosedError', 'SocketClosed', 'InvalidState',
-    'ConcurrencyError', 'PingError', 'SSLError',
+    'ProtocolError', 'InvalidPayload', 'PayloadTooBig', 'ConnectionClosed', 'ConnectionClosedOK',
+    'ConnectionClosedError', 'SocketClosed', 'InvalidState', 'ConcurrencyError', 'PingError',
+    'SSLError',
 ]

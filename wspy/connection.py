@@ -23,9 +23,9 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedErr
                          ConnectionClosedOK, InvalidPayload, PayloadTooBig, PingError,
                          ProtocolError, SocketClosed, WebSocketError)
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
-                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
-                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
-                        ControlFrame, Frame, FrameParser, close_payload, parse_close)
+                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_CLOSE, OPCODE_CONTINUATION,
+                        OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame, Frame, FrameParser,
+                        close_payload, parse_close)
 from wspy.message import BinaryMessage, Message, TextMessage
 from wspy.websocket import websocket
 

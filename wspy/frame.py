@@ -13,10 +13,9 @@ from wspy.errors import InvalidPayload, PayloadTooBig, ProtocolError
 from wspy.masking import mask
 
 __all__ = [
-    'OPCODE_CONTINUATION', 'OPCODE_TEXT', 'OPCODE_BINARY', 'OPCODE_CLOSE',
-    'OPCODE_PING', 'OPCODE_PONG', 'Frame', 'ControlFrame', 'FrameParser',
-    'mask', 'contains_frame', 'read_frame', 'pop_frame', 'close_payload',
-    'parse_close', 'is_valid_close_code', 'DEFAULT_MAX_SIZE',
+    'DEFAULT_MAX_SIZE', 'OPCODE_BINARY', 'OPCODE_CLOSE', 'OPCODE_CONTINUATION', 'OPCODE_PING',
+    'OPCODE_PONG', 'OPCODE_TEXT', 'ControlFrame', 'Frame', 'FrameParser', 'close_payload',
+    'contains_frame', 'is_valid_close_code', 'mask', 'parse_close', 'pop_frame', 'read_frame',
 ]
 
 OPCODE_CONTINUATION = 0x0
@@ -103,7 +102,7 @@ class Frame:
     the payload with it. A `str` payload is encoded as UTF-8.
     """
 
-    __slots__ = ('opcode', 'payload', 'masking_key', 'final', 'rsv1', 'rsv2', 'rsv3')
+    __slots__ = ('final', 'masking_key', 'opcode', 'payload', 'rsv1', 'rsv2', 'rsv3')
 
     def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
                  masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
@@ -111,7 +110,9 @@ class Frame:
         if len(masking_key) not in (0, 4):
             raise ValueError('masking key must be empty or 4 bytes')
         self.opcode = opcode
-        self.payload = payload.encode('utf-8') if isinstance(payload, str) else payload
+        if type(payload) is not bytes:
+            payload = payload.encode('utf-8') if isinstance(payload, str) else bytes(payload)
+        self.payload: bytes = payload
         self.masking_key = masking_key
         self.final = final
         self.rsv1 = rsv1
@@ -166,9 +167,9 @@ class Frame:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frame):
             return NotImplemented
-        return (self.opcode, bytes(self.payload), self.masking_key, self.final,
+        return (self.opcode, self.payload, self.masking_key, self.final,
                 self.rsv1, self.rsv2, self.rsv3) == \
-            (other.opcode, bytes(other.payload), other.masking_key, other.final,
+            (other.opcode, other.payload, other.masking_key, other.final,
              other.rsv1, other.rsv2, other.rsv3)
 
     __hash__ = None  # type: ignore[assignment]
@@ -203,8 +204,15 @@ class FrameParser:
     header, before its payload is read.
     """
 
-    __slots__ = ('require_mask', 'max_frame_size', 'rsv_allowed', '_buf', '_pos', '_header',
-                 '_peeked')
+    __slots__ = (
+        '_buf',
+        '_header',
+        '_peeked',
+        '_pos',
+        'max_frame_size',
+        'require_mask',
+        'rsv_allowed',
+    )
 
     def __init__(self, *, require_mask: bool | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE, rsv_allowed: int = 0) -> None:

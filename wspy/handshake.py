@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from wspy.errors import (HandshakeError, InvalidHeader, InvalidLocation, InvalidMethod, InvalidOrigin,
-                         InvalidRequest, InvalidResponse, InvalidStatus, NotUpgrade,
+from wspy.errors import (HandshakeError, InvalidHeader, InvalidLocation, InvalidMethod,
+                         InvalidOrigin, InvalidRequest, InvalidResponse, InvalidStatus, NotUpgrade,
                          SecurityError, UnsupportedVersion)
 
 GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -157,8 +157,15 @@ class HeadReader:
     so a peer trickling its request costs linear time.
     """
 
-    __slots__ = ('max_line_length', 'max_headers', 'max_head_size', 'rest', '_data',
-                 '_line_start', '_lines')
+    __slots__ = (
+        '_data',
+        '_line_start',
+        '_lines',
+        'max_head_size',
+        'max_headers',
+        'max_line_length',
+        'rest',
+    )
 
     def __init__(self, max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
                  max_head_size: int = MAX_HEAD_SIZE) -> None:

@@ -6,14 +6,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState,
-                         InvalidStatus, SocketClosed)
+from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus, SocketClosed
 from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
-from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems,
-                            HeadReader, Request, ServerHandshake, check_header_items,
-                            check_response, client_request, error_response, first_supported,
-                            format_host, new_key, parse_request, parse_response)
+from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
+                            Request, ServerHandshake, check_header_items, check_response,
+                            client_request, error_response, first_supported, format_host, new_key,
+                            parse_request, parse_response)
 
 logger = logging.getLogger('wspy')
 
@@ -38,7 +38,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `max_headers`, `max_head_size`); accepted sockets inherit them.
     """
 
-    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None, *, location: str = '/', host: str | None = None,
                  origin: str | None = None, protocols: Iterable[str] = (),
                  headers: HeaderItems = (),
@@ -74,7 +74,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.parser: FrameParser | None = None
         self._recv_buffer: bytearray | None = None
 
-    def options(self) -> dict[str, object]:
+    def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in (
             'location', 'host', 'origin', 'protocols', 'headers', 'select_protocol',
@@ -83,7 +83,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
 
     # -- handshakes ---------------------------------------------------------
 
-    def accept(self, handshake: bool = True) -> tuple[websocket, object]:  # type: ignore[override]
+    def accept(self, handshake: bool = True) -> tuple[websocket, Any]:
         """Accept a connection and, unless `handshake` is False, do the server handshake.
 
         A rejected handshake is answered with its HTTP error, the new socket
@@ -140,10 +140,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         except OSError:
             pass
 
-    def connect(self, address: object) -> None:  # type: ignore[override]
+    def connect(self, address: Any) -> None:
         """Connect to `address` and do the client handshake."""
         with _Deadline(self, self.handshake_timeout):
-            super().connect(address)  # type: ignore[arg-type]
+            super().connect(address)
         self.client_handshake()
 
     def client_handshake(self, secure: bool = False) -> None:
@@ -278,7 +278,7 @@ class _Deadline:
         self._apply()
         try:
             data = super(websocket, self.sock).recv(size)
-        except socket.timeout:
+        except TimeoutError:
             raise HandshakeTimeout(f'timed out waiting for {what}') from None
         if not data:
             raise HandshakeError(f'connection closed while waiting for {what}')

@@ -335,22 +335,11 @@ class Connection:
         `close_timeout`) for the client's end of file so that no unread data
         turns the close into a reset. The client waits for the server's.
         """
-        sock = self.sock
-        deadline = time.monotonic() + self.close_timeout
+        server_closes_first = self.sock.server_side or self.close_received is None
         try:
-            if sock.server_side or self.close_received is None:
-                sock.shutdown(socket.SHUT_WR)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                sock.settimeout(remaining)
-                if not socket.socket.recv(sock, 65536):
-                    break
-        except OSError:
-            pass
+            self.sock.linger(self.close_timeout, shutdown=server_closes_first)
         finally:
-            sock.close()
+            self.sock.close()
 
     def abort(self) -> None:
         """Drop the TCP connection at once, waking any thread blocked on it."""

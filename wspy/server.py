@@ -156,15 +156,15 @@ class Server:
                 sock.server_handshake()
             except (HandshakeError, OSError) as error:
                 logger.debug('handshake with %s failed: %s', address, error)
-                sock.close()
-                return
-            finally:
                 with self._lock:
                     self._handshaking.discard(sock)
+                sock.close()
+                return
             client = self.connection_class(self, sock, **self.connection_options)
             with self._lock:
-                stopping = self._stopping
+                self._handshaking.discard(sock)
                 self.clients.add(client)
+                stopping = self._stopping
             if stopping:
                 client.start_close(CLOSE_GOING_AWAY, 'server shutting down')
             client.receive_forever()
@@ -200,8 +200,10 @@ class Server:
             clients = list(self.clients)
             handshaking = list(self._handshaking)
         for sock in handshaking:
+            # Only the reading side: a stalled handshake wakes up and fails,
+            # while one that just succeeded can still send its close frame.
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
         for client in clients:

@@ -127,15 +127,32 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         try:
             self.settimeout(1.0)
             self.sendall(response.to_bytes())
-            # Lingering close: closing with unread input would send a reset,
-            # which can destroy the response before the client reads it.
-            self.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_TIME
-            drained = 0
-            while drained < _LINGER_BYTES and time.monotonic() < deadline:
+        except OSError:
+            return
+        self.linger(_LINGER_TIME, max_bytes=_LINGER_BYTES)
+
+    def linger(self, timeout: float, *, shutdown: bool = True,
+               max_bytes: int | None = None) -> None:
+        """Close gracefully: shut down our side, then read and drop input until end of file.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy what was sent last (a close frame, an HTTP error)
+        before the peer reads it. Gives up after `timeout` seconds or
+        `max_bytes`; never raises `OSError`. The socket stays open.
+        """
+        deadline = time.monotonic() + timeout
+        drained = 0
+        try:
+            if shutdown:
+                self.shutdown(socket.SHUT_WR)
+            while max_bytes is None or drained < max_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.settimeout(remaining)
                 data = super().recv(65536)
                 if not data:
-                    break
+                    return
                 drained += len(data)
         except OSError:
             pass

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_frame_size=args.max_size)
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        """SIGTERM: shut down gracefully, as Ctrl-C does."""
         server.shutdown()
 
     signal.signal(signal.SIGTERM, stop)

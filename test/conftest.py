@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import selectors
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from wspy.handshake import HeadReader, parse_response
 TIMEOUT = 10.0
 
 
-class EchoServer(wspy.Server):
+class EchoServer(wspy.BaseServer):
     """Echoes every message and records what happened, for assertions."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -52,27 +53,45 @@ class EchoServer(wspy.Server):
         return closes()
 
 
-# The server classes every end-to-end test runs against.
-SERVER_CLASSES = [wspy.Server]
+# The servers every end-to-end test runs against: a class and its options.
+SERVERS = {
+    'Server': (wspy.Server, {}),
+    'AsyncServer-epoll': (wspy.AsyncServer, {'selector': getattr(selectors, 'EpollSelector',
+                                                                 selectors.DefaultSelector)}),
+    'AsyncServer-poll': (wspy.AsyncServer, {'selector': selectors.PollSelector}),
+    'AsyncServer-select': (wspy.AsyncServer, {'selector': selectors.SelectSelector}),
+}
+
+ServerFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=SERVER_CLASSES, ids=lambda cls: cls.__name__)
-def server_base(request: pytest.FixtureRequest) -> type[wspy.Server]:
-    """Each server class in turn."""
-    return request.param  # type: ignore[no-any-return]
+@pytest.fixture(params=list(SERVERS))
+def make_server(request: pytest.FixtureRequest) -> ServerFactory:
+    """Build a server of each kind in turn: `make_server(handler, address, **options)`.
+
+    `handler` is a class with callbacks (an `EchoServer` by default); it is
+    combined with the server class under test.
+    """
+    base, base_options = SERVERS[request.param]
+
+    def make(handler: type | None = None, address: Any = ('127.0.0.1', 0),
+             **options: Any) -> Any:
+        handler = handler or EchoServer
+        bases: tuple[type, ...] = (handler,)
+        if not issubclass(handler, base):
+            bases = (*bases, base)
+        return type('TestServer', bases, {})(address, **{**base_options, **options})
+
+    return make
 
 
 @pytest.fixture
-def serve(server_base: type[wspy.Server]) -> Iterator[Callable[..., Any]]:
+def serve(make_server: ServerFactory) -> Iterator[Callable[..., Any]]:
     """Start a server (by default an echo server) on a free port; shut down afterwards."""
     servers: list[wspy.Server] = []
 
     def start(handler: type | None = None, **options: Any) -> Any:
-        bases = (handler or EchoServer,)
-        if not issubclass(bases[0], server_base):
-            bases = (*bases, server_base)
-        cls = type('TestServer', bases, {})
-        server = cls(('127.0.0.1', 0), **options)
+        server = make_server(handler, **options)
         server.start()
         servers.append(server)
         return server

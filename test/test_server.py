@@ -340,22 +340,22 @@ def test_stalled_handshake_times_out_without_blocking_others(serve, raw_client) 
     assert answer.startswith(b'HTTP/1.1 408 ') and time.monotonic() - started < 3
 
 
-def test_context_manager_and_port_zero(server_base) -> None:
-    with type('S', (EchoServer, server_base), {})(('127.0.0.1', 0)) as server:
+def test_context_manager_and_port_zero(make_server) -> None:
+    with make_server() as server:
         assert server.address[1] > 0
         server.start()
         assert_echoes(server)
-    with type('S', (EchoServer, server_base), {})(('127.0.0.1', 0)) as unused:
+    with make_server() as unused:
         port = unused.address[1]
     with pytest.raises(OSError):
         socket.create_connection(('127.0.0.1', port), timeout=1)
 
 
-def test_ipv6(server_base) -> None:
+def test_ipv6(make_server) -> None:
     if not socket.has_ipv6:
         pytest.skip('no IPv6 on this machine')
     try:
-        server = type('S', (EchoServer, server_base), {})(('::1', 0))
+        server = make_server(address=('::1', 0))
     except OSError:
         pytest.skip('cannot bind ::1 here')
     server.start()

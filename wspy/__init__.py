@@ -1,5 +1,6 @@
 """wspy: a socket-level WebSocket (RFC 6455) library, from single frames to servers."""
 
+from wspy.asyncserver import AsyncConnection, AsyncServer
 from wspy.client import connect
 from wspy.connection import Connection, State
 from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
@@ -16,13 +17,14 @@ from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLO
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame,
                         Frame, FrameParser, contains_frame, mask, pop_frame, read_frame)
 from wspy.message import BinaryMessage, Message, TextMessage, create_message
-from wspy.server import Server, ServerConnection
+from wspy.server import BaseServer, Server, ServerConnection
 from wspy.websocket import websocket
 
 __version__ = '0.10.0'
 
 __all__ = [
-    'connect', 'Connection', 'State', 'Server', 'ServerConnection', 'websocket',
+    'connect', 'Connection', 'State', 'BaseServer', 'Server', 'ServerConnection', 'AsyncServer',
+    'AsyncConnection', 'websocket',
     'Frame', 'ControlFrame', 'FrameParser', 'mask', 'contains_frame', 'read_frame', 'pop_frame',
     'Message', 'TextMessage', 'BinaryMessage', 'create_message', 'DEFAULT_MAX_SIZE',
     'OPCODE_CONTINUATION', 'OPCODE_TEXT', 'OPCODE_BINARY', 'OPCODE_CLOSE', 'OPCODE_PING',

@@ -26,6 +26,7 @@ from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_CLOSE, OPCODE_CONTINUATION,
                         OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame, Frame, FrameParser,
                         close_payload, parse_close)
+from wspy.keepalive import scheduler
 from wspy.message import BinaryMessage, Message, TextMessage
 from wspy.websocket import websocket
 
@@ -33,6 +34,9 @@ logger = logging.getLogger('wspy')
 
 #: Default time to wait for the peer's side of the close handshake, in seconds.
 CLOSE_TIMEOUT = 10.0
+#: Default keepalive: a ping every `PING_INTERVAL` seconds, answered within `PING_TIMEOUT`.
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
 
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
 
@@ -62,10 +66,16 @@ class Connection:
     `close_timeout`. Sending is safe from several threads at once. Subclass
     it and override the `on*` callbacks, then call `receive_forever()`; or
     call `recv()` and `send()` directly.
+
+    Keepalive: every `ping_interval` seconds a ping goes out, and a peer
+    that has not answered it within `ping_timeout` is failed with 1011
+    (None turns either off). `latency` holds the last round trip.
     """
 
     def __init__(self, sock: websocket, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
-                 close_timeout: float = CLOSE_TIMEOUT) -> None:
+                 close_timeout: float = CLOSE_TIMEOUT,
+                 ping_interval: float | None = PING_INTERVAL,
+                 ping_timeout: float | None = PING_TIMEOUT) -> None:
         if sock.server_side is None:
             raise ValueError('the websocket has not done its handshake')
         self.sock = sock
@@ -89,6 +99,14 @@ class Connection:
             self.remote_address = sock.getpeername()
         except OSError:
             self.remote_address = None
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        #: Round-trip time of the last answered keepalive ping, in seconds.
+        self.latency: float | None = None
+        self._ping_pending: tuple[bytes, float] | None = None
+        self._next_ping = time.monotonic() + (ping_interval or 0.0)
+        if ping_interval:
+            self._start_keepalive(ping_interval)
 
     # -- properties ---------------------------------------------------------
 
@@ -156,7 +174,7 @@ class Connection:
             frames = [message.frame(mask)]
         else:
             frames = message.fragment(fragment_size, mask)
-        self._send_data(frames)
+        self._send_data(frames, message)
 
     def send_frames(self, *frames: Frame) -> None:
         """Send hand-made frames as they are, atomically with respect to other sends."""
@@ -180,11 +198,16 @@ class Connection:
         key = b'' if self.sock.server_side else os.urandom(4)
         return ControlFrame(opcode, payload, key)
 
-    def _send_data(self, frames: list[Frame]) -> None:
+    def _send_data(self, frames: list[Frame], message: Message | None = None) -> None:
         with self._send_lock:
             if self.close_sent is not None or self.state is State.CLOSED:
                 raise self._closed_exception()
             self._send_frames(frames)
+            if message is not None:
+                self._message_queued(message)
+
+    def _message_queued(self, message: Message) -> None:
+        """Called, with the send lock held, once a message's frames are handed on."""
 
     def _send_close(self, code: int | None, reason: str) -> None:
         """Send a close frame, once; the state becomes CLOSING."""
@@ -294,6 +317,10 @@ class Connection:
                     self._send_frames([self._control_frame(OPCODE_PONG, frame.payload)])
             self._callback(self.onping, frame.payload)
         elif opcode == OPCODE_PONG:
+            pending = self._ping_pending
+            if pending is not None and frame.payload == pending[0]:
+                self.latency = time.monotonic() - pending[1]
+                self._ping_pending = None
             self._callback(self.onpong, frame.payload)
         elif opcode == OPCODE_CLOSE:
             code, reason = parse_close(frame.payload)
@@ -301,6 +328,45 @@ class Connection:
             # RFC 6455 5.5.1: the answer "typically echos the status code it received".
             self._send_close(code, '')
             self.state = State.CLOSING
+
+    # -- keepalive ------------------------------------------------------------------
+
+    def _start_keepalive(self, delay: float) -> None:
+        """Arrange for `_keepalive()` to run in `delay` seconds."""
+        scheduler.schedule(self, delay)
+
+    def _keepalive(self) -> float | None:
+        """Send a keepalive ping, or fail if the last went unanswered; when to come back.
+
+        One ping is outstanding at a time: while it is, the next call is at
+        its deadline; its pong (see `_handle_control`) clears it.
+        """
+        if self.state is not State.OPEN or self.close_sent is not None:
+            return None
+        now = time.monotonic()
+        pending = self._ping_pending
+        if pending is not None and self.ping_timeout is not None:
+            due = pending[1] + self.ping_timeout
+            if now >= due:
+                self._keepalive_failed()
+                return None
+            return due - now
+        if now < self._next_ping:
+            return self._next_ping - now
+        payload = os.urandom(4)
+        try:
+            self.send_ping(payload)
+        except ConnectionClosed:
+            return None
+        self._ping_pending = (payload, now)
+        interval = self.ping_interval or 0.0
+        self._next_ping = now + interval
+        return interval if self.ping_timeout is None else min(interval, self.ping_timeout)
+
+    def _keepalive_failed(self) -> None:
+        """The peer missed its keepalive pong: fail with 1011 and wake the receiver."""
+        self._fail(ProtocolError('keepalive ping timeout', 1011))
+        self.abort()
 
     def _fail(self, error: ProtocolError) -> None:
         """Fail the connection: close frame with the error's code, then end the transport."""

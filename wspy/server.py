@@ -1,4 +1,4 @@
-"""`Server`: a WebSocket server with a thread per client and callbacks."""
+"""Servers with callbacks: `BaseServer` (what all share) and `Server` (a thread per client)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from wspy.connection import CLOSE_TIMEOUT, Connection
+from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeError
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
 from wspy.message import Message
@@ -17,48 +17,48 @@ from wspy.websocket import websocket
 
 logger = logging.getLogger('wspy')
 
+SHUTDOWN_REASON = 'server shutting down'
+
 
 class ServerConnection(Connection):
     """A client's connection on a server: forwards its callbacks to the server."""
 
-    def __init__(self, server: Server, sock: websocket, **options: Any) -> None:
-        super().__init__(sock, **options)
+    def __init__(self, server: BaseServer, sock: websocket, **options: Any) -> None:
         self.server = server
+        super().__init__(sock, **options)
 
     def onopen(self) -> None:
-        """Forwarded to `Server.onopen`."""
+        """Forwarded to the server's `onopen`."""
         self.server.onopen(self)
 
     def onmessage(self, message: Message) -> None:
-        """Forwarded to `Server.onmessage`."""
+        """Forwarded to the server's `onmessage`."""
         self.server.onmessage(self, message)
 
     def onping(self, payload: bytes) -> None:
-        """Forwarded to `Server.onping`."""
+        """Forwarded to the server's `onping`."""
         self.server.onping(self, payload)
 
     def onpong(self, payload: bytes) -> None:
-        """Forwarded to `Server.onpong`."""
+        """Forwarded to the server's `onpong`."""
         self.server.onpong(self, payload)
 
     def onclose(self, code: int, reason: str) -> None:
-        """Forwarded to `Server.onclose`."""
+        """Forwarded to the server's `onclose`."""
         self.server.onclose(self, code, reason)
 
     def onerror(self, error: Exception) -> None:
-        """Forwarded to `Server.onerror`."""
+        """Forwarded to the server's `onerror`."""
         self.server.onerror(self, error)
 
 
-class Server:
-    """A WebSocket server that serves each client in a thread of its own.
+class BaseServer:
+    """What every wspy server shares: the listening socket, options and callbacks.
 
-    Subclass it and override the callbacks, which take the client (a
-    `ServerConnection`) first. `address` is bound at once, so `address`
-    tells the port when binding port 0. `run()` serves until `shutdown()`,
-    which may be called from any thread or a signal handler: clients get a
-    1001 close and up to `max_join_time` seconds for their close
-    handshakes. Other keyword options go to `websocket` (handshake options
+    `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
+    socket), so `address` tells the port when binding port 0. Keyword
+    options go to the connections (`max_message_size`, `close_timeout`,
+    `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
     and limits).
     """
 
@@ -66,16 +66,19 @@ class Server:
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = 32, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
-                 close_timeout: float = CLOSE_TIMEOUT, family: int | None = None,
+                 backlog_size: int = 128, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
+                 close_timeout: float = CLOSE_TIMEOUT,
+                 ping_interval: float | None = PING_INTERVAL,
+                 ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
                  **options: Any) -> None:
         if ssl_args is not None:
             raise NotImplementedError('TLS (ssl_args) is not available in this version yet')
         if loglevel is not None:
             logger.setLevel(loglevel)
         self.max_join_time = max_join_time
-        self.connection_options = {'max_message_size': max_message_size,
-                                   'close_timeout': close_timeout}
+        self.connection_options: dict[str, Any] = {
+            'max_message_size': max_message_size, 'close_timeout': close_timeout,
+            'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
         if family is None:
             family = socket.AF_UNIX if isinstance(address, str) else (
                 socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET)
@@ -91,12 +94,7 @@ class Server:
             raise
         #: The open client connections.
         self.clients: set[ServerConnection] = set()
-        self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
-        self._handshaking: set[websocket] = set()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping = False
-        self._run_thread: int | None = None
+        self._running = False
         self._stopped = threading.Event()
 
     @property
@@ -105,8 +103,83 @@ class Server:
         return self.sock.getsockname()
 
     def run(self) -> None:
+        """Serve until `shutdown()` (or Ctrl-C), then close every client."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Stop serving: close every client with 1001, then release every socket."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Close what the server holds when it never ran."""
+        self.sock.close()
+
+    def start(self) -> threading.Thread:
+        """Run the server in a background thread, which is returned."""
+        self._running = True  # so that a shutdown() right away waits for run() to end
+        thread = threading.Thread(target=self.run, name=f'wspy-{type(self).__name__}',
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def __enter__(self) -> BaseServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._running:
+            self.shutdown()
+        else:
+            self._release()
+
+    # -- callbacks: override these --------------------------------------------------
+
+    def onopen(self, client: Any) -> None:
+        """Called when a client's connection is open."""
+        logger.debug('%s: open', client)
+
+    def onmessage(self, client: Any, message: Message) -> None:
+        """Called with each message a client sends."""
+
+    def onping(self, client: Any, payload: bytes) -> None:
+        """Called when a client's ping arrives (the pong is sent automatically)."""
+
+    def onpong(self, client: Any, payload: bytes) -> None:
+        """Called when a client's pong arrives."""
+
+    def onclose(self, client: Any, code: int, reason: str) -> None:
+        """Called once when a client's connection has closed."""
+        logger.debug('%s: closed %d %s', client, code, reason)
+
+    def onerror(self, client: Any, error: Exception) -> None:
+        """Called with a client's protocol error, lost connection or callback exception."""
+        Connection.onerror(client, error)
+
+
+class Server(BaseServer):
+    """A WebSocket server that serves each client in a thread of its own.
+
+    Subclass it and override the callbacks, which take the client (a
+    `ServerConnection`) first. `run()` serves until `shutdown()`, which may
+    be called from any thread or a signal handler: clients get a 1001 close
+    and up to `max_join_time` seconds for their close handshakes. A
+    handshake that stalls is dropped after `handshake_timeout`.
+    """
+
+    def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
+                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+                 backlog_size: int = 128, **options: Any) -> None:
+        super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._handshaking: set[websocket] = set()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+        self._run_thread: int | None = None
+
+    def run(self) -> None:
         """Accept and serve clients until `shutdown()` (or Ctrl-C), then close them all."""
         self._run_thread = threading.get_ident()
+        self._running = True
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
@@ -123,12 +196,6 @@ class Server:
         finally:
             selector.close()
             self._close_all()
-
-    def start(self) -> threading.Thread:
-        """Run the server in a background thread, which is returned."""
-        thread = threading.Thread(target=self.run, name='wspy-server', daemon=True)
-        thread.start()
-        return thread
 
     def _accept_all(self) -> None:
         while True:
@@ -166,7 +233,7 @@ class Server:
                 self.clients.add(client)
                 stopping = self._stopping
             if stopping:
-                client.start_close(CLOSE_GOING_AWAY, 'server shutting down')
+                client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
             client.receive_forever()
         except Exception:
             logger.exception('unexpected error serving %s', address)
@@ -190,7 +257,7 @@ class Server:
             self._wake_w.send(b'\0')
         except OSError:
             pass
-        if self._run_thread is not None and self._run_thread != threading.get_ident() and \
+        if self._running and self._run_thread != threading.get_ident() and \
                 threading.current_thread() not in self._threads:
             self._stopped.wait()
 
@@ -207,7 +274,7 @@ class Server:
             except OSError:
                 pass
         for client in clients:
-            client.start_close(CLOSE_GOING_AWAY, 'server shutting down')
+            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         deadline = time.monotonic() + self.max_join_time
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -218,41 +285,12 @@ class Server:
             client.abort()
         for thread in list(self._threads):
             thread.join(1.0)
-        self._wake_r.close()
-        self._wake_w.close()
+        self._release()
+        self._running = False
         self._stopped.set()
         logger.info('server stopped')
 
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._run_thread is None:
-            self.sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
-        else:
-            self.shutdown()
-
-    # -- callbacks: override these --------------------------------------------------
-
-    def onopen(self, client: ServerConnection) -> None:
-        """Called when a client's connection is open."""
-        logger.debug('%s: open', client)
-
-    def onmessage(self, client: ServerConnection, message: Message) -> None:
-        """Called with each message a client sends."""
-
-    def onping(self, client: ServerConnection, payload: bytes) -> None:
-        """Called when a client's ping arrives (the pong is sent automatically)."""
-
-    def onpong(self, client: ServerConnection, payload: bytes) -> None:
-        """Called when a client's pong arrives."""
-
-    def onclose(self, client: ServerConnection, code: int, reason: str) -> None:
-        """Called once when a client's connection has closed."""
-        logger.debug('%s: closed %d %s', client, code, reason)
-
-    def onerror(self, client: ServerConnection, error: Exception) -> None:
-        """Called with a client's protocol error, lost connection or callback exception."""
-        Connection.onerror(client, error)
+    def _release(self) -> None:
+        self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()

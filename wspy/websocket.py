@@ -21,9 +21,9 @@ logger = logging.getLogger('wspy')
 HANDSHAKE_TIMEOUT = 10.0
 _RECV_SIZE = 65536
 _MAX_ERROR_BODY = 65536
-# How long, and how much, a rejected client's further input is read and dropped.
-_LINGER_TIME = 1.0
-_LINGER_BYTES = 1 << 20
+#: How long, and how much, a rejected client's further input is read and dropped.
+LINGER_TIME = 1.0
+LINGER_BYTES = 1 << 20
 
 
 class websocket(socket.socket):  # noqa: N801 - the original wspy's name
@@ -103,33 +103,45 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
 
     def server_handshake(self) -> Request:
         """Read the client's upgrade request and answer it (101 or an HTTP error)."""
-        handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
-                                    self.headers, self.select_protocol)
         with _Deadline(self, self.handshake_timeout) as deadline:
             try:
-                reader = self._reader()
+                reader = self.head_reader()
                 head = None
                 while head is None:
                     head = reader.feed(deadline.recv(4096, 'the upgrade request'))
-                request = parse_request(head)
-                response, self.protocol = handshake.accept(request)
+                response = self.answer(head)
             except HandshakeError as error:
-                self._reject(error)
+                rejection = self.rejection(error)
+                try:
+                    self.settimeout(1.0)
+                    self.sendall(rejection)
+                except OSError:
+                    raise error from None
+                self.linger(LINGER_TIME, max_bytes=LINGER_BYTES)
                 raise
-            self.sendall(response.to_bytes())
-        self.request = request
-        self._opened(True, reader.rest)
-        return request
+            self.sendall(response)
+        self.opened(True, reader.rest)
+        assert self.request is not None
+        return self.request
 
-    def _reject(self, error: HandshakeError) -> None:
+    def answer(self, head: bytes) -> bytes:
+        """Check an upgrade request's head; the 101 response to send.
+
+        Sets `request` and `protocol`. Raises `HandshakeError` (with the HTTP
+        status) for a request to reject. Does no I/O, so an event loop can
+        use it too.
+        """
+        request = parse_request(head)
+        handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
+                                    self.headers, self.select_protocol)
+        response, self.protocol = handshake.accept(request)
+        self.request = request
+        return response.to_bytes()
+
+    def rejection(self, error: HandshakeError) -> bytes:
+        """The HTTP error response for a rejected handshake (logged here)."""
         logger.info('rejected handshake from %s: %d %s', _peer(self), error.status, error)
-        response = error_response(error.status, str(error), error.headers)
-        try:
-            self.settimeout(1.0)
-            self.sendall(response.to_bytes())
-        except OSError:
-            return
-        self.linger(_LINGER_TIME, max_bytes=_LINGER_BYTES)
+        return error_response(error.status, str(error), error.headers).to_bytes()
 
     def linger(self, timeout: float, *, shutdown: bool = True,
                max_bytes: int | None = None) -> None:
@@ -174,7 +186,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                  protocols=self.protocols, headers=self.headers)
         with _Deadline(self, self.handshake_timeout) as deadline:
             self.sendall(request)
-            reader = self._reader()
+            reader = self.head_reader()
             head = None
             while head is None:
                 head = reader.feed(deadline.recv(4096, 'the handshake response'))
@@ -185,7 +197,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                     headers.items(), body)
             self.protocol = check_response(status, headers, key, self.protocols)
         self.response_headers = headers.items()
-        self._opened(False, reader.rest)
+        self.opened(False, reader.rest)
 
     def _read_body(self, deadline: _Deadline, data: bytes, length: str | None) -> bytes:
         try:
@@ -199,15 +211,21 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             pass
         return data[:wanted]
 
-    def _reader(self) -> HeadReader:
+    def head_reader(self) -> HeadReader:
+        """A reader for an HTTP head within this socket's limits."""
         return HeadReader(self.max_line_length, self.max_headers, self.max_head_size)
 
-    def _opened(self, server_side: bool, rest: bytes) -> None:
+    def opened(self, server_side: bool, rest: bytes = b'') -> None:
+        """Switch to frames after a handshake; `rest` is what arrived after the HTTP head."""
         self.server_side = server_side
         self.parser = FrameParser(require_mask=server_side, max_frame_size=self.max_frame_size)
         self.parser.feed(rest)
 
     # -- frames -------------------------------------------------------------
+
+    def send_bytes(self, data: bytes | memoryview) -> int:
+        """Send raw bytes once, as `socket.send` does; how many were sent."""
+        return super().send(data)
 
     def send(self, *frames: Frame) -> None:  # type: ignore[override]
         """Send frames, in order, with as few system calls as possible."""

@@ -1,0 +1,589 @@
+"""`AsyncServer`: one thread, `selectors`, many connections, the same protocol core.
+
+Each client is an `AsyncConnection`: the core `Connection` state machine,
+fed with frames parsed out of non-blocking reads, whose output goes to a
+queue that the loop writes when the socket can take it. Nothing a client
+does (a stalled handshake, not reading, vanishing) holds up the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import selectors
+import socket
+from collections import deque
+from typing import Any
+
+from wspy.connection import State
+from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, ProtocolError, SocketClosed
+from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
+from wspy.loop import Loop, Timer
+from wspy.message import BinaryMessage, Message, TextMessage
+from wspy.server import SHUTDOWN_REASON, BaseServer, ServerConnection
+from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
+
+logger = logging.getLogger('wspy')
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+#: Least default limit on the bytes queued for one client before it counts as not
+#: reading; the default is twice `max_message_size` when that is larger.
+MAX_BUFFER_SIZE = 16 << 20
+_RECV_SIZE = 256 << 10
+
+
+class Default(enum.Enum):
+    """The type of `DEFAULT`: an option left to be derived from others."""
+
+    DEFAULT = 'DEFAULT'
+
+
+DEFAULT = Default.DEFAULT
+# Queued chunks smaller than this are joined into one write; larger ones go alone.
+_JOIN_LIMIT = 64 << 10
+
+
+class _Channel:
+    """A socket on the loop: a queue of bytes to write, and a graceful close.
+
+    Writes happen on the loop thread only; other threads append to the
+    queue (under `_send_lock`) and ask the loop to flush it.
+    """
+
+    loop: Loop
+    sock: websocket
+    _send_lock: Any
+
+    def _channel_init(self, loop: Loop, sock: websocket) -> None:
+        self.loop = loop
+        self._out: deque[bytes | memoryview] = deque()
+        self._out_size = 0
+        self._queued = 0
+        self._written = 0
+        self._events = READ
+        self._flush_scheduled = False
+        self._lingering = False
+        self._drained = 0
+        self._dropped = False
+        self._linger_timer: Timer | None = None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for this peer and not yet written to the socket."""
+        return self._out_size
+
+    def _queue(self, data: bytes) -> None:
+        """Append bytes to write; the send lock is held, or this is the loop thread."""
+        self._out.append(data)
+        self._out_size += len(data)
+        self._queued += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon_threadsafe(self._flush)
+
+    def _take_chunk(self) -> bytes | memoryview:
+        out = self._out
+        if len(out) == 1 or len(out[0]) >= _JOIN_LIMIT:
+            return out.popleft()
+        parts = []
+        size = 0
+        while out and size < _JOIN_LIMIT and len(out[0]) < _JOIN_LIMIT:
+            chunk = out.popleft()
+            parts.append(chunk)
+            size += len(chunk)
+        return b''.join(parts)
+
+    def _flush(self) -> None:
+        """Write as much of the queue as the socket takes (loop thread)."""
+        error = None
+        with self._send_lock:
+            self._flush_scheduled = False
+            if self._dropped:
+                return
+            out = self._out
+            while out:
+                data = self._take_chunk()
+                try:
+                    sent = self.sock.send_bytes(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    error = exc
+                    out.clear()
+                    self._out_size = 0
+                    break
+                self._out_size -= sent
+                self._written += sent
+                if sent < len(data):
+                    out.appendleft(memoryview(data)[sent:])
+                    break
+            pending = bool(out)
+        if error is not None:
+            self._lost(error)
+            return
+        self._wrote()
+        self._watch(READ | WRITE if pending else READ)
+        if not pending and self._lingering:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)  # our side is done
+            except OSError:
+                self._drop()
+
+    def _watch(self, events: int) -> None:
+        if events != self._events and not self._dropped:
+            self._events = events
+            self.loop.modify(self.sock, events, self._on_event)
+
+    def _on_event(self, mask: int) -> None:
+        if mask & WRITE:
+            self._flush()
+        if mask & READ and not self._dropped:
+            self._on_readable()
+
+    def _on_readable(self) -> None:
+        raise NotImplementedError
+
+    def _linger_read(self, data_length: int) -> None:
+        """While closing: drop what arrives; end of file (0) ends the close."""
+        self._drained += data_length
+        if not data_length or self._drained > LINGER_BYTES:
+            self._drop()
+
+    def _close_gracefully(self, timeout: float) -> None:
+        """Write what is queued, shut our side, wait for the peer's end of file, then drop.
+
+        Closing with unread input would make the kernel send a reset, which
+        can destroy the last bytes sent before the peer reads them.
+        """
+        if self._lingering or self._dropped:
+            return
+        self._lingering = True
+        self._linger_timer = self.loop.call_later(timeout, self._drop)
+        self._flush()
+
+    def _drop(self) -> None:
+        """Forget the socket and close it at once (loop thread)."""
+        if self._dropped:
+            return
+        self._dropped = True
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        self.loop.unregister(self.sock)
+        self.sock.close()
+        self._on_dropped()
+
+    def _wrote(self) -> None:
+        """Called after each flush."""
+
+    def _lost(self, error: Exception) -> None:
+        """The connection failed under us."""
+        self._drop()
+
+    def _on_dropped(self) -> None:
+        """Called once the socket is closed."""
+
+
+class AsyncConnection(_Channel, ServerConnection):
+    """A client of an `AsyncServer`: the core `Connection`, driven by the loop.
+
+    `send()` queues and returns at once, from any thread; `buffered_amount`
+    tells how much is still queued. `close()` starts the close handshake
+    and returns; the connection is closed when the peer answers, or after
+    `close_timeout`. Messages arrive through the server's `onmessage`, so
+    `recv()` is not available.
+    """
+
+    server: AsyncServer
+
+    def __init__(self, server: AsyncServer, sock: websocket, **options: Any) -> None:
+        self._channel_init(server.loop, sock)
+        self._broken = False
+        self._overflowed = False
+        self._close_timer: Timer | None = None
+        self._sent_markers: deque[tuple[int, Message]] | None = (
+            deque() if server._tracks_sent else None)
+        super().__init__(server, sock, **options)
+
+    # -- sending ------------------------------------------------------------------
+
+    def _send_frames(self, frames: list[Any]) -> None:
+        if len(frames) == 1:
+            self._queue(frames[0].pack())
+        else:
+            self._queue(b''.join([frame.pack() for frame in frames]))
+        self._check_overflow()
+
+    def _send_packed(self, data: bytes, message: Message) -> None:
+        """Queue an already packed message (a broadcast); skipped unless open."""
+        with self._send_lock:
+            if self.close_sent is not None or self.state is not State.OPEN:
+                return
+            self._queue(data)
+            self._message_queued(message)
+            self._check_overflow()
+
+    def _check_overflow(self) -> None:
+        limit = self.server.max_buffer_size
+        if limit is not None and self._out_size > limit and not self._overflowed:
+            self._overflowed = True
+            self.loop.call_soon_threadsafe(self._overflow)
+
+    def _overflow(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        limit = self.server.max_buffer_size
+        if limit is None or self._out_size <= limit:
+            self._overflowed = False  # it caught up meanwhile
+            return
+        logger.warning('%s: %d bytes queued, over max_buffer_size %d: the client does not '
+                       'read; closing with 1008', self, self._out_size,
+                       self.server.max_buffer_size)
+        with self._send_lock:
+            self._out.clear()
+            self._out_size = 0
+            if self._sent_markers is not None:
+                self._sent_markers.clear()
+        self._fail(ProtocolError('client too slow: send buffer over max_buffer_size',
+                                 CLOSE_POLICY_VIOLATION))
+        self._finish()
+
+    def _message_queued(self, message: Message) -> None:
+        if self._sent_markers is not None:
+            self._sent_markers.append((self._queued, message))
+
+    def _wrote(self) -> None:
+        markers = self._sent_markers
+        while markers and markers[0][0] <= self._written:
+            self._callback(self.server.onsent, self, markers.popleft()[1])
+
+    # -- receiving ------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        server = self.server
+        try:
+            count = self.sock.recv_into(server._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._lost(error)
+            return
+        if self._lingering:
+            self._linger_read(count)
+            return
+        if not count:
+            self._lost(SocketClosed('connection closed by the peer'))
+            return
+        parser = self.sock.parser
+        assert parser is not None
+        parser.feed(server._view[:count])
+        self._process(parser)
+
+    def _process(self, parser: Any) -> None:
+        """Apply every complete frame that has arrived, then check the partial one."""
+        try:
+            while True:
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                message = self._receive_frame(frame)
+                if self.close_received is not None:
+                    self._finish()
+                    return
+                if message is not None and self.close_sent is None:
+                    self._callback(self.onmessage, message)
+                if self.state is State.CLOSED:
+                    return
+            self._check_partial(parser)
+        except ProtocolError as error:
+            self._fail(error)
+            self._finish()
+
+    def _lost(self, error: Exception) -> None:
+        if self.state is State.CLOSED:
+            self._drop()
+            return
+        if self.close_sent is None and self.close_received is None:
+            logger.info('%s: connection lost: %s', self, error)
+            self._callback(self.onerror, error)
+        self._broken = True
+        self._finish()
+
+    def recv(self) -> Message:
+        """Not available: an `AsyncServer` delivers messages to `onmessage`."""
+        raise InvalidState('AsyncConnection delivers messages to onmessage, not recv()')
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = '') -> None:
+        """Start the close handshake and return; safe from any thread."""
+        self._send_close(code, reason)
+        self.loop.call_soon_threadsafe(self._arm_close_timer)
+
+    def start_close(self, code: int | None = CLOSE_GOING_AWAY, reason: str = '') -> None:
+        """Start the close handshake and return (as `close`)."""
+        self.close(code, reason)
+
+    def _arm_close_timer(self) -> None:
+        if self.state is not State.CLOSED and self._close_timer is None:
+            self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if self.state is not State.CLOSED:
+            logger.info('%s: no close handshake within close_timeout, dropping', self)
+            self._broken = True
+            self._finish()
+
+    def abort(self) -> None:
+        """Drop the connection at once; safe from any thread."""
+        self.loop.call_soon_threadsafe(self._abort)
+
+    def _abort(self) -> None:
+        self._broken = True
+        if self.state is State.CLOSED:
+            self._drop()
+        else:
+            self._finish()
+
+    def _close_transport(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._broken:
+            self._drop()
+        else:
+            self._close_gracefully(self.close_timeout)
+
+    def _on_dropped(self) -> None:
+        self.server._client_gone(self)
+
+    # -- keepalive ------------------------------------------------------------------------
+
+    def _start_keepalive(self, delay: float) -> None:
+        self.loop.call_later(delay, self._keepalive_tick)
+
+    def _keepalive_tick(self) -> None:
+        delay = self._keepalive()
+        if delay is not None:
+            self.loop.call_later(delay, self._keepalive_tick)
+
+    def _keepalive_failed(self) -> None:
+        self._fail(ProtocolError('keepalive ping timeout', 1011))
+        self._finish()
+
+
+class _Handshake(_Channel):
+    """A socket whose opening handshake is under way, read without blocking."""
+
+    def __init__(self, server: AsyncServer, sock: websocket) -> None:
+        self._channel_init(server.loop, sock)
+        self.server = server
+        self.sock = sock
+        self._send_lock = contextlib.nullcontext()
+        self.reader = sock.head_reader()
+        self.timer = None
+        if sock.handshake_timeout is not None:
+            self.timer = self.loop.call_later(sock.handshake_timeout, self._timed_out)
+        self.loop.register(sock, READ, self._on_event)
+
+    def _on_readable(self) -> None:
+        try:
+            count = self.sock.recv_into(self.server._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop()
+            return
+        if self._lingering:
+            self._linger_read(count)
+            return
+        if not count:
+            self._drop()
+            return
+        try:
+            head = self.reader.feed(self.server._view[:count])
+            if head is None:
+                return
+            response = self.sock.answer(head)
+        except HandshakeError as error:
+            self._reject(error)
+            return
+        self._stop_timer()
+        self.server._handshake_done(self, response)
+
+    def _timed_out(self) -> None:
+        self._reject(HandshakeTimeout(f'handshake not completed within '
+                                      f'{self.sock.handshake_timeout} s'))
+
+    def _reject(self, error: HandshakeError) -> None:
+        self._stop_timer()
+        self._queue(self.sock.rejection(error))
+        self._close_gracefully(LINGER_TIME)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_dropped(self) -> None:
+        self._stop_timer()
+        self.server._handshakes.discard(self)
+
+
+class AsyncServer(BaseServer):
+    """A WebSocket server on one thread and a `selectors` event loop.
+
+    It has the constructor and callbacks of `Server` (an echo server
+    written for one runs on the other), plus `onsent(client, message)`
+    once a message has been completely written to the socket.
+    `selector` chooses the selector class (epoll, kqueue, poll, select);
+    `max_buffer_size` is the most bytes queued for a client before it is
+    closed with 1008 for not reading (by default twice `max_message_size`,
+    at least 16 MiB; None for no limit). `send()`, `broadcast()`,
+    `call_later()` and `shutdown()` are safe from any thread.
+    """
+
+    connection_class: type[AsyncConnection] = AsyncConnection
+    clients: set[AsyncConnection]  # type: ignore[assignment]
+
+    def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
+                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+                 backlog_size: int = 128, *, selector: type[selectors.BaseSelector] | None = None,
+                 max_buffer_size: int | None | Default = DEFAULT, **options: Any) -> None:
+        super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
+        self.loop = Loop(selector)
+        if max_buffer_size is DEFAULT:
+            message_size = self.connection_options['max_message_size']
+            max_buffer_size = None if message_size is None else max(MAX_BUFFER_SIZE,
+                                                                    2 * message_size)
+        self.max_buffer_size: int | None = max_buffer_size
+        self._handshakes: set[_Handshake] = set()
+        self._buffer = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buffer)
+        self._shutting_down = False
+        self._tracks_sent = type(self).onsent is not AsyncServer.onsent
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until `shutdown()` (or Ctrl-C), then close every client."""
+        self._running = True
+        self.loop.register(self.sock, READ, self._on_accept)
+        logger.info('serving on %s (%s)', self.address, type(self.loop.selector).__name__)
+        try:
+            while True:
+                try:
+                    self.loop.run()
+                    break
+                except KeyboardInterrupt:
+                    logger.info('interrupted, shutting down')
+                    self._begin_shutdown()
+        finally:
+            for channel in [*self.clients, *self._handshakes]:
+                channel._drop()
+            self.sock.close()
+            self.loop.close()
+            self._running = False
+            self._stopped.set()
+            logger.info('server stopped')
+
+    def _on_accept(self, mask: int) -> None:
+        for _ in range(64):  # then let the other sockets have a turn
+            try:
+                sock, _ = self.sock.accept(handshake=False)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                logger.error('accept failed: %s', error)
+                return
+            sock.setblocking(False)
+            self._handshakes.add(_Handshake(self, sock))
+
+    def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
+        self._handshakes.discard(handshake)
+        sock = handshake.sock
+        sock.opened(True, handshake.reader.rest)
+        client = self.connection_class(self, sock, **self.connection_options)
+        with client._send_lock:
+            client._queue(response)
+        self.loop.modify(sock, READ, client._on_event)
+        self.clients.add(client)
+        if self._shutting_down:
+            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        client._callback(client.onopen)
+        if sock.parser is not None and sock.parser.buffered:
+            client._process(sock.parser)
+
+    def _client_gone(self, client: AsyncConnection) -> None:
+        self.clients.discard(client)
+        if self._shutting_down and not self.clients:
+            self.loop.stop()
+
+    # -- for applications, from any thread ----------------------------------------------
+
+    def broadcast(self, message: Message | str | bytes) -> None:
+        """Send one message to every open client: framed once, queued to each.
+
+        A client that does not read only fills its own queue (and is closed
+        at `max_buffer_size`); the others are not held up.
+        """
+        if isinstance(message, str):
+            message = TextMessage(message)
+        elif not isinstance(message, Message):
+            message = BinaryMessage(message)
+        data = message.frame().pack()
+        if self.loop.in_loop_thread():
+            self._broadcast(data, message)
+        else:
+            self.loop.call_soon_threadsafe(self._broadcast, data, message)
+
+    def _broadcast(self, data: bytes, message: Message) -> None:
+        for client in self.clients:
+            client._send_packed(data, message)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+        """Run `callback(*args)` on the server's thread after `delay` seconds."""
+        return self.loop.call_later(delay, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        """Run `callback(*args)` on the server's thread soon; safe from any thread."""
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    def shutdown(self) -> None:
+        """Stop accepting, close every client with 1001, wait up to `max_join_time`.
+
+        From another thread it waits for `run()` to end; from the server's
+        own thread (a callback, a signal handler) it returns at once.
+        """
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
+        if self._running and not self.loop.in_loop_thread():
+            self._stopped.wait()
+
+    def _begin_shutdown(self) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self.loop.unregister(self.sock)
+        self.sock.close()
+        for handshake in list(self._handshakes):
+            handshake._drop()
+        for client in list(self.clients):
+            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        self.loop.call_later(self.max_join_time, self._force_stop)
+        if not self.clients:
+            self.loop.stop()
+
+    def _force_stop(self) -> None:
+        for client in list(self.clients):
+            logger.info('%s: no close handshake within max_join_time, dropping', client)
+            client._abort()
+            client._drop()
+        self.loop.stop()
+
+    def _release(self) -> None:
+        self.sock.close()
+        self.loop.close()
+
+    def onsent(self, client: AsyncConnection, message: Message) -> None:
+        """Called once a message sent to `client` has been completely written."""

@@ -1,0 +1,63 @@
+"""One background thread that runs the keepalive pings of blocking connections.
+
+Each connection's `_keepalive()` sends a ping or checks the last one and
+returns the delay until it wants to be called again (None: never). The
+event-loop server uses its loop's timers for the same method instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+logger = logging.getLogger('wspy')
+
+
+class _Keepalive(Protocol):
+    def _keepalive(self) -> float | None: ...
+
+
+class Scheduler:
+    """Calls `_keepalive()` on each connection when its delay comes due."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, connection: _Keepalive, delay: float) -> None:
+        """Call `connection._keepalive()` in `delay` seconds."""
+        with self._condition:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), connection))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='wspy-keepalive',
+                                                daemon=True)
+                self._thread.start()
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                when = self._heap[0][0]
+                now = time.monotonic()
+                if when > now:
+                    self._condition.wait(when - now)
+                    continue
+                connection = heapq.heappop(self._heap)[2]
+            try:
+                delay = connection._keepalive()
+            except Exception:
+                logger.exception('error in keepalive')
+                continue
+            if delay is not None:
+                self.schedule(connection, delay)
+
+
+scheduler = Scheduler()

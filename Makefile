@@ -10,7 +10,8 @@ WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis
 PORT ?= 8000
 
-.PHONY: run test lint autobahn autobahn-server autobahn-client clean
+.PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
+	autobahn-performance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,11 +50,21 @@ $(WSTEST):
 	$(PY27) -m virtualenv -q $(AUTOBAHN)/venv
 	$(AUTOBAHN)/venv/bin/pip install -q autobahntestsuite==25.10.1
 
-# Autobahn|Testsuite cases 1-7 and 10 against Server and the client; fails on any FAILED.
-autobahn: autobahn-server autobahn-client
+# Autobahn|Testsuite cases 1-7 and 10 against both servers and the client, then 9.*
+# (limits and performance) against both servers; fails on any FAILED.
+autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-performance
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
-	$(BIN)/python test/autobahn/run.py server --wstest $(WSTEST) --outdir reports
+	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports
+
+autobahn-asyncserver: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py AsyncServer --wstest $(WSTEST) --outdir reports
+
+autobahn-performance: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports/9 \
+		--cases '9.*' --exclude
+	$(BIN)/python test/autobahn/run.py AsyncServer --wstest $(WSTEST) --outdir reports/9 \
+		--cases '9.*' --exclude
 
 autobahn-client: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports

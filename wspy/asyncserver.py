@@ -450,7 +450,7 @@ class AsyncServer(BaseServer):
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
                  backlog_size: int = 128, *, selector: type[selectors.BaseSelector] | None = None,
-                 max_buffer_size: int | None | Default = DEFAULT, **options: Any) -> None:
+                 max_buffer_size: int | Default | None = DEFAULT, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self.loop = Loop(selector)
         if max_buffer_size is DEFAULT:

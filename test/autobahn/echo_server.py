@@ -1,4 +1,4 @@
-"""An echo server for the Autobahn fuzzingclient: every message back as it came."""
+"""Echo servers for the Autobahn fuzzingclient: every message back as it came."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import wspy
 LIMIT = 64 << 20
 
 
-class EchoServer(wspy.Server):
-    """Echoes text as text and binary as binary."""
+class EchoServer(wspy.BaseServer):
+    """Echoes text as text and binary as binary (on either server class)."""
 
     def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
         """Send the message back."""
@@ -27,10 +27,11 @@ def main() -> None:
     """Serve on the port given on the command line."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--port', type=int, default=9001)
+    parser.add_argument('--server', choices=['Server', 'AsyncServer'], default='Server')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    EchoServer(('127.0.0.1', args.port), max_message_size=LIMIT, max_frame_size=LIMIT,
-               backlog_size=128).run()
+    server_class = type('Echo', (EchoServer, getattr(wspy, args.server)), {})
+    server_class(('127.0.0.1', args.port), max_message_size=LIMIT, max_frame_size=LIMIT).run()
 
 
 if __name__ == '__main__':

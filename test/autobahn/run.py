@@ -1,7 +1,8 @@
 """Run the Autobahn|Testsuite against wspy and judge the verdicts.
 
-    python test/autobahn/run.py --wstest PATH server   # fuzzingclient vs Server
-    python test/autobahn/run.py --wstest PATH client   # fuzzingserver vs wspy.connect
+    python test/autobahn/run.py --wstest PATH Server        # fuzzingclient vs Server
+    python test/autobahn/run.py --wstest PATH AsyncServer   # fuzzingclient vs AsyncServer
+    python test/autobahn/run.py --wstest PATH client        # fuzzingserver vs wspy.connect
 
 Every run has a time limit (wstest writes its report only at the end, so
 a hang would stall it). Exits 1 if any case FAILED or has no verdict,
@@ -56,7 +57,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def run_server_suite(args: argparse.Namespace, outdir: Path) -> Path:
     """Fuzzingclient against the echo server; returns the index.json path."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(HERE / 'echo_server.py'), '--port', str(port)])
+    server = subprocess.Popen([sys.executable, str(HERE / 'echo_server.py'), '--port', str(port),
+                               '--server', args.side])
     try:
         wait_listening(port)
         spec = {'outdir': str(outdir), 'cases': args.cases, 'exclude-cases': args.exclude,
@@ -115,7 +117,7 @@ def judge(index_path: Path, agent: str) -> int:
 def main() -> int:
     """Run the chosen suite and judge it."""
     parser = argparse.ArgumentParser()
-    parser.add_argument('side', choices=['server', 'client'])
+    parser.add_argument('side', choices=['Server', 'AsyncServer', 'client'])
     parser.add_argument('--wstest', required=True)
     parser.add_argument('--cases', nargs='+', default=['*'])
     parser.add_argument('--exclude', nargs='*', default=['9.*', '12.*', '13.*'])
@@ -126,7 +128,7 @@ def main() -> int:
     args.wstest = os.path.abspath(args.wstest)
     outdir = Path(args.outdir).resolve() / args.side
     outdir.mkdir(parents=True, exist_ok=True)
-    index = (run_server_suite if args.side == 'server' else run_client_suite)(args, outdir)
+    index = (run_client_suite if args.side == 'client' else run_server_suite)(args, outdir)
     bad = judge(index, args.agent)
     if bad:
         print(f'{args.agent}: {bad} case(s) FAILED')

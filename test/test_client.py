@@ -188,3 +188,36 @@ def test_server_masked_frame_fails_the_client(stub) -> None:
     with pytest.raises(wspy.ConnectionClosedError) as info:
         conn.recv()
     assert info.value.code == wspy.CLOSE_PROTOCOL_ERROR
+
+
+def test_client_keepalive_fails_a_silent_server() -> None:
+    listener = socket.create_server(('127.0.0.1', 0))
+    held = []
+
+    def accept_and_go_silent() -> None:
+        conn, _ = listener.accept()
+        held.append(conn)
+        reader = HeadReader()
+        head = None
+        while head is None:
+            head = reader.feed(conn.recv(4096))
+        key = parse_request(head).headers['Sec-WebSocket-Key']
+        conn.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+                      f'Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n\r\n'
+                      ).encode())
+
+    thread = threading.Thread(target=accept_and_go_silent)
+    thread.start()
+    try:
+        conn = wspy.connect(f'ws://127.0.0.1:{listener.getsockname()[1]}/', ping_interval=0.2,
+                            ping_timeout=0.3, close_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(wspy.ConnectionClosedError) as info:
+            conn.recv()
+        assert info.value.code == 1011
+        assert time.monotonic() - started < 3
+    finally:
+        thread.join(5)
+        for sock in held:
+            sock.close()
+        listener.close()

@@ -366,3 +366,33 @@ def test_ipv6(make_server) -> None:
         conn.close()
     finally:
         server.shutdown()
+
+
+def test_keepalive_closes_a_silent_peer_with_1011(serve, raw_client) -> None:
+    server = serve(ping_interval=0.2, ping_timeout=0.3, close_timeout=0.5)
+    client = raw_client(server)
+    client.handshake()
+    started = time.monotonic()
+    first = client.recv_frame()
+    assert first.opcode == wspy.OPCODE_PING and len(first.payload) == 4
+    assert client.recv_close()[0] == 1011  # never answered
+    assert time.monotonic() - started < 2
+    client.close()
+    assert server.wait_closes(1)[0][1] == 1011
+
+
+def test_keepalive_keeps_a_live_peer_and_measures_latency(serve) -> None:
+    server = serve(ping_interval=0.1, ping_timeout=0.5)
+    conn = wspy.connect(url(server), ping_interval=None)
+    def receive() -> None:
+        with pytest.raises(wspy.ConnectionClosed):
+            conn.recv()
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()  # a receiving connection answers pings
+    time.sleep(0.5)
+    (client,) = server.clients
+    assert client.state is wspy.State.OPEN and client.latency is not None
+    assert 0 <= client.latency < 0.5
+    conn.close()
+    receiver.join(5)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from wspy.connection import CLOSE_TIMEOUT, Connection
+from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import InvalidStatus, InvalidURI, RedirectError
 from wspy.frame import DEFAULT_MAX_SIZE
 from wspy.handshake import format_host
@@ -88,12 +88,16 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             timeout: float | None = HANDSHAKE_TIMEOUT,
             connection_class: type[Connection] = Connection,
             max_message_size: int | None = DEFAULT_MAX_SIZE,
-            close_timeout: float = CLOSE_TIMEOUT, **options: Any) -> Connection:
+            close_timeout: float = CLOSE_TIMEOUT, ping_interval: float | None = PING_INTERVAL,
+            ping_timeout: float | None = PING_TIMEOUT, **options: Any) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
-    times, each on a new TCP connection. Other keyword options go to
-    `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
+    times, each on a new TCP connection. `timeout` bounds connecting and
+    the handshake. The connection sends keepalive pings every
+    `ping_interval` seconds from a background thread. Other keyword
+    options go to `websocket` (`origin`, `protocols`, `headers`,
+    `max_frame_size`, ...).
     """
     redirects = 0
     while True:
@@ -117,4 +121,5 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             sock.close()
             raise
         return connection_class(sock, max_message_size=max_message_size,
-                                close_timeout=close_timeout)
+                                close_timeout=close_timeout, ping_interval=ping_interval,
+                                ping_timeout=ping_timeout)

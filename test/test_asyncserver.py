@@ -1,0 +1,207 @@
+"""What only the event-loop server does: scale, non-blocking everything, broadcast,
+timers, buffered output and onsent."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+import wspy
+
+from conftest import EchoServer, assert_echoes, upgrade_request, url
+
+NO_KEEPALIVE = {'ping_interval': None}
+
+
+@pytest.fixture
+def aserve():
+    servers = []
+
+    def start(handler=EchoServer, **options):
+        cls = type('TestAsyncServer', (handler, wspy.AsyncServer), {})
+        server = cls(('127.0.0.1', 0), **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_a_thousand_concurrent_clients(aserve) -> None:
+    server = aserve(backlog_size=1024)
+    clients = [wspy.connect(url(server, f'/{n}'), **NO_KEEPALIVE) for n in range(1000)]
+    assert len(server.clients) == 1000
+    for n, conn in enumerate(clients):
+        conn.send(f'message {n}')
+    for n, conn in enumerate(clients):
+        assert conn.recv().payload == f'message {n}'
+    for conn in clients:
+        conn.close()
+    assert len(server.wait_closes(1000, timeout=30)) == 1000
+
+
+def test_idle_half_open_handshakes_do_not_delay_others(aserve) -> None:
+    server = aserve(handshake_timeout=1.0, backlog_size=512)
+    idle = []
+    for n in range(200):
+        sock = socket.create_connection(('127.0.0.1', server.address[1]))
+        sock.sendall(upgrade_request()[:n % 50])  # nothing, or half a request
+        idle.append(sock)
+    started = time.monotonic()
+    assert_echoes(server)
+    assert time.monotonic() - started < 0.5
+    time.sleep(1.2)
+    for sock in idle:
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+        assert answer.startswith(b'HTTP/1.1 408 ') or answer.startswith(b'HTTP/1.1 400 ')
+        sock.close()
+
+
+class Flooding(EchoServer):
+    """Answers 'flood' with far more data than a client that does not read can take."""
+
+    def onmessage(self, client, message):
+        if message.payload == 'flood':
+            for _ in range(400):
+                client.send(b'x' * 65536)
+        else:
+            client.send(message)
+
+
+def test_client_that_never_reads_is_closed_at_the_high_water_mark(aserve, raw_client,
+                                                                 caplog) -> None:
+    server = aserve(Flooding, max_buffer_size=1 << 20, close_timeout=0.5)
+    slow = raw_client(server)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.handshake()
+    with caplog.at_level(logging.WARNING, logger='wspy'):
+        slow.send_frame(wspy.OPCODE_TEXT, b'flood')
+        assert_echoes(server)  # others carry on meanwhile
+        closes = server.wait_closes(1)
+    assert closes[0][1] == wspy.CLOSE_POLICY_VIOLATION
+    assert 'does not read' in caplog.text
+    assert len(server.clients) == 0 or all(c.buffered_amount < (1 << 20) for c in server.clients)
+
+
+def test_buffered_amount_and_onsent(aserve) -> None:
+    sent = []
+    done = threading.Event()
+
+    class Tracking(EchoServer):
+        def onsent(self, client, message):
+            sent.append((len(message.payload), client.buffered_amount))
+            if len(sent) == 3:
+                done.set()
+
+        def onmessage(self, client, message):
+            client.send(message)
+            client.send(b'y' * 3_000_000)
+            client.send('last')
+            self.buffered = client.buffered_amount
+
+    server = aserve(Tracking)
+    conn = wspy.connect(url(server), max_message_size=4 << 20, max_frame_size=4 << 20)
+    conn.send('first')
+    assert [len(conn.recv().payload) for _ in range(3)] == [5, 3_000_000, 4]
+    assert done.wait(5)
+    assert [n for n, _ in sent] == [5, 3_000_000, 4]
+    assert server.buffered > 3_000_000  # queued, not yet written, when send() returned
+    assert sent[-1][1] == 0
+    conn.close()
+
+
+def test_broadcast_to_500_clients_from_another_thread(aserve) -> None:
+    server = aserve(backlog_size=1024)
+    clients = [wspy.connect(url(server), **NO_KEEPALIVE) for _ in range(500)]
+    threading.Thread(target=server.broadcast, args=('to everyone',)).start()
+    server.broadcast(b'\x00binary too')
+    for conn in clients:
+        received = {conn.recv().payload, conn.recv().payload}
+        assert received == {'to everyone', b'\x00binary too'}
+        conn.close()
+
+
+def test_broadcast_skips_closing_clients_and_a_slow_one_does_not_block(aserve,
+                                                                      raw_client) -> None:
+    server = aserve(max_buffer_size=1 << 20, close_timeout=0.5)
+    slow = raw_client(server)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.handshake()
+    fast = wspy.connect(url(server), **NO_KEEPALIVE)
+    fast.send('sync')
+    assert fast.recv().payload == 'sync'
+    # 13 MiB: more than the kernel's socket buffers absorb, so the slow client's
+    # queue in the server passes the mark.
+    for _ in range(200):
+        server.broadcast(b'z' * 65536)
+    for _ in range(200):
+        assert len(fast.recv().payload) == 65536
+    assert server.wait_closes(1)[0][1] == wspy.CLOSE_POLICY_VIOLATION
+    fast.close()
+
+
+def test_call_later_and_call_soon_threadsafe(aserve) -> None:
+    server = aserve()
+    fired = []
+    event = threading.Event()
+    server.call_later(0.05, fired.append, 'later')
+    server.call_later(0.01, fired.append, 'sooner')
+    cancelled = server.call_later(0.02, fired.append, 'cancelled')
+    cancelled.cancel()
+    server.call_later(0.1, event.set)
+    server.call_soon_threadsafe(fired.append, 'soon')
+    assert event.wait(5)
+    assert fired == ['soon', 'sooner', 'later']
+
+
+def test_timer_pushing_to_clients(aserve) -> None:
+    class Ticking(EchoServer):
+        def onopen(self, client):
+            for n in range(3):
+                self.call_later(0.01 * n, client.send, f'tick {n}')
+
+    conn = wspy.connect(url(aserve(Ticking)))
+    assert [conn.recv().payload for _ in range(3)] == ['tick 0', 'tick 1', 'tick 2']
+    conn.close()
+
+
+def test_recv_is_not_for_async_connections(aserve) -> None:
+    errors = []
+
+    class Receiving(EchoServer):
+        def onopen(self, client):
+            try:
+                client.recv()
+            except wspy.InvalidState as error:
+                errors.append(error)
+            client.send('checked')
+
+    conn = wspy.connect(url(aserve(Receiving)))
+    assert conn.recv().payload == 'checked'
+    assert len(errors) == 1
+    conn.close()
+
+
+def test_abort_from_another_thread(aserve) -> None:
+    server = aserve()
+    conn = wspy.connect(url(server))
+    conn.send('hi')
+    conn.recv()
+    next(iter(server.clients)).abort()
+    with pytest.raises(wspy.ConnectionClosedError):
+        conn.recv()
+    assert server.wait_closes(1)[0][1] == wspy.CLOSE_ABNORMAL
+
+
+def test_selector_is_chosen(aserve) -> None:
+    import selectors
+    server = aserve(selector=selectors.PollSelector)
+    assert isinstance(server.loop.selector, selectors.PollSelector)
+    assert_echoes(server)

@@ -11,7 +11,7 @@ TEST_DEPS := pytest coverage pyOpenSSL hypothesis
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-performance clean
+	autobahn-performance bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,5 +69,13 @@ autobahn-performance: $(VENV)/.installed $(WSTEST)
 autobahn-client: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports
 
+bench/loadgen: bench/loadgen.c
+	$(CC) -O2 -Wall -Wextra -o $@ $<
+
+# Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1; prints medians.
+bench: $(VENV)/.installed bench/loadgen
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.*
+	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \
+		bench/loadgen

@@ -137,14 +137,15 @@ def test_negotiated_rsv_bits_are_allowed() -> None:
     assert parser.next_frame().rsv1
 
 
-def test_peek_payload_unmasks_a_frame_as_it_arrives() -> None:
-    payload = os.urandom(1000)
+@pytest.mark.parametrize('size,step', [(1000, 7), (200_000, 9_999)])
+def test_peek_payload_unmasks_a_frame_as_it_arrives(size: int, step: int) -> None:
+    payload = os.urandom(size)
     raw = Frame(wspy.OPCODE_TEXT, payload, b'\x01\x02\x03\x04').pack()
     parser = FrameParser(require_mask=True)
     assert parser.peek_payload() == b'' and parser.pending_first_byte() is None
     seen = b''
-    for start in range(0, len(raw) - 1, 7):
-        parser.feed(raw[start:min(start + 7, len(raw) - 1)])
+    for start in range(0, len(raw) - 1, step):
+        parser.feed(raw[start:min(start + step, len(raw) - 1)])
         seen += parser.peek_payload()
     assert parser.next_frame() is None
     assert parser.pending_first_byte() == 0x81

@@ -32,7 +32,7 @@ WRITE = selectors.EVENT_WRITE
 #: Least default limit on the bytes queued for one client before it counts as not
 #: reading; the default is twice `max_message_size` when that is larger.
 MAX_BUFFER_SIZE = 16 << 20
-_RECV_SIZE = 256 << 10
+_RECV_SIZE = 1 << 20
 
 
 class Default(enum.Enum):

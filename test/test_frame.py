@@ -218,3 +218,10 @@ def test_repr_and_equality() -> None:
     assert 'opcode=0x1' in repr(frame) and 'M' in repr(frame)
     assert frame != Frame(wspy.OPCODE_TEXT, b'x')
     assert frame.__eq__(object()) is NotImplemented
+
+
+def test_rsv_bits_are_never_allowed_on_control_frames() -> None:
+    parser = FrameParser(rsv_allowed=0x70)
+    parser.feed(Frame(wspy.OPCODE_PING, b'x', rsv1=True).pack())
+    with pytest.raises(wspy.ProtocolError):
+        parser.next_frame()

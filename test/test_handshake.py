@@ -178,7 +178,8 @@ def test_accept_response() -> None:
     handshake = ServerHandshake(protocols=['chat'], headers=[('X-Server', 'wspy')])
     request = request_with(**{'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
                               'Sec-WebSocket-Protocol': 'chat'})
-    response, protocol = handshake.accept(request)
+    response, protocol, hooks = handshake.accept(request)
+    assert hooks == []
     raw = response.to_bytes()
     assert protocol == 'chat'
     assert raw.startswith(b'HTTP/1.1 101 Switching Protocols\r\n') and raw.endswith(b'\r\n\r\n')
@@ -215,9 +216,9 @@ def response_headers(key: str, **extra: str) -> Headers:
 
 def test_check_response() -> None:
     key = new_key()
-    assert check_response(101, response_headers(key), key) is None
+    assert check_response(101, response_headers(key), key) == (None, [])
     assert check_response(101, response_headers(key, Sec_WebSocket_Protocol='b'), key,
-                          ['a', 'b']) == 'b'
+                          ['a', 'b']) == ('b', [])
     with pytest.raises(wspy.InvalidStatus) as info:
         check_response(200, response_headers(key), key)
     assert info.value.status == 200
@@ -225,7 +226,7 @@ def test_check_response() -> None:
         check_response(101, response_headers(new_key()), key)
     with pytest.raises(wspy.InvalidHeader):
         check_response(101, response_headers(key, Sec_WebSocket_Protocol='c'), key, ['a'])
-    with pytest.raises(wspy.InvalidHeader):
+    with pytest.raises(wspy.NegotiationError):
         check_response(101, response_headers(key, Sec_WebSocket_Extensions='x'), key)
     bad = Headers([(n, v) for n, v in response_headers(key).items() if n != 'Upgrade'])
     with pytest.raises(wspy.InvalidHeader):

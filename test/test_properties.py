@@ -14,7 +14,7 @@ OPCODES = st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA])
 frames = st.builds(
     lambda opcode, payload, key, final, rsv: Frame(
         opcode, payload[:125] if opcode & 8 else payload, key,
-        final or bool(opcode & 8), *rsv),
+        final or bool(opcode & 8), *(() if opcode & 8 else rsv)),  # control: no RSV bits
     OPCODES, st.binary(max_size=70000), st.sampled_from([b'', b'abcd', b'\x00\xff\x10\x80']),
     st.booleans(), st.tuples(st.booleans(), st.booleans(), st.booleans()))
 

@@ -17,7 +17,8 @@ from collections import deque
 from typing import Any
 
 from wspy.connection import State
-from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, ProtocolError, SocketClosed
+from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, InvalidState,
+                         ProtocolError, SocketClosed)
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import Loop, Timer
 from wspy.message import BinaryMessage, Message, TextMessage
@@ -540,7 +541,13 @@ class AsyncServer(BaseServer):
 
     def _broadcast(self, data: bytes, message: Message) -> None:
         for client in self.clients:
-            client._send_packed(data, message)
+            if client._hooks:  # its own compression context: frame it for this client
+                try:
+                    client.send(message)
+                except ConnectionClosed:
+                    pass
+            else:
+                client._send_packed(data, message)
 
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
         """Run `callback(*args)` on the server's thread after `delay` seconds."""

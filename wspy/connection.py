@@ -79,6 +79,7 @@ class Connection:
         if sock.server_side is None:
             raise ValueError('the websocket has not done its handshake')
         self.sock = sock
+        self._hooks = list(sock.hooks)
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.state = State.OPEN
@@ -170,11 +171,12 @@ class Connection:
             message = BinaryMessage(message)
         if mask is None:
             mask = not self.sock.server_side
-        if fragment_size is None:
-            frames = [message.frame(mask)]
+        if self._hooks:
+            self._send_through_hooks(message, fragment_size, mask)
+        elif fragment_size is None:
+            self._send_data([message.frame(mask)], message)
         else:
-            frames = message.fragment(fragment_size, mask)
-        self._send_data(frames, message)
+            self._send_data(message.fragment(fragment_size, mask), message)
 
     def send_frames(self, *frames: Frame) -> None:
         """Send hand-made frames as they are, atomically with respect to other sends."""
@@ -206,6 +208,30 @@ class Connection:
             if message is not None:
                 self._message_queued(message)
 
+    def _send_through_hooks(self, message: Message, fragment_size: int | None,
+                            mask: bool) -> None:
+        """Send a message through the negotiated extensions.
+
+        Under the send lock, so that compression contexts see messages in
+        the order they go on the wire.
+        """
+        with self._send_lock:
+            if self.close_sent is not None or self.state is State.CLOSED:
+                raise self._closed_exception()
+            frame = Frame(message.opcode, message.encode())
+            for hook in self._hooks:
+                if hook.per_message:
+                    frame = hook.send(frame)
+            frames = frame.fragment(fragment_size) if fragment_size else [frame]
+            for hook in self._hooks:
+                if not hook.per_message:
+                    frames = [hook.send(f) for f in frames]
+            if mask:
+                for f in frames:
+                    f.masking_key = os.urandom(4)
+            self._send_frames(frames)
+            self._message_queued(message)
+
     def _message_queued(self, message: Message) -> None:
         """Called, with the send lock held, once a message's frames are handed on."""
 
@@ -236,6 +262,8 @@ class Connection:
             self._handle_control(frame)
             return None
         self._partial_decoder = None
+        if self._hooks:
+            frame = self._decode(frame)
         payload = frame.payload
         fragments = self._fragments
         if opcode == OPCODE_CONTINUATION:
@@ -279,6 +307,15 @@ class Connection:
         if opcode == OPCODE_TEXT:
             return TextMessage(''.join(fragments))
         return BinaryMessage(b''.join(fragments))
+
+    def _decode(self, frame: Frame) -> Frame:
+        """Pass a received data frame through the extensions, last negotiated first."""
+        limit = self.max_message_size
+        if limit is not None and frame.opcode == OPCODE_CONTINUATION:
+            limit -= self._fragments_size
+        for hook in reversed(self._hooks):
+            frame = hook.recv(frame, limit)
+        return frame
 
     def _check_partial(self, parser: FrameParser) -> None:
         """Validate the UTF-8 of a text frame that has only partly arrived.

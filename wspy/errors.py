@@ -80,6 +80,10 @@ class InvalidHeader(InvalidResponse):
     """A header of the server's response is missing or wrong."""
 
 
+class NegotiationError(InvalidHeader):
+    """The server's answer to an extension offer cannot be used."""
+
+
 class InvalidStatus(InvalidResponse):
     """The server answered with another status than 101 Switching Protocols."""
 

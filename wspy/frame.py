@@ -323,7 +323,7 @@ class FrameParser:
         opcode = b1 & 0x0F
         if opcode not in _KNOWN_OPCODES:
             raise ProtocolError(f'reserved opcode {opcode:#x}')
-        if b1 & 0x70 & ~self.rsv_allowed:
+        if b1 & 0x70 & (0x70 if opcode & 0x8 else ~self.rsv_allowed):
             raise ProtocolError('reserved bit set without a negotiated extension')
         length = b2 & 0x7F
         if opcode & 0x8:

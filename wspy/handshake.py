@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from wspy.errors import (HandshakeError, InvalidHeader, InvalidLocation, InvalidMethod,
                          InvalidOrigin, InvalidRequest, InvalidResponse, InvalidStatus, NotUpgrade,
                          SecurityError, UnsupportedVersion)
+from wspy.extension import Extension, Hook, accept_response, negotiate, offer_header
 
 GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 WS_VERSION = '13'
@@ -299,6 +300,7 @@ class ServerHandshake:
     locations: list[str] | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     select_protocol: ProtocolSelector = first_supported
+    extensions: list[Extension] = field(default_factory=list)
 
     def check(self, request: Request) -> tuple[str, str | None]:
         """Validate an upgrade request; returns its key and the chosen subprotocol."""
@@ -339,16 +341,20 @@ class ServerHandshake:
             raise InvalidRequest(f'selected subprotocol {protocol!r} was not offered', 500)
         return key, protocol
 
-    def accept(self, request: Request) -> tuple[Response, str | None]:
-        """The 101 response to a valid request, and the chosen subprotocol."""
+    def accept(self, request: Request) -> tuple[Response, str | None, list[Hook]]:
+        """The 101 response to a valid request, the chosen subprotocol and extension hooks."""
         key, protocol = self.check(request)
+        accepted, hooks = negotiate(request.headers.get('Sec-WebSocket-Extensions'),
+                                    self.extensions)
         headers = Headers([('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
                            ('Sec-WebSocket-Accept', accept_key(key))])
         if protocol is not None:
             headers.add('Sec-WebSocket-Protocol', protocol)
+        if accepted is not None:
+            headers.add('Sec-WebSocket-Extensions', accepted)
         for name, value in self.headers:
             headers.add(name, value)
-        return Response(101, headers), protocol
+        return Response(101, headers), protocol, hooks
 
 
 def error_response(status: int, message: str,
@@ -372,7 +378,7 @@ def format_host(host: str, port: int, secure: bool = False) -> str:
 
 
 def client_request(host: str, resource: str, key: str, *, origin: str | None = None,
-                   protocols: Iterable[str] = (),
+                   protocols: Iterable[str] = (), extensions: Iterable[Extension] = (),
                    headers: Iterable[tuple[str, str]] = ()) -> bytes:
     """The client's upgrade request."""
     lines = [f'GET {resource} HTTP/1.1', f'Host: {host}', 'Upgrade: websocket',
@@ -383,13 +389,16 @@ def client_request(host: str, resource: str, key: str, *, origin: str | None = N
     protocols = list(protocols)
     if protocols:
         lines.append('Sec-WebSocket-Protocol: ' + ', '.join(protocols))
+    offers = offer_header(list(extensions))
+    if offers:
+        lines.append(f'Sec-WebSocket-Extensions: {offers}')
     lines.extend(f'{name}: {value}' for name, value in check_header_items(headers))
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
 
 
-def check_response(status: int, headers: Headers, key: str,
-                   protocols: Iterable[str] = ()) -> str | None:
-    """Validate the server's 101 response; returns the subprotocol it chose."""
+def check_response(status: int, headers: Headers, key: str, protocols: Iterable[str] = (),
+                   extensions: Iterable[Extension] = ()) -> tuple[str | None, list[Hook]]:
+    """Validate the server's 101 response; the subprotocol it chose and extension hooks."""
     if status != 101:
         raise InvalidStatus(f'server answered {status} instead of 101', status, headers.items())
     if 'websocket' not in headers.tokens('Upgrade'):
@@ -398,11 +407,10 @@ def check_response(status: int, headers: Headers, key: str,
         raise InvalidHeader('response Connection header lacks "upgrade"')
     if headers.get_all('Sec-WebSocket-Accept') != [accept_key(key)]:
         raise InvalidHeader('wrong Sec-WebSocket-Accept')
-    if headers.get('Sec-WebSocket-Extensions'):
-        raise InvalidHeader('server accepted an extension that was not offered')
+    hooks = accept_response(headers.get('Sec-WebSocket-Extensions'), extensions)
     chosen = headers.get_all('Sec-WebSocket-Protocol')
     if not chosen:
-        return None
+        return None, hooks
     if len(chosen) != 1 or chosen[0] not in list(protocols):
         raise InvalidHeader(f'server chose subprotocol {", ".join(chosen)!r}, not offered')
-    return chosen[0]
+    return chosen[0], hooks

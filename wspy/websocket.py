@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus, SocketClosed
+from wspy.extension import Extension, Hook
 from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
                             Request, ServerHandshake, check_header_items, check_response,
@@ -41,7 +42,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None, *, location: str = '/', host: str | None = None,
                  origin: str | None = None, protocols: Iterable[str] = (),
-                 headers: HeaderItems = (),
+                 extensions: Iterable[Extension] = (), headers: HeaderItems = (),
                  select_protocol: Callable[[list[str], list[str]], str | None] = first_supported,
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
@@ -54,6 +55,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.host = host
         self.origin = origin
         self.protocols = list(protocols)
+        self.extensions = list(extensions)
         self.headers = check_header_items(headers)
         self.select_protocol = select_protocol
         self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
@@ -71,13 +73,15 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.response_headers: list[tuple[str, str]] = []
         #: The negotiated subprotocol, if any.
         self.protocol: str | None = None
+        #: The negotiated extensions' hooks for this connection, in order.
+        self.hooks: list[Hook] = []
         self.parser: FrameParser | None = None
         self._recv_buffer: bytearray | None = None
 
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in (
-            'location', 'host', 'origin', 'protocols', 'headers', 'select_protocol',
+            'location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
             'trusted_origins', 'locations', 'max_frame_size', 'handshake_timeout',
             'max_line_length', 'max_headers', 'max_head_size')}
 
@@ -133,8 +137,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """
         request = parse_request(head)
         handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
-                                    self.headers, self.select_protocol)
-        response, self.protocol = handshake.accept(request)
+                                    self.headers, self.select_protocol, self.extensions)
+        response, self.protocol, self.hooks = handshake.accept(request)
         self.request = request
         return response.to_bytes()
 
@@ -183,7 +187,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             host = format_host(peer_host, peer_port, secure)
         key = new_key()
         request = client_request(host, self.location, key, origin=self.origin,
-                                 protocols=self.protocols, headers=self.headers)
+                                 protocols=self.protocols, extensions=self.extensions,
+                                 headers=self.headers)
         with _Deadline(self, self.handshake_timeout) as deadline:
             self.sendall(request)
             reader = self.head_reader()
@@ -195,7 +200,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 body = self._read_body(deadline, reader.rest, headers.get('Content-Length'))
                 raise InvalidStatus(f'server answered {status} instead of 101', status,
                                     headers.items(), body)
-            self.protocol = check_response(status, headers, key, self.protocols)
+            self.protocol, self.hooks = check_response(status, headers, key, self.protocols,
+                                                       self.extensions)
         self.response_headers = headers.items()
         self.opened(False, reader.rest)
 
@@ -218,7 +224,11 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def opened(self, server_side: bool, rest: bytes = b'') -> None:
         """Switch to frames after a handshake; `rest` is what arrived after the HTTP head."""
         self.server_side = server_side
-        self.parser = FrameParser(require_mask=server_side, max_frame_size=self.max_frame_size)
+        rsv_allowed = 0
+        for hook in self.hooks:
+            rsv_allowed |= hook.rsv_bits
+        self.parser = FrameParser(require_mask=server_side, max_frame_size=self.max_frame_size,
+                                  rsv_allowed=rsv_allowed)
         self.parser.feed(rest)
 
     # -- frames -------------------------------------------------------------

@@ -137,11 +137,11 @@ def test_broadcast_skips_closing_clients_and_a_slow_one_does_not_block(aserve,
     fast = wspy.connect(url(server), **NO_KEEPALIVE)
     fast.send('sync')
     assert fast.recv().payload == 'sync'
-    # 13 MiB: more than the kernel's socket buffers absorb, so the slow client's
-    # queue in the server passes the mark.
+    # 13 MiB in all: more than the kernel's socket buffers absorb, so the slow
+    # client's queue in the server passes the mark, while the fast client reads
+    # each broadcast before the next is sent and so stays far below it.
     for _ in range(200):
         server.broadcast(b'z' * 65536)
-    for _ in range(200):
         assert len(fast.recv().payload) == 65536
     assert server.wait_closes(1)[0][1] == wspy.CLOSE_POLICY_VIOLATION
     fast.close()
@@ -205,3 +205,17 @@ def test_selector_is_chosen(aserve) -> None:
     server = aserve(selector=selectors.PollSelector)
     assert isinstance(server.loop.selector, selectors.PollSelector)
     assert_echoes(server)
+
+
+def test_overflow_keeps_the_frame_in_flight_whole(aserve) -> None:
+    # The client does not read while 26 MiB are queued for it, so the queue
+    # passes the 1 MiB mark while the socket holds part of a frame. Then it
+    # reads everything: up to the close frame, only whole, valid frames.
+    server = aserve(Flooding, max_buffer_size=1 << 20, close_timeout=5)
+    conn = wspy.connect(url(server), ping_interval=None, max_message_size=1 << 20)
+    conn.send('flood')
+    server.wait_closes(1)  # the server gave up on it before it read anything
+    with pytest.raises(wspy.ConnectionClosedError) as info:
+        for _ in range(400):
+            assert conn.recv().payload == b'x' * 65536
+    assert info.value.code == wspy.CLOSE_POLICY_VIOLATION  # a clean close frame, not 1006

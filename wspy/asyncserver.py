@@ -61,6 +61,9 @@ class _Channel:
     def _channel_init(self, loop: Loop, sock: websocket) -> None:
         self.loop = loop
         self._out: deque[bytes | memoryview] = deque()
+        # The unsent tail of a chunk the socket took only part of: it goes
+        # out before anything else, and is never dropped (the peer has its start).
+        self._out_partial: memoryview | None = None
         self._out_size = 0
         self._queued = 0
         self._written = 0
@@ -105,8 +108,12 @@ class _Channel:
             if self._dropped:
                 return
             out = self._out
-            while out:
-                data = self._take_chunk()
+            while out or self._out_partial is not None:
+                data: bytes | memoryview
+                if self._out_partial is not None:
+                    data, self._out_partial = self._out_partial, None
+                else:
+                    data = self._take_chunk()
                 try:
                     sent = self.sock.send_bytes(data)
                 except (BlockingIOError, InterruptedError):
@@ -119,9 +126,9 @@ class _Channel:
                 self._out_size -= sent
                 self._written += sent
                 if sent < len(data):
-                    out.appendleft(memoryview(data)[sent:])
+                    self._out_partial = memoryview(data)[sent:]
                     break
-            pending = bool(out)
+            pending = bool(out) or self._out_partial is not None
         if error is not None:
             self._lost(error)
             return
@@ -243,8 +250,9 @@ class AsyncConnection(_Channel, ServerConnection):
                        'read; closing with 1008', self, self._out_size,
                        self.server.max_buffer_size)
         with self._send_lock:
-            self._out.clear()
-            self._out_size = 0
+            self._out.clear()  # whole chunks not started; a partly sent one stays
+            partial = self._out_partial
+            self._out_size = 0 if partial is None else len(partial)
             if self._sent_markers is not None:
                 self._sent_markers.clear()
         self._fail(ProtocolError('client too slow: send buffer over max_buffer_size',

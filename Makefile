@@ -7,11 +7,11 @@ BIN := $(VENV)/bin
 PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
 AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
-TEST_DEPS := pytest coverage pyOpenSSL hypothesis
+TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-performance bench clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,15 @@ $(WSTEST):
 	$(PY27) -m virtualenv -q $(AUTOBAHN)/venv
 	$(AUTOBAHN)/venv/bin/pip install -q autobahntestsuite==25.10.1
 
-# Autobahn|Testsuite cases 1-7 and 10 against both servers and the client, then 9.*
-# (limits and performance) against both servers; fails on any FAILED.
-autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-performance
+# Autobahn|Testsuite cases 1-7 and 10 against both servers and the client, 9.* (limits
+# and performance) against both servers, and a permessage-deflate subset (the first four
+# cases of each 12.* and 13.* group) against all three; fails on any FAILED.
+# `make autobahn-deflate` runs all 216 permessage-deflate cases (about 25 minutes).
+DEFLATE_SUBSET := '12.*.1' '12.*.2' '12.*.3' '12.*.4' '13.*.1' '13.*.2' '13.*.3' '13.*.4'
+AGENTS := Server AsyncServer client
+
+autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-performance \
+	autobahn-deflate-subset
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports
@@ -68,6 +74,18 @@ autobahn-performance: $(VENV)/.installed $(WSTEST)
 
 autobahn-client: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports
+
+autobahn-deflate-subset: $(VENV)/.installed $(WSTEST)
+	for agent in $(AGENTS); do \
+		$(BIN)/python test/autobahn/run.py $$agent --wstest $(WSTEST) --outdir reports/deflate \
+			--cases $(DEFLATE_SUBSET) --exclude || exit 1; \
+	done
+
+autobahn-deflate: $(VENV)/.installed $(WSTEST)
+	for agent in $(AGENTS); do \
+		$(BIN)/python test/autobahn/run.py $$agent --wstest $(WSTEST) --outdir reports/deflate \
+			--cases '12.*' '13.*' --exclude --timeout 1800 || exit 1; \
+	done
 
 bench/loadgen: bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o $@ $<

@@ -90,6 +90,8 @@ class Connection:
         self._fragments: list[Any] | None = None
         self._fragments_opcode = 0
         self._fragments_size = 0
+        # Whether the message in progress arrived compressed (RSV1 on its first frame).
+        self._fragments_compressed = False
         self._decoder: codecs.IncrementalDecoder | None = None
         # Validates the text of a frame that is still arriving (fail fast).
         self._partial_decoder: codecs.IncrementalDecoder | None = None
@@ -263,6 +265,8 @@ class Connection:
             return None
         self._partial_decoder = None
         if self._hooks:
+            if frame.opcode != OPCODE_CONTINUATION:
+                self._fragments_compressed = frame.rsv1
             frame = self._decode(frame)
         payload = frame.payload
         fragments = self._fragments
@@ -332,7 +336,8 @@ class Connection:
         if decoder is None:
             if opcode == OPCODE_TEXT and self._fragments is None:
                 decoder = _utf8_decoder()
-            elif opcode == OPCODE_CONTINUATION and self._decoder is not None:
+            elif (opcode == OPCODE_CONTINUATION and self._decoder is not None
+                  and not self._fragments_compressed):
                 decoder = _utf8_decoder()
                 decoder.setstate(self._decoder.getstate())
             else:

@@ -13,7 +13,8 @@ LIMIT = 64 << 20
 def run_case(url: str) -> None:
     """Echo every message on `url` until the server closes."""
     try:
-        conn = wspy.connect(url, max_message_size=LIMIT, max_frame_size=LIMIT, timeout=30)
+        conn = wspy.connect(url, max_message_size=LIMIT, max_frame_size=LIMIT, timeout=30,
+                            extensions=[wspy.DeflateMessage()])
     except (wspy.WebSocketError, OSError) as error:
         print(f'{url}: {error}')
         return

@@ -31,7 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     server_class = type('Echo', (EchoServer, getattr(wspy, args.server)), {})
-    server_class(('127.0.0.1', args.port), max_message_size=LIMIT, max_frame_size=LIMIT).run()
+    server_class(('127.0.0.1', args.port), max_message_size=LIMIT, max_frame_size=LIMIT,
+                 extensions=[wspy.DeflateMessage(), wspy.DeflateFrame()]).run()
 
 
 if __name__ == '__main__':

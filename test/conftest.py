@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import selectors
 import socket
@@ -65,15 +66,12 @@ SERVERS = {
 ServerFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=list(SERVERS))
-def make_server(request: pytest.FixtureRequest) -> ServerFactory:
-    """Build a server of each kind in turn: `make_server(handler, address, **options)`.
+def server_factory(base: type, base_options: dict[str, Any]) -> ServerFactory:
+    """`make(handler, address, **options)`: a server of class `base` with `handler`'s callbacks.
 
     `handler` is a class with callbacks (an `EchoServer` by default); it is
-    combined with the server class under test.
+    combined with `base` unless it already is one.
     """
-    base, base_options = SERVERS[request.param]
-
     def make(handler: type | None = None, address: Any = ('127.0.0.1', 0),
              **options: Any) -> Any:
         handler = handler or EchoServer
@@ -85,20 +83,35 @@ def make_server(request: pytest.FixtureRequest) -> ServerFactory:
     return make
 
 
-@pytest.fixture
-def serve(make_server: ServerFactory) -> Iterator[Callable[..., Any]]:
-    """Start a server (by default an echo server) on a free port; shut down afterwards."""
-    servers: list[wspy.Server] = []
+@contextlib.contextmanager
+def running(make: ServerFactory) -> Iterator[Callable[..., Any]]:
+    """`start(handler, **options)` starts servers made by `make`; all shut down at the end."""
+    servers: list[wspy.BaseServer] = []
 
     def start(handler: type | None = None, **options: Any) -> Any:
-        server = make_server(handler, **options)
+        server = make(handler, **options)
         server.start()
         servers.append(server)
         return server
 
-    yield start
-    for server in servers:
-        server.shutdown()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+
+
+@pytest.fixture(params=list(SERVERS))
+def make_server(request: pytest.FixtureRequest) -> ServerFactory:
+    """Build a server of each kind in turn: `make_server(handler, address, **options)`."""
+    return server_factory(*SERVERS[request.param])
+
+
+@pytest.fixture
+def serve(make_server: ServerFactory) -> Iterator[Callable[..., Any]]:
+    """Start a server (by default an echo server) on a free port; shut down afterwards."""
+    with running(make_server) as start:
+        yield start
 
 
 def url(server: wspy.Server, path: str = '/') -> str:

@@ -12,25 +12,16 @@ import pytest
 
 import wspy
 
-from conftest import EchoServer, assert_echoes, upgrade_request, url
+from conftest import EchoServer, assert_echoes, running, server_factory, upgrade_request, url
 
 NO_KEEPALIVE = {'ping_interval': None}
 
 
 @pytest.fixture
 def aserve():
-    servers = []
-
-    def start(handler=EchoServer, **options):
-        cls = type('TestAsyncServer', (handler, wspy.AsyncServer), {})
-        server = cls(('127.0.0.1', 0), **options)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
+    """Start AsyncServers (on the default selector) like `serve` does."""
+    with running(server_factory(wspy.AsyncServer, {})) as start:
+        yield start
 
 
 def test_a_thousand_concurrent_clients(aserve) -> None:

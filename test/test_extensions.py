@@ -5,16 +5,20 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import time
 import zlib
 
 import pytest
 
 import wspy
+import wspy.extension
 from wspy.deflate_frame import DeflateFrameHook
 from wspy.deflate_message import DeflateHook
 from wspy.extension import (accept_response, format_extension, negotiate, offer_header,
                             parse_extensions)
 from wspy.frame import Frame
+
+from conftest import assert_echoes, url
 
 T, C = wspy.OPCODE_TEXT, wspy.OPCODE_CONTINUATION
 
@@ -241,7 +245,6 @@ def rss_mib() -> float:
                                                             server_no_context_takeover=True)],
                          ids=['permessage-deflate', 'deflate-frame', 'small-windows'])
 def test_compressed_echo(serve, client_ext: wspy.Extension) -> None:
-    from conftest import url
     limits = {'max_message_size': 4 << 20, 'max_frame_size': 4 << 20}  # random data stays big
     server = serve(extensions=[wspy.DeflateMessage(), wspy.DeflateFrame()], **limits)
     conn = wspy.connect(url(server), extensions=[client_ext], **limits)
@@ -273,37 +276,23 @@ def test_compressed_frames_are_smaller_on_the_wire(serve, raw_client) -> None:
     assert client.recv_close()[0] == wspy.CLOSE_PROTOCOL_ERROR
 
 
-class Reverse(wspy.Extension):
-    """The custom extension of the extension module's docstring."""
-
-    name = 'x-reverse'
-    rsv1 = True
-
-    def accept_offer(self, params):
-        return [], ReverseHook()
-
-    def accept_response(self, params):
-        return ReverseHook()
+def docstring_example(module: object) -> dict[str, object]:
+    """Run the indented code example of a module's docstring; the names it defines."""
+    lines = (module.__doc__ or '').split('::\n', 1)[1].splitlines()
+    code = '\n'.join(line[4:] for line in lines)
+    names: dict[str, object] = {'wspy': wspy}
+    exec(code, names)
+    return names
 
 
-class ReverseHook(wspy.Hook):
-    rsv_bits = 0x40
-
-    def send(self, frame):
-        return Frame(frame.opcode, frame.payload[::-1], final=frame.final, rsv1=True)
-
-    def recv(self, frame, max_size):
-        if not frame.rsv1:
-            return frame
-        return Frame(frame.opcode, frame.payload[::-1], final=frame.final)
-
-
-def test_custom_extension(serve) -> None:
-    from conftest import url
-    server = serve(extensions=[Reverse()])
-    conn = wspy.connect(url(server), extensions=[Reverse()])
+def test_custom_extension_from_the_docs(serve) -> None:
+    example = docstring_example(wspy.extension)
+    server = serve(extensions=[example['Reverse']()])
+    conn = wspy.connect(url(server), extensions=[example['Reverse']()])
+    assert dict(conn.sock.response_headers)['Sec-WebSocket-Extensions'] == 'x-reverse'
+    assert isinstance(conn.sock.hooks[0], example['ReverseHook'])
     conn.send('drawer')
-    assert conn.recv().payload == 'drawer'
+    assert conn.recv().payload == 'drawer'  # reversed on the wire, both ways
     conn.close()
 
 
@@ -330,14 +319,12 @@ def test_compression_bomb_is_refused_with_1009(serve, raw_client) -> None:
     client.send_frame(wspy.OPCODE_BINARY, payload, rsv1=True)
     assert client.recv_close()[0] == wspy.CLOSE_MESSAGE_TOO_BIG
     assert rss_mib() - before < 100
-    from conftest import assert_echoes
     assert_echoes(server)
 
 
 def test_compressed_text_continuation_arriving_in_pieces(serve, raw_client) -> None:
     # RSV1 marks only the first frame of a compressed message: the bytes of a
     # continuation frame still arriving are compressed, not UTF-8 to check.
-    import time
     server = serve(extensions=[wspy.DeflateMessage()])
     client = raw_client(server)
     client.handshake(

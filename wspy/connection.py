@@ -174,7 +174,8 @@ class Connection:
         if mask is None:
             mask = not self.sock.server_side
         if self._hooks:
-            self._send_through_hooks(message, fragment_size, mask)
+            self._send_data(lambda: self._frames_through_hooks(message, fragment_size, mask),
+                            message)
         elif fragment_size is None:
             self._send_data([message.frame(mask)], message)
         else:
@@ -186,53 +187,51 @@ class Connection:
 
     def send_ping(self, payload: bytes | str = b'') -> None:
         """Send a ping; `onpong` is called when its pong arrives."""
-        frame = self._control_frame(OPCODE_PING, payload)
-        if len(frame.payload) > MAX_CONTROL_PAYLOAD:
-            raise PingError('ping payload over 125 bytes')
-        self._send_data([frame])
+        self._send_data([self._heartbeat_frame(OPCODE_PING, payload)])
 
     def send_pong(self, payload: bytes | str = b'') -> None:
         """Send an unsolicited pong (a one-way heartbeat)."""
-        frame = self._control_frame(OPCODE_PONG, payload)
+        self._send_data([self._heartbeat_frame(OPCODE_PONG, payload)])
+
+    def _heartbeat_frame(self, opcode: int, payload: bytes | str) -> ControlFrame:
+        frame = self._control_frame(opcode, payload)
         if len(frame.payload) > MAX_CONTROL_PAYLOAD:
-            raise PingError('pong payload over 125 bytes')
-        self._send_data([frame])
+            raise PingError('ping or pong payload over 125 bytes')
+        return frame
 
     def _control_frame(self, opcode: int, payload: bytes | str) -> ControlFrame:
         key = b'' if self.sock.server_side else os.urandom(4)
         return ControlFrame(opcode, payload, key)
 
-    def _send_data(self, frames: list[Frame], message: Message | None = None) -> None:
+    def _send_data(self, frames: list[Frame] | Callable[[], list[Frame]],
+                   message: Message | None = None) -> None:
+        """Send frames, or the frames a function builds, under the send lock."""
         with self._send_lock:
             if self.close_sent is not None or self.state is State.CLOSED:
                 raise self._closed_exception()
-            self._send_frames(frames)
+            self._send_frames(frames if isinstance(frames, list) else frames())
             if message is not None:
                 self._message_queued(message)
 
-    def _send_through_hooks(self, message: Message, fragment_size: int | None,
-                            mask: bool) -> None:
-        """Send a message through the negotiated extensions.
+    def _frames_through_hooks(self, message: Message, fragment_size: int | None,
+                              mask: bool) -> list[Frame]:
+        """A message's frames after the negotiated extensions.
 
-        Under the send lock, so that compression contexts see messages in
-        the order they go on the wire.
+        Called under the send lock, so that compression contexts see
+        messages in the order they go on the wire.
         """
-        with self._send_lock:
-            if self.close_sent is not None or self.state is State.CLOSED:
-                raise self._closed_exception()
-            frame = Frame(message.opcode, message.encode())
-            for hook in self._hooks:
-                if hook.per_message:
-                    frame = hook.send(frame)
-            frames = frame.fragment(fragment_size) if fragment_size else [frame]
-            for hook in self._hooks:
-                if not hook.per_message:
-                    frames = [hook.send(f) for f in frames]
-            if mask:
-                for f in frames:
-                    f.masking_key = os.urandom(4)
-            self._send_frames(frames)
-            self._message_queued(message)
+        frame = Frame(message.opcode, message.encode())
+        for hook in self._hooks:
+            if hook.per_message:
+                frame = hook.send(frame)
+        frames = frame.fragment(fragment_size) if fragment_size else [frame]
+        for hook in self._hooks:
+            if not hook.per_message:
+                frames = [hook.send(f) for f in frames]
+        if mask:
+            for f in frames:
+                f.masking_key = os.urandom(4)
+        return frames
 
     def _message_queued(self, message: Message) -> None:
         """Called, with the send lock held, once a message's frames are handed on."""

@@ -34,6 +34,8 @@ WRITE = selectors.EVENT_WRITE
 #: reading; the default is twice `max_message_size` when that is larger.
 MAX_BUFFER_SIZE = 16 << 20
 _RECV_SIZE = 1 << 20
+# Queued chunks smaller than this are joined into one write; larger ones go alone.
+_JOIN_LIMIT = 64 << 10
 
 
 class Default(enum.Enum):
@@ -43,8 +45,6 @@ class Default(enum.Enum):
 
 
 DEFAULT = Default.DEFAULT
-# Queued chunks smaller than this are joined into one write; larger ones go alone.
-_JOIN_LIMIT = 64 << 10
 
 
 class _Channel:

@@ -20,7 +20,10 @@ def free_port() -> int:
 def test_help() -> None:
     result = subprocess.run([sys.executable, '-m', 'wspy', '--help'], capture_output=True,
                             text=True, timeout=30)
-    assert result.returncode == 0 and '--port' in result.stdout
+    assert result.returncode == 0 and 'serve' in result.stdout and 'connect' in result.stdout
+    result = subprocess.run([sys.executable, '-m', 'wspy', 'serve', '--help'],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and '--port' in result.stdout and '--threaded' in result.stdout
 
 
 def test_demo_server_echoes_and_stops_on_sigterm() -> None:
@@ -53,3 +56,77 @@ def test_demo_server_echoes_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def start_demo(*extra: str) -> tuple[subprocess.Popen[str], int]:
+    """The demo server in a subprocess; its process and port once it accepts."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, '-m', 'wspy', '--host', '127.0.0.1',
+                                '--port', str(port), *extra], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert f'ws://127.0.0.1:{port}/' in process.stdout.readline()
+    for _ in range(50):
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError('demo server did not start')
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_demo_page_for_browsers_on_both_servers() -> None:
+    for extra in ((), ('--threaded',)):
+        process, port = start_demo(*extra)
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
+                sock.sendall(b'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+                page = b''
+                while chunk := sock.recv(65536):
+                    page += chunk
+            assert page.startswith(b'HTTP/1.1 200 OK\r\n')
+            assert b'text/html' in page and b'new WebSocket(' in page
+        finally:
+            stop(process)
+
+
+def test_interactive_client() -> None:
+    process, port = start_demo()
+    try:
+        result = subprocess.run(
+            [sys.executable, '-m', 'wspy', 'connect', f'ws://127.0.0.1:{port}/', '--deflate',
+             '--header', 'X-Test: yes'], input='hello\nsecond line\n', capture_output=True,
+            text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert '< hello' in lines and '< second line' in lines
+        assert lines[-1] == 'closed: 1000'
+        binary = subprocess.run(
+            [sys.executable, '-m', 'wspy', 'connect', f'ws://127.0.0.1:{port}/', '--binary'],
+            input='raw\n', capture_output=True, text=True, timeout=30)
+        assert "< b'raw'" in binary.stdout.splitlines()
+    finally:
+        stop(process)
+
+
+def test_interactive_client_errors() -> None:
+    port = free_port()
+    refused = subprocess.run([sys.executable, '-m', 'wspy', 'connect', f'ws://127.0.0.1:{port}/'],
+                             input='', capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and 'cannot connect' in refused.stderr
+    assert 'Traceback' not in refused.stderr
+    bad = subprocess.run([sys.executable, '-m', 'wspy', 'connect', 'http://x/'],
+                         input='', capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and 'not a ws:// or wss:// URL' in bad.stderr
+    header = subprocess.run([sys.executable, '-m', 'wspy', 'connect', 'ws://x/', '--header', 'x'],
+                            input='', capture_output=True, text=True, timeout=30)
+    assert header.returncode == 2 and 'NAME:VALUE' in header.stderr

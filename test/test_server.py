@@ -396,3 +396,25 @@ def test_keepalive_keeps_a_live_peer_and_measures_latency(serve) -> None:
     assert 0 <= client.latency < 0.5
     conn.close()
     receiver.join(5)
+
+
+def test_process_request_answers_plain_http(serve, raw_client) -> None:
+    class Guarded(EchoServer):
+        def process_request(self, request):
+            if request.path == '/health':
+                return wspy.Response(200, {'Content-Type': 'text/plain'}, b'ok\n')
+            if request.headers.get('Cookie') != 'token=secret':
+                return wspy.Response(403, [('Content-Type', 'text/plain')], b'no token\n')
+            return None
+
+    server = serve(Guarded)
+    health = raw_client(server)
+    health.send(b'GET /health HTTP/1.1\r\nHost: a\r\n\r\n')
+    answer = health.read_to_eof()
+    assert answer.startswith(b'HTTP/1.1 200 OK\r\n') and answer.endswith(b'\r\n\r\nok\n')
+    assert b'Content-Length: 3\r\n' in answer and b'Connection: close\r\n' in answer
+    assert raw_client(server).handshake(upgrade_request())[0] == 403
+    conn = wspy.connect(url(server), headers={'Cookie': 'token=secret'})
+    conn.send('let in')
+    assert conn.recv().payload == 'let in'
+    conn.close()

@@ -5,7 +5,7 @@ from wspy.client import connect
 from wspy.connection import Connection, State
 from wspy.deflate_frame import DeflateFrame
 from wspy.deflate_message import DeflateMessage
-from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
+from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, HandshakeError, HandshakeTimeout, InvalidHeader,
                          InvalidLocation, InvalidMethod, InvalidOrigin, InvalidPayload,
                          InvalidRequest, InvalidResponse, InvalidState, InvalidStatus, InvalidURI,
@@ -13,6 +13,7 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedErr
                          NotUpgrade, PayloadTooBig, PingError, ProtocolError, RedirectError,
                          SecurityError, SocketClosed, SSLError, UnsupportedVersion, WebSocketError)
 from wspy.extension import Extension, Hook
+from wspy.handshake import Headers, Request, Response
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
                         CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG, CLOSE_MISSING_EXTENSION,
                         CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR,
@@ -29,6 +30,7 @@ __version__ = '0.10.0'
 __all__ = [
     'connect', 'Connection', 'State', 'BaseServer', 'Server', 'ServerConnection', 'AsyncServer',
     'AsyncConnection', 'websocket', 'Extension', 'Hook', 'DeflateMessage', 'DeflateFrame',
+    'Request', 'Response', 'Headers',
     'Frame', 'ControlFrame', 'FrameParser', 'mask', 'contains_frame', 'read_frame', 'pop_frame',
     'Message', 'TextMessage', 'BinaryMessage', 'create_message', 'DEFAULT_MAX_SIZE',
     'OPCODE_CONTINUATION', 'OPCODE_TEXT', 'OPCODE_BINARY', 'OPCODE_CLOSE', 'OPCODE_PING',
@@ -37,7 +39,8 @@ __all__ = [
     'CLOSE_NO_STATUS', 'CLOSE_ABNORMAL', 'CLOSE_INVALID_DATA', 'CLOSE_POLICY_VIOLATION',
     'CLOSE_MESSAGE_TOO_BIG', 'CLOSE_MISSING_EXTENSION', 'CLOSE_INTERNAL_ERROR',
     'CLOSE_SERVICE_RESTART', 'CLOSE_TRY_AGAIN_LATER', 'CLOSE_BAD_GATEWAY', 'CLOSE_TLS_HANDSHAKE',
-    'WebSocketError', 'HandshakeError', 'HandshakeTimeout', 'InvalidRequest', 'InvalidMethod',
+    'WebSocketError', 'HandshakeError', 'AbortHandshake', 'HandshakeTimeout', 'InvalidRequest',
+    'InvalidMethod',
     'NotUpgrade', 'UnsupportedVersion', 'InvalidOrigin', 'InvalidLocation', 'SecurityError',
     'InvalidResponse', 'InvalidHeader', 'InvalidStatus', 'NegotiationError', 'RedirectError',
     'InvalidURI',

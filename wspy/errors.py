@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class WebSocketError(Exception):
@@ -24,6 +25,14 @@ class HandshakeError(WebSocketError):
         super().__init__(message)
         self.status = self.default_status if status is None else status
         self.headers = list(headers)
+
+
+class AbortHandshake(HandshakeError):
+    """Answer the request with `response` (a `wspy.handshake.Response`) instead of upgrading."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(f'answered with HTTP {response.status}', response.status)
+        self.response = response
 
 
 class InvalidRequest(HandshakeError):

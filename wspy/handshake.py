@@ -126,21 +126,26 @@ class Request:
         return parse_qs(self.query)
 
 
-@dataclass
 class Response:
-    """An HTTP response: status, headers and body."""
+    """An HTTP response: status, headers (a `Headers`, a mapping or pairs) and body."""
 
-    status: int
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b''
-    reason: str = ''
+    __slots__ = ('status', 'headers', 'body', 'reason')
 
-    def __post_init__(self) -> None:
-        if not self.reason:
+    def __init__(self, status: int, headers: Headers | HeaderItems = (), body: bytes = b'',
+                 reason: str = '') -> None:
+        self.status = status
+        self.headers = headers if isinstance(headers, Headers) else Headers(
+            check_header_items(headers))
+        self.body = body
+        if not reason:
             try:
-                self.reason = HTTPStatus(self.status).phrase
+                reason = HTTPStatus(status).phrase
             except ValueError:
-                self.reason = 'Unknown'
+                reason = 'Unknown'
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f'Response({self.status}, {self.headers!r}, {len(self.body)} bytes)'
 
     def to_bytes(self) -> bytes:
         """The response as bytes on the wire."""
@@ -355,6 +360,16 @@ class ServerHandshake:
         for name, value in self.headers:
             headers.add(name, value)
         return Response(101, headers), protocol, hooks
+
+
+def complete_response(response: Response) -> Response:
+    """The response with Content-Length and Connection: close, as a closing answer needs."""
+    headers = Headers(response.headers.items())
+    if 'Content-Length' not in headers:
+        headers.add('Content-Length', str(len(response.body)))
+    if 'close' not in headers.tokens('Connection'):
+        headers.add('Connection', 'close')
+    return Response(response.status, headers, response.body, response.reason)
 
 
 def error_response(status: int, message: str,

@@ -12,6 +12,7 @@ from typing import Any
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeError
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
+from wspy.handshake import Request, Response
 from wspy.message import Message
 from wspy.websocket import websocket
 
@@ -82,6 +83,7 @@ class BaseServer:
         if family is None:
             family = socket.AF_UNIX if isinstance(address, str) else (
                 socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET)
+        options.setdefault('process_request', self.process_request)
         self.sock = websocket(family, socket.SOCK_STREAM, **options)
         try:
             if family != socket.AF_UNIX:
@@ -132,6 +134,18 @@ class BaseServer:
             self._release()
 
     # -- callbacks: override these --------------------------------------------------
+
+    def process_request(self, request: Request) -> Response | None:
+        """See each request before the upgrade; return a `Response` to answer it instead.
+
+        For health checks, redirects, refusing by cookie or token, or a page
+        for plain browser GETs. Returning None goes on with the WebSocket
+        handshake; a plain GET without an upgrade then gets 426. Runs on the
+        server's thread for that client (on `AsyncServer`, the loop: keep it
+        quick). `request.path`, `request.query_params` and
+        `request.headers` tell what was asked.
+        """
+        return None
 
     def onopen(self, client: Any) -> None:
         """Called when a client's connection is open."""

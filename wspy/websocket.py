@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus, SocketClosed
+from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
+                         InvalidStatus, SocketClosed)
 from wspy.extension import Extension, Hook
 from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
-                            Request, ServerHandshake, check_header_items, check_response,
-                            client_request, error_response, first_supported, format_host, new_key,
-                            parse_request, parse_response)
+                            Request, Response, ServerHandshake, check_header_items,
+                            check_response, client_request, complete_response, error_response,
+                            first_supported, format_host, new_key, parse_request, parse_response)
 
 logger = logging.getLogger('wspy')
 
@@ -44,6 +45,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  origin: str | None = None, protocols: Iterable[str] = (),
                  extensions: Iterable[Extension] = (), headers: HeaderItems = (),
                  select_protocol: Callable[[list[str], list[str]], str | None] = first_supported,
+                 process_request: Callable[[Request], Response | None] | None = None,
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE,
@@ -58,6 +60,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.extensions = list(extensions)
         self.headers = check_header_items(headers)
         self.select_protocol = select_protocol
+        self.process_request = process_request
         self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
         self.locations = None if locations is None else list(locations)
         self.max_frame_size = max_frame_size
@@ -82,6 +85,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in (
             'location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
+            'process_request',
             'trusted_origins', 'locations', 'max_frame_size', 'handshake_timeout',
             'max_line_length', 'max_headers', 'max_head_size')}
 
@@ -136,6 +140,11 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         use it too.
         """
         request = parse_request(head)
+        self.request = request
+        if self.process_request is not None:
+            response = self.process_request(request)
+            if response is not None:
+                raise AbortHandshake(response)
         handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
                                     self.headers, self.select_protocol, self.extensions)
         response, self.protocol, self.hooks = handshake.accept(request)
@@ -143,7 +152,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         return response.to_bytes()
 
     def rejection(self, error: HandshakeError) -> bytes:
-        """The HTTP error response for a rejected handshake (logged here)."""
+        """The HTTP response for a request not upgraded: an error (logged here) or an answer."""
+        if isinstance(error, AbortHandshake):
+            logger.debug('answered %s with HTTP %d', _peer(self), error.status)
+            return complete_response(error.response).to_bytes()
         logger.info('rejected handshake from %s: %d %s', _peer(self), error.status, error)
         return error_response(error.status, str(error), error.headers).to_bytes()
 

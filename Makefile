@@ -11,7 +11,7 @@ TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate bench clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate bench dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,21 @@ autobahn-deflate: $(VENV)/.installed $(WSTEST)
 		$(BIN)/python test/autobahn/run.py $$agent --wstest $(WSTEST) --outdir reports/deflate \
 			--cases '12.*' '13.*' --exclude --timeout 1800 || exit 1; \
 	done
+
+# An sdist and a wheel in dist/.
+dist: | $(BIN)/python
+	$(BIN)/python -m pip install -q build
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+
+# The sdist installs where no C compiler works, and wspy then runs in pure Python.
+check-dist: dist
+	rm -rf build/nocc
+	$(PYTHON) -m venv build/nocc
+	CC=/bin/false build/nocc/bin/python -m pip install -q dist/wspy-*.tar.gz
+	cd build && nocc/bin/python -c 'import wspy, wspy.masking as m; \
+		assert not m.HAS_SPEEDUPS; f = wspy.Frame(2, b"x" * 300, b"abcd"); \
+		assert wspy.read_frame(f.pack()) == f; print("pure-Python install works")'
 
 bench/loadgen: bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o $@ $<

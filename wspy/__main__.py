@@ -115,6 +115,7 @@ def connect(args: argparse.Namespace) -> int:
     received = threading.Event()
 
     def receive() -> None:
+        """Print each message until the connection closes."""
         try:
             while True:
                 payload = conn.recv().payload

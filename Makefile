@@ -42,7 +42,7 @@ test: $(VENV)/.installed $(VENV)/.test-deps
 	$(BIN)/coverage report --show-missing --skip-covered
 
 lint: $(VENV)/.installed $(VENV)/.lint-deps
-	$(BIN)/ruff check wspy test setup.py
+	$(BIN)/ruff check wspy test examples bench setup.py
 	$(BIN)/mypy --strict wspy
 
 $(WSTEST):

@@ -56,6 +56,7 @@ class _Channel:
 
     loop: Loop
     sock: websocket
+    server: AsyncServer
     _send_lock: Any
 
     def _channel_init(self, loop: Loop, sock: websocket) -> None:
@@ -152,13 +153,26 @@ class _Channel:
             self._on_readable()
 
     def _on_readable(self) -> None:
-        raise NotImplementedError
+        """Read into the server's buffer; hand what came to `_received`."""
+        try:
+            count = self.sock.recv_into(self.server._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._lost(error)
+            return
+        if self._lingering:  # closing: drop what arrives; end of file ends the close
+            self._drained += count
+            if not count or self._drained > LINGER_BYTES:
+                self._drop()
+        elif not count:
+            self._lost(SocketClosed('connection closed by the peer'))
+        else:
+            self._received(count)
 
-    def _linger_read(self, data_length: int) -> None:
-        """While closing: drop what arrives; end of file (0) ends the close."""
-        self._drained += data_length
-        if not data_length or self._drained > LINGER_BYTES:
-            self._drop()
+    def _received(self, count: int) -> None:
+        """`count` new bytes are at the start of the server's buffer."""
+        raise NotImplementedError
 
     def _close_gracefully(self, timeout: float) -> None:
         """Write what is queued, shut our side, wait for the peer's end of file, then drop.
@@ -270,24 +284,10 @@ class AsyncConnection(_Channel, ServerConnection):
 
     # -- receiving ------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        server = self.server
-        try:
-            count = self.sock.recv_into(server._buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self._lost(error)
-            return
-        if self._lingering:
-            self._linger_read(count)
-            return
-        if not count:
-            self._lost(SocketClosed('connection closed by the peer'))
-            return
+    def _received(self, count: int) -> None:
         parser = self.sock.parser
         assert parser is not None
-        parser.feed(server._view[:count])
+        parser.feed(self.server._view[:count])
         self._process(parser)
 
     def _process(self, parser: Any) -> None:
@@ -396,20 +396,7 @@ class _Handshake(_Channel):
             self.timer = self.loop.call_later(sock.handshake_timeout, self._timed_out)
         self.loop.register(sock, READ, self._on_event)
 
-    def _on_readable(self) -> None:
-        try:
-            count = self.sock.recv_into(self.server._buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop()
-            return
-        if self._lingering:
-            self._linger_read(count)
-            return
-        if not count:
-            self._drop()
-            return
+    def _received(self, count: int) -> None:
         try:
             head = self.reader.feed(self.server._view[:count])
             if head is None:

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import logging
 import selectors
-import socket
+import ssl
 from collections import deque
 from typing import Any
 
@@ -130,6 +130,11 @@ class _Channel:
                     self._out_partial = memoryview(data)[sent:]
                     break
             pending = bool(out) or self._out_partial is not None
+            if not pending and self.sock.unsent():
+                try:
+                    pending = not self.sock.send_unsent()
+                except OSError as exc:
+                    error = exc
         if error is not None:
             self._lost(error)
             return
@@ -137,7 +142,7 @@ class _Channel:
         self._watch(READ | WRITE if pending else READ)
         if not pending and self._lingering:
             try:
-                self.sock.shutdown(socket.SHUT_WR)  # our side is done
+                self.sock.shutdown_write()  # our side is done
             except OSError:
                 self._drop()
 
@@ -154,14 +159,20 @@ class _Channel:
 
     def _on_readable(self) -> None:
         """Read into the server's buffer; hand what came to `_received`."""
+        sock = self.sock
         try:
-            count = self.sock.recv_into(self.server._buffer)
+            count = sock.recv_into(self.server._buffer)
         except (BlockingIOError, InterruptedError):
+            count = -1
+        except HandshakeError as error:  # plain HTTP to a TLS port
+            self._refused(error)
             return
         except OSError as error:
             self._lost(error)
             return
-        if self._lingering:  # closing: drop what arrives; end of file ends the close
+        if count < 0:
+            pass
+        elif self._lingering:  # closing: drop what arrives; end of file ends the close
             self._drained += count
             if not count or self._drained > LINGER_BYTES:
                 self._drop()
@@ -169,10 +180,27 @@ class _Channel:
             self._lost(SocketClosed('connection closed by the peer'))
         else:
             self._received(count)
+        if sock.tls is not None and self._reading():
+            if sock.unsent():  # TLS handshake messages
+                self._watch(READ | WRITE)
+            if sock.pending():  # decrypted already: the socket will not tell
+                self.loop.call_soon(self._resume_reading)
+
+    def _reading(self) -> bool:
+        """Whether this channel still reads its socket."""
+        return not self._dropped
+
+    def _resume_reading(self) -> None:
+        if self._reading():
+            self._on_readable()
 
     def _received(self, count: int) -> None:
         """`count` new bytes are at the start of the server's buffer."""
         raise NotImplementedError
+
+    def _refused(self, error: HandshakeError) -> None:
+        """The peer is refused with an HTTP error before any handshake."""
+        self._lost(error)
 
     def _close_gracefully(self, timeout: float) -> None:
         """Write what is queued, shut our side, wait for the peer's end of file, then drop.
@@ -385,10 +413,11 @@ class AsyncConnection(_Channel, ServerConnection):
 class _Handshake(_Channel):
     """A socket whose opening handshake is under way, read without blocking."""
 
-    def __init__(self, server: AsyncServer, sock: websocket) -> None:
+    def __init__(self, server: AsyncServer, sock: websocket, address: Any) -> None:
         self._channel_init(server.loop, sock)
         self.server = server
         self.sock = sock
+        self.address = address
         self._send_lock = contextlib.nullcontext()
         self.reader = sock.head_reader()
         self.timer = None
@@ -407,6 +436,19 @@ class _Handshake(_Channel):
             return
         self._stop_timer()
         self.server._handshake_done(self, response)
+
+    def _reading(self) -> bool:
+        return not self._dropped and self in self.server._handshakes
+
+    def _refused(self, error: HandshakeError) -> None:
+        self._reject(error)
+
+    def _lost(self, error: Exception) -> None:
+        if isinstance(error, ssl.SSLError):
+            logger.info('TLS handshake with %s failed: %s', self.address, error)
+        else:
+            logger.debug('handshake with %s failed: %s', self.address, error)
+        self._drop()
 
     def _timed_out(self) -> None:
         self._reject(HandshakeTimeout(f'handshake not completed within '
@@ -487,14 +529,14 @@ class AsyncServer(BaseServer):
     def _on_accept(self, mask: int) -> None:
         for _ in range(64):  # then let the other sockets have a turn
             try:
-                sock, _ = self.sock.accept(handshake=False)
+                sock, address = self.sock.accept(handshake=False)
             except BlockingIOError:
                 return
             except OSError as error:
                 logger.error('accept failed: %s', error)
                 return
             sock.setblocking(False)
-            self._handshakes.add(_Handshake(self, sock))
+            self._handshakes.add(_Handshake(self, sock, address))
 
     def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
         self._handshakes.discard(handshake)
@@ -510,6 +552,8 @@ class AsyncServer(BaseServer):
         client._callback(client.onopen)
         if sock.parser is not None and sock.parser.buffered:
             client._process(sock.parser)
+        if sock.pending():
+            self.loop.call_soon(client._resume_reading)
 
     def _client_gone(self, client: AsyncConnection) -> None:
         self.clients.discard(client)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -11,6 +12,7 @@ from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connecti
 from wspy.errors import InvalidStatus, InvalidURI, RedirectError
 from wspy.frame import DEFAULT_MAX_SIZE
 from wspy.handshake import format_host
+from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
 #: Default number of redirects `connect` follows.
@@ -66,8 +68,6 @@ def redirect_target(url: str, location: str) -> str:
 def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT,
                 **options: Any) -> websocket:
     """A TCP-connected `websocket` to `uri`'s host (every address tried), no handshake yet."""
-    if uri.secure:
-        raise InvalidURI('wss:// needs TLS support, which this version does not have yet')
     errors = []
     for family, kind, proto, _, address in socket.getaddrinfo(
             uri.host, uri.port, type=socket.SOCK_STREAM):
@@ -89,22 +89,36 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             connection_class: type[Connection] = Connection,
             max_message_size: int | None = DEFAULT_MAX_SIZE,
             close_timeout: float = CLOSE_TIMEOUT, ping_interval: float | None = PING_INTERVAL,
-            ping_timeout: float | None = PING_TIMEOUT, **options: Any) -> Connection:
+            ping_timeout: float | None = PING_TIMEOUT,
+            ssl_context: ssl.SSLContext | None = None, ssl_args: dict[str, Any] | None = None,
+            server_hostname: str | None = None, **options: Any) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
     times, each on a new TCP connection. `timeout` bounds connecting and
     the handshake. The connection sends keepalive pings every
-    `ping_interval` seconds from a background thread. Other keyword
-    options go to `websocket` (`origin`, `protocols`, `headers`,
-    `max_frame_size`, ...).
+    `ping_interval` seconds from a background thread.
+
+    wss:// checks the server's certificate and host name against the
+    system's CAs. `ssl_args` changes that (`cafile`, `certfile`, `keyfile`,
+    `password` for a client certificate, `verify=False`), or `ssl_context`
+    replaces it; `server_hostname` is the name checked and sent as SNI (by
+    default the URL's host). Other keyword options go to `websocket`
+    (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
     """
+    if ssl_context is None and ssl_args is not None:
+        ssl_context = client_context(**ssl_args)
     redirects = 0
+    host = options.pop('host', None)
     while True:
         uri = parse_uri(url)
-        sock = open_socket(uri, timeout, host=options.pop('host', None) or uri.host_header,
+        sock = open_socket(uri, timeout, host=host or uri.host_header,
                            handshake_timeout=timeout, **options)
         try:
+            if uri.secure:
+                if ssl_context is None:
+                    ssl_context = client_context()
+                sock.enable_ssl(ssl_context, server_hostname=server_hostname or uri.host)
             sock.client_handshake(uri.secure)
         except InvalidStatus as error:
             sock.close()
@@ -116,6 +130,7 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
                                     error.status, error.headers) from error
             redirects += 1
             url = redirect_target(url, error.location)
+            host = None
             continue
         except BaseException:
             sock.close()

@@ -177,5 +177,8 @@ class PingError(WebSocketError, ValueError):
     """A ping that cannot be sent, such as one with a payload over 125 bytes."""
 
 
-class SSLError(WebSocketError):
-    """A TLS failure while setting up a secure WebSocket."""
+class SSLError(HandshakeError):
+    """TLS failed during the opening handshake (certificate, host name, protocol).
+
+    The `ssl.SSLError` it comes from is its `__cause__`.
+    """

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from typing import Any
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
-from wspy.errors import HandshakeError
+from wspy.errors import HandshakeError, SSLError
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
 from wspy.handshake import Request, Response
 from wspy.message import Message
+from wspy.tls import server_context
 from wspy.websocket import websocket
 
 logger = logging.getLogger('wspy')
@@ -57,7 +59,9 @@ class BaseServer:
     """What every wspy server shares: the listening socket, options and callbacks.
 
     `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
-    socket), so `address` tells the port when binding port 0. Keyword
+    socket), so `address` tells the port when binding port 0. For wss://,
+    give `ssl_args` (`certfile`, `keyfile`, `password`; `cafile` to require
+    client certificates) or an `ssl.SSLContext` as `ssl_context`. Keyword
     options go to the connections (`max_message_size`, `close_timeout`,
     `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
     and limits).
@@ -71,9 +75,13 @@ class BaseServer:
                  close_timeout: float = CLOSE_TIMEOUT,
                  ping_interval: float | None = PING_INTERVAL,
                  ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
-                 **options: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
         if ssl_args is not None:
-            raise NotImplementedError('TLS (ssl_args) is not available in this version yet')
+            if ssl_context is not None:
+                raise TypeError('give a server ssl_args or an ssl_context, not both')
+            ssl_context = server_context(**ssl_args)
+        #: The server's `SSLContext` when it serves wss://.
+        self.ssl_context = ssl_context
         if loglevel is not None:
             logger.setLevel(loglevel)
         self.max_join_time = max_join_time
@@ -91,6 +99,8 @@ class BaseServer:
             self.sock.bind(address)
             self.sock.listen(backlog_size)
             self.sock.setblocking(False)
+            if ssl_context is not None:
+                self.sock.enable_ssl(ssl_context, server_side=True)
         except BaseException:
             self.sock.close()
             raise
@@ -236,7 +246,8 @@ class Server(BaseServer):
             try:
                 sock.server_handshake()
             except (HandshakeError, OSError) as error:
-                logger.debug('handshake with %s failed: %s', address, error)
+                logger.log(logging.INFO if isinstance(error, SSLError) else logging.DEBUG,
+                           'handshake with %s failed: %s', address, error)
                 with self._lock:
                     self._handshaking.discard(sock)
                 sock.close()

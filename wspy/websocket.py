@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
-                         InvalidStatus, SocketClosed)
+                         InvalidStatus, SocketClosed, SSLError)
 from wspy.extension import Extension, Hook
 from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
                             Request, Response, ServerHandshake, check_header_items,
                             check_response, client_request, complete_response, error_response,
                             first_supported, format_host, new_key, parse_request, parse_response)
+from wspy.tls import CHUNK_SIZE, TLS, PlainHTTPOnTLSPort, client_context, server_context
 
 logger = logging.getLogger('wspy')
+_T = TypeVar('_T')
 
 #: Default time allowed for a whole opening handshake, in seconds.
 HANDSHAKE_TIMEOUT = 10.0
 _RECV_SIZE = 65536
+_TLS_RECV_SIZE = 1 << 18
 _MAX_ERROR_BODY = 65536
 #: How long, and how much, a rejected client's further input is read and dropped.
 LINGER_TIME = 1.0
@@ -38,6 +42,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `headers`, `trusted_origins`, `locations`) and the limits
     (`max_frame_size`, `handshake_timeout`, `max_line_length`,
     `max_headers`, `max_head_size`); accepted sockets inherit them.
+    `enable_ssl()` before the handshake makes it speak TLS (wss).
     """
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
@@ -80,6 +85,12 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.hooks: list[Hook] = []
         self.parser: FrameParser | None = None
         self._recv_buffer: bytearray | None = None
+        #: The `SSLContext` given to `enable_ssl()`, if any.
+        self.ssl_context: ssl.SSLContext | None = None
+        self._tls_server_side = False
+        self._tls_hostname: str | None = None
+        #: The TLS session once TLS is on (see `ssl_object` for certificates).
+        self.tls: TLS | None = None
 
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
@@ -101,6 +112,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         sock = type(self)(self.family, self.type, self.proto, fileno=fd, **self.options())
         if socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
+        if self.ssl_context is not None:
+            sock.enable_ssl(self.ssl_context, server_side=True)
         if handshake:
             try:
                 sock.server_handshake()
@@ -172,7 +185,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         drained = 0
         try:
             if shutdown:
-                self.shutdown(socket.SHUT_WR)
+                self.shutdown_write()
             while max_bytes is None or drained < max_bytes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -186,13 +199,22 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             pass
 
     def connect(self, address: Any) -> None:
-        """Connect to `address` and do the client handshake."""
+        """Connect to `address` and do the client handshake (TLS first, after `enable_ssl`)."""
         with _Deadline(self, self.handshake_timeout):
             super().connect(address)
+        if self.ssl_context is not None and self.tls is None:
+            self._start_tls()
         self.client_handshake()
 
-    def client_handshake(self, secure: bool = False) -> None:
-        """Send the upgrade request on a connected socket and check the response."""
+    def client_handshake(self, secure: bool | None = None) -> None:
+        """Send the upgrade request on a connected socket and check the response.
+
+        After `enable_ssl()`, the TLS handshake comes first. `secure` (whether
+        the URL is wss://, for the Host header's default port) defaults to
+        whether TLS is on.
+        """
+        if secure is None:
+            secure = self.tls is not None
         host = self.host
         if host is None:
             peer_host, peer_port = self.getpeername()[:2]
@@ -202,6 +224,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                  protocols=self.protocols, extensions=self.extensions,
                                  headers=self.headers)
         with _Deadline(self, self.handshake_timeout) as deadline:
+            tls = self.tls
+            if tls is not None:
+                while not self._tls_step(tls.handshake):
+                    tls.feed(deadline.recv(_TLS_RECV_SIZE, 'the TLS handshake', raw=True))
             self.sendall(request)
             reader = self.head_reader()
             head = None
@@ -243,11 +269,171 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                   rsv_allowed=rsv_allowed)
         self.parser.feed(rest)
 
-    # -- frames -------------------------------------------------------------
+    # -- TLS ----------------------------------------------------------------
+
+    def enable_ssl(self, context: ssl.SSLContext | None = None, *, server_side: bool = False,
+                   server_hostname: str | None = None, **ssl_args: Any) -> None:
+        """Speak TLS on this socket: call it before `connect()`, `accept()` or the handshake.
+
+        Without `context`, one is made from `ssl_args` (`certfile`, `keyfile`,
+        `password`, `cafile`, `cert_reqs`, ...: see `wspy.tls`); a client
+        checks the server's certificate and host name against the system CAs
+        by default. `server_hostname` is the name checked and sent as SNI (by
+        default the `host` option's or the connected address's). On a
+        listening socket, every accepted socket speaks TLS.
+        """
+        if self.server_side is not None:
+            raise InvalidState('enable_ssl() after the WebSocket handshake')
+        if context is None:
+            context = (server_context if server_side else client_context)(**ssl_args)
+        elif ssl_args:
+            raise TypeError('give enable_ssl() an SSLContext or ssl_args, not both')
+        self.ssl_context = context
+        self._tls_server_side = server_side
+        self._tls_hostname = server_hostname
+        try:
+            self.getpeername()
+        except OSError:
+            return  # TLS starts on connect(), or on each accepted socket
+        self._start_tls()
+
+    def _start_tls(self) -> None:
+        assert self.ssl_context is not None
+        hostname = None
+        if not self._tls_server_side:
+            hostname = self._tls_hostname
+            if hostname is None and self.host is not None:
+                hostname = self.host.rsplit(':', 1)[0] if not self.host.endswith(']') \
+                    else self.host
+                hostname = hostname.strip('[]')
+            if hostname is None:
+                hostname = str(self.getpeername()[0])
+        self.tls = TLS(self.ssl_context, self._tls_server_side, hostname)
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS connection's `ssl.SSLObject` (`getpeercert()`, `cipher()`, `version()`)."""
+        return None if self.tls is None else self.tls.object
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """The peer's certificate, as `ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
+        return None if self.tls is None else self.tls.object.getpeercert(binary_form)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive bytes of the stream into `buffer` (decrypted under TLS); 0 at end of file."""
+        tls = self.tls
+        if tls is None:
+            return super().recv_into(buffer, nbytes, flags)
+        with memoryview(buffer) as view, view.cast('B') as flat:
+            target = flat[:nbytes] if nbytes else flat
+            while True:
+                count = self._tls_step(tls.read_into, target)
+                if count is not None:
+                    return count
+                try:
+                    tls.feed(super().recv(_TLS_RECV_SIZE))
+                except PlainHTTPOnTLSPort:
+                    self.tls = None  # answer in plain text, which the client understands
+                    raise
+
+    def recv_bytes(self, size: int = _RECV_SIZE) -> bytes:
+        """Receive up to `size` bytes of the stream (decrypted under TLS); b'' at end of file."""
+        if self.tls is None:
+            return super().recv(size)
+        buffer = bytearray(size)
+        return bytes(buffer[:self.recv_into(buffer)])
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send all of `data` (encrypted under TLS)."""
+        tls = self.tls
+        if tls is None:
+            super().sendall(data, flags)
+            return
+        with memoryview(data) as view, view.cast('B') as flat, tls.wire_lock:
+            for start in range(0, len(flat), CHUNK_SIZE):
+                self._push(tls.encrypt(flat[start:start + CHUNK_SIZE]))
 
     def send_bytes(self, data: bytes | memoryview) -> int:
-        """Send raw bytes once, as `socket.send` does; how many were sent."""
-        return super().send(data)
+        """Send bytes once, as `socket.send` does; how many were taken.
+
+        Under TLS the bytes taken are encrypted at once; what the socket does
+        not take waits in `unsent()`, and nothing more is taken
+        (`BlockingIOError`) until `send_unsent()` has written it.
+        """
+        tls = self.tls
+        if tls is None:
+            return super().send(data)
+        with tls.wire_lock:
+            if tls.backlog and not self._push(b''):
+                raise BlockingIOError('TLS output still waiting for the socket')
+            with memoryview(data) as view:
+                piece = view[:CHUNK_SIZE]
+                self._push(tls.encrypt(piece))
+                return len(piece)
+
+    def unsent(self) -> int:
+        """How many encrypted bytes wait for a non-blocking socket to take them."""
+        return 0 if self.tls is None else len(self.tls.backlog)
+
+    def send_unsent(self) -> bool:
+        """Write what `unsent()` counts, as far as the socket takes it; whether all went."""
+        tls = self.tls
+        if tls is None or not tls.backlog:
+            return True
+        with tls.wire_lock:
+            return self._push(b'')
+
+    def pending(self) -> bool:
+        """Whether received bytes wait inside TLS, readable without the socket being ready."""
+        return self.tls is not None and self.tls.pending()
+
+    def shutdown_write(self) -> None:
+        """Shut down the sending side; under TLS, send the close_notify alert first."""
+        tls = self.tls
+        if tls is not None:
+            with tls.wire_lock:
+                try:
+                    self._push(tls.close_notify())
+                except OSError:
+                    pass
+        self.shutdown(socket.SHUT_WR)
+
+    def _tls_step(self, step: Callable[..., _T], *args: Any) -> _T:
+        """Run a TLS step, then send what it produced (handshake messages, alerts)."""
+        tls = self.tls
+        assert tls is not None
+        try:
+            return step(*args)
+        finally:
+            if tls.outgoing.pending:
+                with tls.wire_lock:
+                    try:
+                        self._push(tls.take_output())
+                    except OSError:
+                        pass  # the step's own result or error tells more
+
+    def _push(self, data: bytes) -> bool:
+        """Write encrypted bytes after any backlog; whether nothing is left over.
+
+        A blocking socket writes everything; a non-blocking one keeps what
+        the socket does not take in the backlog. The caller holds `wire_lock`.
+        """
+        tls = self.tls
+        assert tls is not None
+        if tls.backlog:
+            data = bytes(tls.backlog) + data
+        if self.gettimeout() != 0.0:
+            super().sendall(data)
+            tls.backlog = memoryview(b'')
+            return True
+        try:
+            sent = super().send(data) if data else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        tls.backlog = memoryview(data)[sent:]
+        return not tls.backlog
+
+    # -- frames -------------------------------------------------------------
 
     def send(self, *frames: Frame) -> None:  # type: ignore[override]
         """Send frames, in order, with as few system calls as possible."""
@@ -320,6 +506,8 @@ class _Deadline:
             pass
         if isinstance(exc, socket.timeout):
             raise HandshakeTimeout(f'handshake not completed within {self.timeout} s') from exc
+        if isinstance(exc, ssl.SSLError):
+            raise SSLError(f'TLS failed: {exc}') from exc
 
     def _apply(self) -> None:
         if self.end is None:
@@ -330,11 +518,15 @@ class _Deadline:
         saved = self.saved
         self.sock.settimeout(remaining if saved is None else min(saved, remaining))
 
-    def recv(self, size: int, what: str) -> bytes:
-        """Receive up to `size` bytes before the deadline; EOF is a handshake error."""
+    def recv(self, size: int, what: str, raw: bool = False) -> bytes:
+        """Receive up to `size` bytes before the deadline; EOF is a handshake error.
+
+        `raw` reads the socket itself, not through TLS.
+        """
         self._apply()
         try:
-            data = super(websocket, self.sock).recv(size)
+            data = (super(websocket, self.sock).recv(size) if raw
+                    else self.sock.recv_bytes(size))
         except TimeoutError:
             raise HandshakeTimeout(f'timed out waiting for {what}') from None
         if not data:

@@ -17,6 +17,8 @@ import wspy
 from wspy.frame import FrameParser
 from wspy.handshake import HeadReader, parse_response
 
+from certs import Certs, make_certs
+
 TIMEOUT = 10.0
 
 
@@ -115,8 +117,9 @@ def serve(make_server: ServerFactory) -> Iterator[Callable[..., Any]]:
 
 
 def url(server: wspy.Server, path: str = '/') -> str:
-    """The ws:// URL of a server started by `serve`."""
-    return f'ws://127.0.0.1:{server.address[1]}{path}'
+    """The ws:// (or, for a TLS server, wss://) URL of a server started by `serve`."""
+    scheme = 'ws' if server.ssl_context is None else 'wss'
+    return f'{scheme}://127.0.0.1:{server.address[1]}{path}'
 
 
 def upgrade_request(path: str = '/', extra: str = '', key: str | None = None,
@@ -193,6 +196,12 @@ class RawClient:
         self.sock.close()
 
 
+@pytest.fixture(scope='session')
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A test CA, a server certificate for localhost and a client certificate."""
+    return make_certs(tmp_path_factory.mktemp('certs'))
+
+
 @pytest.fixture
 def raw_client() -> Iterator[Callable[[wspy.Server], RawClient]]:
     """Open raw clients to a server; all are closed afterwards."""
@@ -210,7 +219,8 @@ def raw_client() -> Iterator[Callable[[wspy.Server], RawClient]]:
 
 def assert_echoes(server: wspy.Server, message: str = 'still serving') -> None:
     """A fresh client on `server` gets its message echoed."""
-    conn = wspy.connect(url(server))
+    conn = wspy.connect(url(server), ssl_args=None if server.ssl_context is None
+                        else {'verify': False})
     try:
         conn.send(message)
         assert conn.recv().payload == message

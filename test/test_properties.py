@@ -75,3 +75,6 @@ def test_any_http_head_parses_or_raises_a_handshake_error(data: bytes) -> None:
             pass
     except wspy.SecurityError as error:
         assert error.status == 431
+    except wspy.HandshakeError as error:  # from the reader: not HTTP at all
+        assert error.status == 400
+        assert not data[:1].isalpha()

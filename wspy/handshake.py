@@ -187,6 +187,10 @@ class HeadReader:
         """Add received bytes; the complete head, or None for more."""
         data_start = len(self._data)
         self._data += data
+        if not data_start and self._data and not self._data[:1].isalpha():
+            # Fail at once rather than wait for a blank line that never comes.
+            raise HandshakeError('TLS sent to a plain HTTP port' if self._data[0] == 0x16
+                                 else 'not HTTP: it starts with a non-letter')
         end = self._data.find(b'\r\n\r\n', max(0, data_start - 3))
         limit = len(self._data) if end < 0 else end + 4
         if limit > self.max_head_size:

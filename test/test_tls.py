@@ -14,7 +14,7 @@ import wspy
 from wspy import asyncserver
 
 from certs import Certs
-from conftest import SERVERS, assert_echoes, server_factory, url
+from conftest import SERVERS, assert_echoes, server_factory
 
 
 def server_tls(certs: Certs, **extra: object) -> dict[str, object]:

@@ -1,6 +1,7 @@
 """wspy: a socket-level WebSocket (RFC 6455) library, from single frames to servers."""
 
 from wspy.asyncserver import AsyncConnection, AsyncServer
+from wspy.auth import BasicAuth, DigestAuth
 from wspy.client import connect
 from wspy.connection import Connection, State
 from wspy.deflate_frame import DeflateFrame
@@ -9,9 +10,9 @@ from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, Con
                          ConnectionClosedOK, HandshakeError, HandshakeTimeout, InvalidHeader,
                          InvalidLocation, InvalidMethod, InvalidOrigin, InvalidPayload,
                          InvalidRequest, InvalidResponse, InvalidState, InvalidStatus, InvalidURI,
-                         NegotiationError,
-                         NotUpgrade, PayloadTooBig, PingError, ProtocolError, RedirectError,
-                         SecurityError, SocketClosed, SSLError, UnsupportedVersion, WebSocketError)
+                         NegotiationError, NotUpgrade, PayloadTooBig, PingError, ProtocolError,
+                         ProxyError, RedirectError, SecurityError, SocketClosed, SSLError,
+                         Unauthorized, UnsupportedVersion, WebSocketError)
 from wspy.extension import Extension, Hook
 from wspy.handshake import Headers, Request, Response
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
@@ -46,5 +47,5 @@ __all__ = [
     'InvalidURI',
     'ProtocolError', 'InvalidPayload', 'PayloadTooBig', 'ConnectionClosed', 'ConnectionClosedOK',
     'ConnectionClosedError', 'SocketClosed', 'InvalidState', 'ConcurrencyError', 'PingError',
-    'SSLError',
+    'SSLError', 'Unauthorized', 'BasicAuth', 'DigestAuth', 'ProxyError',
 ]

@@ -6,12 +6,14 @@ import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
-from wspy.errors import InvalidStatus, InvalidURI, RedirectError
+from wspy.auth import authorization, basic_authorization, parse_challenges
+from wspy.errors import InvalidStatus, InvalidURI, ProxyError, RedirectError
 from wspy.frame import DEFAULT_MAX_SIZE
-from wspy.handshake import format_host
+from wspy.handshake import check_header_items, format_host, parse_response
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
@@ -28,11 +30,19 @@ class URI:
     host: str
     port: int
     resource: str
+    user: str | None = None
+    password: str | None = None
 
     @property
     def host_header(self) -> str:
         """The Host header for this URL."""
         return format_host(self.host, self.port, self.secure)
+
+    @property
+    def authority(self) -> str:
+        """host:port, with the port always given (for CONNECT)."""
+        host = f'[{self.host}]' if ':' in self.host else self.host
+        return f'{host}:{self.port}'
 
 
 def parse_uri(url: str) -> URI:
@@ -50,7 +60,9 @@ def parse_uri(url: str) -> URI:
         raise InvalidURI(f'{url!r}: a WebSocket URL has no fragment')
     secure = parts.scheme == 'wss'
     resource = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
-    return URI(secure, parts.hostname, port or (443 if secure else 80), resource)
+    user = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    return URI(secure, parts.hostname, port or (443 if secure else 80), resource, user, password)
 
 
 def redirect_target(url: str, location: str) -> str:
@@ -65,13 +77,56 @@ def redirect_target(url: str, location: str) -> str:
     return f'{mapped}://{rest}'
 
 
-def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT,
+def proxy_for(uri: URI, proxy: str | bool | None) -> str | None:
+    """The proxy URL to reach `uri` through: `proxy` itself, or with True the environment's.
+
+    True reads `https_proxy` (wss://) or `http_proxy` (ws://) and honours
+    `no_proxy`, as urllib does.
+    """
+    if proxy is None or proxy is False:
+        return None
+    if proxy is True:
+        if proxy_bypass(uri.host):
+            return None
+        return getproxies().get('https' if uri.secure else 'http')
+    return proxy
+
+
+def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str | None = None,
                 **options: Any) -> websocket:
-    """A TCP-connected `websocket` to `uri`'s host (every address tried), no handshake yet."""
+    """A TCP-connected `websocket` to `uri`'s host, no handshake yet.
+
+    Every address of the host is tried in turn. With `proxy` (an http://
+    URL, credentials allowed), the connection is a tunnel through it.
+    """
+    if proxy is None:
+        return _connect_tcp((uri.host, uri.port), timeout, location=uri.resource, **options)
+    try:
+        parts = urlsplit(proxy)
+        proxy_port = parts.port or 80
+    except ValueError as error:
+        raise InvalidURI(f'proxy {proxy!r}: {error}') from None
+    if parts.scheme != 'http' or not parts.hostname:
+        raise InvalidURI(f'proxy {proxy!r}: only http:// proxies are supported')
+    sock = _connect_tcp((parts.hostname, proxy_port), timeout, location=uri.resource, **options)
+    try:
+        sock.settimeout(timeout)
+        _tunnel(sock, uri, parts.hostname,
+                None if parts.username is None
+                else (unquote(parts.username), unquote(parts.password or '')))
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_tcp(address: tuple[str, int], timeout: float | None, **options: Any) -> websocket:
+    host, port = address
     errors = []
     for family, kind, proto, _, address in socket.getaddrinfo(
-            uri.host, uri.port, type=socket.SOCK_STREAM):
-        sock = websocket(family, kind, proto, location=uri.resource, **options)
+            host, port, type=socket.SOCK_STREAM):
+        sock = websocket(family, kind, proto, **options)
         try:
             sock.settimeout(timeout)
             socket.socket.connect(sock, address)
@@ -80,8 +135,42 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT,
         except OSError as error:
             errors.append(error)
             sock.close()
-    raise errors[0] if len(errors) == 1 else OSError(f'cannot connect to {uri.host}:{uri.port}: '
+    raise errors[0] if len(errors) == 1 else OSError(f'cannot connect to {host}:{port}: '
                                                      + '; '.join(map(str, errors)))
+
+
+def _tunnel(sock: websocket, uri: URI, proxy_host: str,
+            credentials: tuple[str, str] | None) -> None:
+    """Ask the proxy on `sock` to CONNECT to `uri`'s host; `ProxyError` if it will not."""
+    lines = [f'CONNECT {uri.authority} HTTP/1.1', f'Host: {uri.authority}']
+    if credentials is not None:
+        lines.append(f'Proxy-Authorization: {basic_authorization(*credentials)}')
+    sock.sendall(('\r\n'.join(lines) + '\r\n\r\n').encode())
+    reader = sock.head_reader()
+    head = None
+    try:
+        while head is None:
+            data = socket.socket.recv(sock, 4096)
+            if not data:
+                raise ProxyError(f'proxy {proxy_host} closed the connection during CONNECT')
+            head = reader.feed(data)
+    except TimeoutError:
+        raise ProxyError(f'proxy {proxy_host} did not answer CONNECT in time', 504) from None
+    status, reason, _ = parse_response(head)
+    if status == 407:
+        raise ProxyError(f'proxy {proxy_host} wants credentials: 407 {reason}'
+                         if credentials is None else
+                         f'proxy {proxy_host} refused the credentials: 407 {reason}', status)
+    if not 200 <= status < 300:
+        raise ProxyError(f'proxy {proxy_host} refused CONNECT to {uri.authority}: '
+                         f'{status} {reason}', status)
+    if reader.rest:
+        raise ProxyError(f'proxy {proxy_host} sent data before the tunnel was used')
+
+
+def _www_authenticate(error: InvalidStatus) -> list[tuple[str, dict[str, str]]]:
+    return parse_challenges(value for name, value in error.headers
+                            if name.lower() == 'www-authenticate')
 
 
 def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
@@ -91,7 +180,8 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             close_timeout: float = CLOSE_TIMEOUT, ping_interval: float | None = PING_INTERVAL,
             ping_timeout: float | None = PING_TIMEOUT,
             ssl_context: ssl.SSLContext | None = None, ssl_args: dict[str, Any] | None = None,
-            server_hostname: str | None = None, **options: Any) -> Connection:
+            server_hostname: str | None = None, auth: tuple[str, str] | None = None,
+            proxy: str | bool | None = None, **options: Any) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
@@ -103,17 +193,28 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
     system's CAs. `ssl_args` changes that (`cafile`, `certfile`, `keyfile`,
     `password` for a client certificate, `verify=False`), or `ssl_context`
     replaces it; `server_hostname` is the name checked and sent as SNI (by
-    default the URL's host). Other keyword options go to `websocket`
-    (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
+    default the URL's host).
+
+    `auth=(user, password)`, or credentials in the URL, answer a 401 with
+    Digest or Basic; `auth` is not sent to another host after a redirect.
+    `proxy` is an http:// proxy URL (with credentials, if it wants them)
+    to tunnel through with CONNECT, or True for the `https_proxy` /
+    `http_proxy` environment variables. Other keyword options go to
+    `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
     """
     if ssl_context is None and ssl_args is not None:
         ssl_context = client_context(**ssl_args)
-    redirects = 0
     host = options.pop('host', None)
+    headers = check_header_items(options.pop('headers', ()))
+    first_host = parse_uri(url).authority
+    redirects = 0
+    authorization_header: str | None = None
+    auth_attempts = 0
     while True:
         uri = parse_uri(url)
-        sock = open_socket(uri, timeout, host=host or uri.host_header,
-                           handshake_timeout=timeout, **options)
+        extra = [] if authorization_header is None else [('Authorization', authorization_header)]
+        sock = open_socket(uri, timeout, proxy_for(uri, proxy), host=host or uri.host_header,
+                           handshake_timeout=timeout, headers=headers + extra, **options)
         try:
             if uri.secure:
                 if ssl_context is None:
@@ -122,6 +223,22 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             sock.client_handshake(uri.secure)
         except InvalidStatus as error:
             sock.close()
+            credentials = auth if uri.authority == first_host else None
+            if uri.user is not None:
+                credentials = (uri.user, uri.password or '')
+            if error.status == 401 and credentials is not None:
+                challenges = _www_authenticate(error)
+                stale = any(params.get('stale', '').lower() == 'true'
+                            for _, params in challenges)
+                if auth_attempts == 0 or (stale and auth_attempts < 3):
+                    authorization_header = authorization(challenges, *credentials, 'GET',
+                                                         uri.resource)
+                    if authorization_header is not None:
+                        auth_attempts += 1
+                        continue
+                raise InvalidStatus('server refused the credentials (401)' if auth_attempts
+                                    else 'server asks for a scheme wspy does not speak (401)',
+                                    error.status, error.headers, error.body) from error
             if error.status not in _REDIRECTS or not error.location:
                 raise
             if redirects == max_redirects:
@@ -131,6 +248,8 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             redirects += 1
             url = redirect_target(url, error.location)
             host = None
+            authorization_header = None
+            auth_attempts = 0
             continue
         except BaseException:
             sock.close()

@@ -124,6 +124,12 @@ class Connection:
         return self.sock.request
 
     @property
+    def user(self) -> str | None:
+        """The user name the client authenticated as (server side, with `auth`)."""
+        request = self.sock.request
+        return None if request is None else request.user
+
+    @property
     def protocol(self) -> str | None:
         """The negotiated subprotocol, if any."""
         return self.sock.protocol

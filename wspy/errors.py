@@ -75,6 +75,12 @@ class SecurityError(InvalidRequest):
     default_status = 431
 
 
+class Unauthorized(InvalidRequest):
+    """No valid credentials: answered 401 with a challenge in `headers`."""
+
+    default_status = 401
+
+
 class HandshakeTimeout(HandshakeError):
     """The handshake did not complete within the handshake timeout (408)."""
 
@@ -112,6 +118,12 @@ class InvalidStatus(InvalidResponse):
 
 class RedirectError(HandshakeError):
     """Too many redirects, or a redirect to a URL that cannot be followed."""
+
+
+class ProxyError(HandshakeError):
+    """The HTTP proxy refused to open a tunnel (`status` is its answer, 407 for credentials)."""
+
+    default_status = 502
 
 
 class InvalidURI(WebSocketError, ValueError):

@@ -109,6 +109,8 @@ class Request:
     target: str
     headers: Headers
     version: str = 'HTTP/1.1'
+    #: The user name the request authenticated as, on a server with `auth`.
+    user: str | None = None
 
     @property
     def path(self) -> str:

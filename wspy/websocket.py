@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from wspy.auth import Authenticator
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError)
 from wspy.extension import Extension, Hook
@@ -39,7 +40,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `connect(address)` performs the client handshake. After that,
     `send(*frames)` and `recv() -> Frame` exchange frames. Keyword options
     configure the handshake (`location`, `host`, `origin`, `protocols`,
-    `headers`, `trusted_origins`, `locations`) and the limits
+    `headers`, `trusted_origins`, `locations`, `auth`: a `BasicAuth` or
+    `DigestAuth` that requests must pass) and the limits
     (`max_frame_size`, `handshake_timeout`, `max_line_length`,
     `max_headers`, `max_head_size`); accepted sockets inherit them.
     `enable_ssl()` before the handshake makes it speak TLS (wss).
@@ -51,6 +53,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  extensions: Iterable[Extension] = (), headers: HeaderItems = (),
                  select_protocol: Callable[[list[str], list[str]], str | None] = first_supported,
                  process_request: Callable[[Request], Response | None] | None = None,
+                 auth: Authenticator | None = None,
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE,
@@ -66,6 +69,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.headers = check_header_items(headers)
         self.select_protocol = select_protocol
         self.process_request = process_request
+        self.auth = auth
         self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
         self.locations = None if locations is None else list(locations)
         self.max_frame_size = max_frame_size
@@ -96,9 +100,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in (
             'location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
-            'process_request',
-            'trusted_origins', 'locations', 'max_frame_size', 'handshake_timeout',
-            'max_line_length', 'max_headers', 'max_head_size')}
+            'process_request', 'auth', 'trusted_origins', 'locations', 'max_frame_size',
+            'handshake_timeout', 'max_line_length', 'max_headers', 'max_head_size')}
 
     # -- handshakes ---------------------------------------------------------
 
@@ -154,6 +157,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """
         request = parse_request(head)
         self.request = request
+        if self.auth is not None:
+            request.user = self.auth.authenticate(request)
         if self.process_request is not None:
             response = self.process_request(request)
             if response is not None:

@@ -1,0 +1,340 @@
+"""HTTP authentication in the opening handshake: Basic (RFC 7617) and Digest (RFC 7616).
+
+Server side, give a server (or a `websocket`) `auth=BasicAuth(...)` or
+`auth=DigestAuth(...)`: requests without valid credentials are answered
+401 with a challenge, and the user name of those let in is
+`connection.user`. Client side, `wspy.connect(url, auth=(user, password))`
+(or credentials in the URL) answers a 401 challenge with Basic or Digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import quote, unquote
+
+from wspy.errors import HandshakeError, Unauthorized
+from wspy.handshake import Request
+
+#: Digest algorithms, strongest first, and their hash functions.
+DIGEST_ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    'SHA-256': hashlib.sha256, 'SHA-256-sess': hashlib.sha256,
+    'MD5': hashlib.md5, 'MD5-sess': hashlib.md5,
+}
+#: Default lifetime of a Digest nonce, in seconds.
+NONCE_LIFETIME = 300.0
+_MAX_TRACKED_NONCES = 100_000
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*(?:,|$)')
+_SCHEME = re.compile(rf'\s*,?\s*({_TOKEN})(?:\s+|$|(?=,))')
+_TOKEN68 = re.compile(r'\s*([A-Za-z0-9\-._~+/]+=*)\s*(?:,|$)')
+
+
+# -- header grammar --------------------------------------------------------------------
+
+def parse_challenges(values: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
+    """Parse WWW-Authenticate (or Authorization) values into (scheme, parameters) pairs.
+
+    Schemes are in lower case; a token68 (as Basic credentials) is the
+    parameter ''. Several challenges may share one header; parsing a header
+    stops at anything malformed.
+    """
+    challenges: list[tuple[str, dict[str, str]]] = []
+    for value in values:
+        position = 0
+        while (scheme := _SCHEME.match(value, position)) is not None:
+            position = scheme.end()
+            params: dict[str, str] = {}
+            token = _TOKEN68.match(value, position)
+            if token is not None and _PARAM.match(value, position) is None:
+                params[''] = token.group(1)
+                position = token.end()
+            while (param := _PARAM.match(value, position)) is not None:
+                params[param.group(1).lower()] = _unquote(param.group(2))
+                position = param.end()
+            challenges.append((scheme.group(1).lower(), params))
+    return challenges
+
+
+def parse_credentials(value: str) -> tuple[str, dict[str, str]]:
+    """Parse an Authorization value: (scheme in lower case, parameters; token68 under '')."""
+    parsed = parse_challenges([value])
+    if len(parsed) != 1:
+        raise HandshakeError('malformed Authorization header')
+    return parsed[0]
+
+
+def _unquote(value: str) -> str:
+    if value.startswith('"'):
+        return re.sub(r'\\(.)', r'\1', value[1:-1])
+    return value
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+# -- Digest computation ---------------------------------------------------------------
+
+def digest_response(algorithm: str, username: str, realm: str, password: str, method: str,
+                    uri: str, nonce: str, nc: str, cnonce: str, qop: str = 'auth') -> str:
+    """The `response` value of RFC 7616 section 3.4.1, for qop=auth."""
+    hash_function = DIGEST_ALGORITHMS[algorithm]
+
+    def h(data: str) -> str:
+        return hash_function(data.encode('utf-8')).hexdigest()
+
+    a1 = h(f'{username}:{realm}:{password}')
+    if algorithm.endswith('-sess'):
+        a1 = h(f'{a1}:{nonce}:{cnonce}')
+    a2 = h(f'{method}:{uri}')
+    return h(f'{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}')
+
+
+# -- client -------------------------------------------------------------------------------
+
+def authorization(challenges: Iterable[tuple[str, dict[str, str]]], username: str,
+                  password: str, method: str, uri: str) -> str | None:
+    """The Authorization value answering the best challenge we support, or None.
+
+    Digest with the strongest algorithm offered (SHA-256 before MD5) is
+    preferred over Basic.
+    """
+    digests = [params for scheme, params in challenges
+               if scheme == 'digest' and params.get('algorithm', 'MD5') in DIGEST_ALGORITHMS
+               and 'auth' in [q.strip() for q in params.get('qop', 'auth').split(',')]
+               and 'nonce' in params]
+    if digests:
+        order = list(DIGEST_ALGORITHMS)
+        params = min(digests, key=lambda p: order.index(p.get('algorithm', 'MD5')))
+        return _digest_authorization(params, username, password, method, uri)
+    if any(scheme == 'basic' for scheme, _ in challenges):
+        return basic_authorization(username, password)
+    return None
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """`Basic` credentials (RFC 7617, UTF-8)."""
+    if ':' in username:
+        raise ValueError('a Basic user name cannot contain a colon')
+    token = base64.b64encode(f'{username}:{password}'.encode()).decode('ascii')
+    return f'Basic {token}'
+
+
+def _digest_authorization(params: dict[str, str], username: str, password: str, method: str,
+                          uri: str) -> str:
+    algorithm = params.get('algorithm', 'MD5')
+    realm = params.get('realm', '')
+    nonce = params['nonce']
+    cnonce = secrets.token_hex(16)
+    nc = '00000001'  # each answer goes on a fresh connection with a fresh nonce
+    response = digest_response(algorithm, username, realm, password, method, uri, nonce, nc,
+                               cnonce)
+    if username.isascii():
+        user_param = f'username={_quote(username)}'
+    else:
+        user_param = f"username*=UTF-8''{quote(username, safe='')}"
+    fields = [user_param, f'realm={_quote(realm)}', f'uri={_quote(uri)}',
+              f'algorithm={algorithm}', f'nonce={_quote(nonce)}', f'nc={nc}',
+              f'cnonce={_quote(cnonce)}', 'qop=auth', f'response={_quote(response)}']
+    if 'opaque' in params:
+        fields.append(f'opaque={_quote(params["opaque"])}')
+    return 'Digest ' + ', '.join(fields)
+
+
+# -- server ---------------------------------------------------------------------------------
+
+class Authenticator:
+    """Checks a request's credentials during the handshake (see `BasicAuth`, `DigestAuth`)."""
+
+    def __init__(self, realm: str = 'wspy') -> None:
+        if '"' in realm or '\\' in realm:
+            raise ValueError('a realm cannot contain quotes or backslashes')
+        self.realm = realm
+
+    def authenticate(self, request: Request) -> str:
+        """The user name the request authenticates as; `Unauthorized` (401) otherwise."""
+        raise NotImplementedError
+
+    def _refuse(self, why: str, stale: bool = False) -> Unauthorized:
+        return Unauthorized(f'authentication required: {why}', headers=[
+            ('WWW-Authenticate', challenge) for challenge in self.challenges(stale)])
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """The WWW-Authenticate values of a 401."""
+        raise NotImplementedError
+
+    def _credentials(self, request: Request, scheme: str) -> dict[str, str]:
+        values = request.headers.get_all('Authorization')
+        if not values:
+            raise self._refuse('no credentials')
+        if len(values) > 1:
+            raise self._refuse('more than one Authorization header')
+        try:
+            got_scheme, params = parse_credentials(values[0])
+        except HandshakeError:
+            raise self._refuse('malformed Authorization header') from None
+        if got_scheme != scheme:
+            raise self._refuse(f'{got_scheme} credentials where {scheme} is asked')
+        return params
+
+
+class BasicAuth(Authenticator):
+    """HTTP Basic authentication (RFC 7617): only over TLS is the password protected.
+
+    `credentials` is a mapping of user names to passwords, or a function
+    `check(user, password) -> bool`.
+    """
+
+    def __init__(self, credentials: Mapping[str, str] | Callable[[str, str], bool],
+                 realm: str = 'wspy') -> None:
+        super().__init__(realm)
+        self.credentials = credentials
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """The WWW-Authenticate value of a 401."""
+        return [f'Basic realm={_quote(self.realm)}, charset="UTF-8"']
+
+    def authenticate(self, request: Request) -> str:
+        """The user name, if the Basic credentials are right; `Unauthorized` otherwise."""
+        token = self._credentials(request, 'basic').get('', '')
+        try:
+            username, colon, password = base64.b64decode(token, validate=True).decode(
+                'utf-8').partition(':')
+        except (binascii.Error, UnicodeDecodeError):
+            raise self._refuse('malformed Basic credentials') from None
+        if not colon or not self._check(username, password):
+            raise self._refuse(f'wrong user name or password for {username!r}')
+        return username
+
+    def _check(self, username: str, password: str) -> bool:
+        if callable(self.credentials):
+            return bool(self.credentials(username, password))
+        expected = self.credentials.get(username)
+        # Compare even for an unknown user, so that timing does not tell which users exist.
+        matches = hmac.compare_digest((expected or '\0').encode(), password.encode())
+        return expected is not None and matches
+
+
+class DigestAuth(Authenticator):
+    """HTTP Digest authentication (RFC 7616), qop=auth, with nonces that expire.
+
+    `credentials` maps user names to passwords, or is a function
+    `password(user) -> str | None`. `algorithms` are offered in order of
+    preference (SHA-256 and MD5 by default: browsers know only MD5). A
+    nonce is good for `nonce_lifetime` seconds (then the client is told
+    `stale=true` and retries without asking the user) and each nonce count
+    is accepted once, so a captured request cannot be replayed.
+    """
+
+    def __init__(self, credentials: Mapping[str, str] | Callable[[str], str | None],
+                 realm: str = 'wspy', algorithms: Iterable[str] = ('SHA-256', 'MD5'),
+                 nonce_lifetime: float = NONCE_LIFETIME) -> None:
+        super().__init__(realm)
+        self.credentials = credentials
+        self.algorithms = list(algorithms)
+        for algorithm in self.algorithms:
+            if algorithm not in DIGEST_ALGORITHMS:
+                raise ValueError(f'unknown Digest algorithm {algorithm!r} '
+                                 f'(known: {", ".join(DIGEST_ALGORITHMS)})')
+        self.nonce_lifetime = nonce_lifetime
+        self.opaque = secrets.token_hex(16)
+        self._secret = os.urandom(32)
+        self._lock = threading.Lock()
+        self._last_count: dict[str, int] = {}  # nonce -> highest nonce count seen
+        self._forgotten_before = 0.0  # nonces issued up to then are no longer tracked
+
+    def new_nonce(self) -> str:
+        """A nonce that carries its own issue time, signed with this server's secret."""
+        body = struct.pack('!d', time.time()) + os.urandom(8)
+        signature = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(body + signature).decode('ascii')
+
+    def _nonce_time(self, nonce: str) -> float | None:
+        """When a nonce of ours was issued; None if it is not one of ours."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode('ascii'))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) != 32:
+            return None
+        body, signature = raw[:16], raw[16:]
+        if not hmac.compare_digest(signature,
+                                   hmac.new(self._secret, body, hashlib.sha256).digest()[:16]):
+            return None
+        issued: float = struct.unpack('!d', body[:8])[0]
+        return issued
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """The WWW-Authenticate values of a 401: one per algorithm, a fresh nonce each."""
+        suffix = ', stale=true' if stale else ''
+        return [f'Digest realm={_quote(self.realm)}, qop="auth", algorithm={algorithm}, '
+                f'nonce="{self.new_nonce()}", opaque="{self.opaque}", charset=UTF-8{suffix}'
+                for algorithm in self.algorithms]
+
+    def authenticate(self, request: Request) -> str:
+        """The user name, if the Digest response is right; `Unauthorized` otherwise."""
+        params = self._credentials(request, 'digest')
+        username = params.get('username')
+        if username is None and params.get('username*', '').lower().startswith("utf-8''"):
+            username = unquote(params['username*'][7:], errors='strict')
+        algorithm = params.get('algorithm', 'MD5')
+        fields = ('realm', 'nonce', 'uri', 'response', 'qop', 'nc', 'cnonce')
+        if username is None or any(field not in params for field in fields):
+            raise self._refuse('incomplete Digest credentials')
+        if algorithm not in self.algorithms:
+            raise self._refuse(f'Digest algorithm {algorithm!r} not offered')
+        if params['realm'] != self.realm or params.get('opaque', self.opaque) != self.opaque:
+            raise self._refuse('credentials for another realm')
+        if params['qop'] != 'auth' or not re.fullmatch(r'[0-9a-fA-F]{8}', params['nc']):
+            raise self._refuse('unsupported qop or malformed nonce count')
+        if params['uri'] != request.target:
+            raise self._refuse('credentials for another URI')
+        issued = self._nonce_time(params['nonce'])
+        if issued is None:
+            raise self._refuse('unknown nonce')
+        password = self._password(username)
+        expected = digest_response(algorithm, username, self.realm, password or '',
+                                   request.method, params['uri'], params['nonce'], params['nc'],
+                                   params['cnonce'])
+        if not hmac.compare_digest(expected.encode(), params['response'].lower().encode()) \
+                or password is None:
+            raise self._refuse(f'wrong user name or password for {username!r}')
+        if time.time() - issued > self.nonce_lifetime:
+            raise self._refuse('nonce expired', stale=True)
+        self._count(params['nonce'], int(params['nc'], 16), issued)
+        return username
+
+    def _password(self, username: str) -> str | None:
+        if callable(self.credentials):
+            return self.credentials(username)
+        return self.credentials.get(username)
+
+    def _count(self, nonce: str, count: int, issued: float) -> None:
+        """Accept each nonce count once: a replayed request is refused."""
+        with self._lock:
+            if count <= self._last_count.get(nonce, 0):
+                raise self._refuse('nonce count replayed')
+            if issued <= self._forgotten_before:
+                raise self._refuse('nonce no longer tracked', stale=True)
+            if len(self._last_count) >= _MAX_TRACKED_NONCES:
+                self._forget_oldest()
+            self._last_count[nonce] = count
+
+    def _forget_oldest(self) -> None:
+        """Stop tracking the older half of the nonces; those are refused as stale from now."""
+        nonces = list(self._last_count)
+        for old in nonces[:len(nonces) // 2]:
+            self._forgotten_before = max(self._forgotten_before, self._nonce_time(old) or 0.0)
+            del self._last_count[old]

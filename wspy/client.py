@@ -121,8 +121,8 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str 
     return sock
 
 
-def _connect_tcp(address: tuple[str, int], timeout: float | None, **options: Any) -> websocket:
-    host, port = address
+def _connect_tcp(target: tuple[str, int], timeout: float | None, **options: Any) -> websocket:
+    host, port = target
     errors = []
     for family, kind, proto, _, address in socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM):

@@ -3,13 +3,16 @@ server keeps serving a normal client."""
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
+import time
 
 import pytest
 
 import wspy
 
-from conftest import assert_echoes, upgrade_request
+from conftest import EchoServer, assert_echoes, upgrade_request, url
 
 BAD_HANDSHAKES = [
     ('garbage', b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', 400),
@@ -170,3 +173,75 @@ def test_single_frame_over_the_message_limit(serve, raw_client) -> None:
     client.handshake()
     client.send(masked(T, b'x' * 11))
     assert client.recv_close()[0] == 1009
+
+
+def test_request_trickled_one_byte_a_second_gets_408(serve, raw_client) -> None:
+    server = serve(handshake_timeout=1.5)
+    client = raw_client(server)
+    request = upgrade_request()
+    answer: list[bytes] = []
+
+    def trickle() -> None:
+        try:
+            for byte in request:
+                client.send(bytes([byte]))
+                time.sleep(1.0)
+        except OSError:
+            pass  # the server has given up on us
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    reader = threading.Thread(target=lambda: answer.append(client.read_to_eof()))
+    reader.start()
+    assert_echoes(server, 'served during the trickle')
+    reader.join(10)
+    assert answer and answer[0].startswith(b'HTTP/1.1 408 '), answer
+
+
+def test_max_connections(serve, raw_client) -> None:
+    server = serve(max_connections=2)
+    first = wspy.connect(url(server))
+    second = wspy.connect(url(server))
+    refused = raw_client(server)
+    refused.send(upgrade_request())
+    answer = refused.read_to_eof()
+    assert answer.startswith(b'HTTP/1.1 503 '), answer[:100]
+    assert b'Retry-After: 1\r\n' in answer
+    refused.close()
+    second.send('still served')
+    assert second.recv().payload == 'still served'
+    first.close()
+    server.wait_closes(1)
+    deadline = time.monotonic() + 5
+    while True:  # a place is free once the server has let go of the closed connections
+        try:
+            assert_echoes(server)
+            break
+        except wspy.InvalidStatus as error:
+            assert error.status == 503 and time.monotonic() < deadline
+            time.sleep(0.05)
+    second.close()
+
+
+def test_rejections_are_logged(serve, raw_client, caplog) -> None:
+    server = serve()
+    with caplog.at_level(logging.INFO, logger='wspy'):
+        client = raw_client(server)
+        client.send(upgrade_request(version='8'))
+        assert client.read_to_eof().startswith(b'HTTP/1.1 426 ')
+    records = [r for r in caplog.records if 'rejected handshake' in r.getMessage()]
+    assert records and records[0].levelno == logging.INFO
+    assert '426' in records[0].getMessage()
+
+
+def test_an_exception_in_process_request_is_a_500(serve, raw_client) -> None:
+    class Broken:
+        def process_request(self, request: wspy.Request) -> None:
+            if request.path == '/broken':
+                raise RuntimeError('application bug')
+
+    server = serve(type('BrokenServer', (Broken, EchoServer), {}))
+    client = raw_client(server)
+    client.send(upgrade_request('/broken'))
+    assert client.read_to_eof().startswith(b'HTTP/1.1 500 ')
+    assert_echoes(server)

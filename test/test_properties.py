@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import wspy
 from wspy.frame import Frame, FrameParser
-from wspy.handshake import HeadReader, ServerHandshake, parse_request, parse_response
+from wspy.auth import parse_challenges
+from wspy.handshake import (Headers, HeadReader, Request, ServerHandshake, parse_request,
+                            parse_response)
 
 OPCODES = st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA])
 
@@ -78,3 +80,26 @@ def test_any_http_head_parses_or_raises_a_handshake_error(data: bytes) -> None:
     except wspy.HandshakeError as error:  # from the reader: not HTTP at all
         assert error.status == 400
         assert not data[:1].isalpha()
+
+
+auth_values = st.one_of(
+    st.text(max_size=200),
+    st.lists(st.sampled_from(['Digest', 'Basic', 'username="alice"', 'realm="wspy"', 'uri="/"',
+                              'nonce="bm9uY2U="', 'nc=00000001', 'cnonce="c"', 'qop=auth',
+                              'response="0"', 'algorithm=SHA-256', 'username*=UTF-8\'\'%FF',
+                              'QWxhZGRpbjpvcGVuIHNlc2FtZQ==', ',', ' ', '"', '\\']),
+             max_size=12).map(' '.join))
+
+
+@settings(max_examples=500)
+@given(auth_values)
+@example("Digest username*=UTF-8''%FF, realm=\"wspy\"")
+def test_any_authorization_header_gives_a_user_or_401(value: str) -> None:
+    parse_challenges([value])
+    request = Request('GET', '/', Headers([('Authorization', value)]))
+    for auth in (wspy.BasicAuth({'alice': 'pw'}), wspy.DigestAuth({'alice': 'pw'})):
+        try:
+            assert auth.authenticate(request) == 'alice'
+        except wspy.Unauthorized as error:
+            assert error.status == 401
+            assert error.headers and error.headers[0][0] == 'WWW-Authenticate'

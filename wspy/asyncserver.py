@@ -22,7 +22,7 @@ from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, Inv
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import Loop, Timer
 from wspy.message import BinaryMessage, Message, TextMessage
-from wspy.server import SHUTDOWN_REASON, BaseServer, ServerConnection
+from wspy.server import BUSY, SHUTDOWN_REASON, BaseServer, ServerConnection
 from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
 
 logger = logging.getLogger('wspy')
@@ -536,7 +536,14 @@ class AsyncServer(BaseServer):
                 logger.error('accept failed: %s', error)
                 return
             sock.setblocking(False)
-            self._handshakes.add(_Handshake(self, sock, address))
+            busy = self._busy(len(self.clients) + len(self._handshakes))
+            if busy and sock.tls is not None:
+                sock.close()  # a TLS client could not read a plain 503
+                continue
+            handshake = _Handshake(self, sock, address)
+            self._handshakes.add(handshake)
+            if busy:
+                handshake._reject(BUSY)
 
     def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
         self._handshakes.discard(handshake)

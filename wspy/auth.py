@@ -288,7 +288,10 @@ class DigestAuth(Authenticator):
         params = self._credentials(request, 'digest')
         username = params.get('username')
         if username is None and params.get('username*', '').lower().startswith("utf-8''"):
-            username = unquote(params['username*'][7:], errors='strict')
+            try:
+                username = unquote(params['username*'][7:], errors='strict')
+            except UnicodeDecodeError:
+                raise self._refuse('user name not in UTF-8') from None
         algorithm = params.get('algorithm', 'MD5')
         fields = ('realm', 'nonce', 'uri', 'response', 'qop', 'nc', 'cnonce')
         if username is None or any(field not in params for field in fields):

@@ -16,11 +16,14 @@ from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
 from wspy.handshake import Request, Response
 from wspy.message import Message
 from wspy.tls import server_context
-from wspy.websocket import websocket
+from wspy.websocket import LINGER_TIME, websocket
 
 logger = logging.getLogger('wspy')
 
 SHUTDOWN_REASON = 'server shutting down'
+#: The answer to a connection over `max_connections`.
+BUSY = HandshakeError('server busy: too many connections, try again later', 503,
+                      [('Retry-After', '1')])
 
 
 class ServerConnection(Connection):
@@ -61,7 +64,9 @@ class BaseServer:
     `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
     socket), so `address` tells the port when binding port 0. For wss://,
     give `ssl_args` (`certfile`, `keyfile`, `password`; `cafile` to require
-    client certificates) or an `ssl.SSLContext` as `ssl_context`. Keyword
+    client certificates) or an `ssl.SSLContext` as `ssl_context`.
+    `max_connections` bounds the connections served at once (others are
+    answered 503). Keyword
     options go to the connections (`max_message_size`, `close_timeout`,
     `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
     and limits).
@@ -75,7 +80,8 @@ class BaseServer:
                  close_timeout: float = CLOSE_TIMEOUT,
                  ping_interval: float | None = PING_INTERVAL,
                  ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
-                 ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_connections: int | None = None,
+                 **options: Any) -> None:
         if ssl_args is not None:
             if ssl_context is not None:
                 raise TypeError('give a server ssl_args or an ssl_context, not both')
@@ -85,6 +91,8 @@ class BaseServer:
         if loglevel is not None:
             logger.setLevel(loglevel)
         self.max_join_time = max_join_time
+        #: The most connections (open or in their handshake) served at once; more get 503.
+        self.max_connections = max_connections
         self.connection_options: dict[str, Any] = {
             'max_message_size': max_message_size, 'close_timeout': close_timeout,
             'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
@@ -125,6 +133,14 @@ class BaseServer:
     def _release(self) -> None:
         """Close what the server holds when it never ran."""
         self.sock.close()
+
+    def _busy(self, serving: int) -> bool:
+        """Whether a new connection would go over `max_connections` (logged when so)."""
+        if self.max_connections is None or serving < self.max_connections:
+            return False
+        logger.warning('refusing a connection: %d connections, max_connections is %d', serving,
+                       self.max_connections)
+        return True
 
     def start(self) -> threading.Thread:
         """Run the server in a background thread, which is returned."""
@@ -199,27 +215,74 @@ class Server(BaseServer):
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._run_thread: int | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._refused: dict[websocket, float] = {}  # answered 503, draining until this time
 
     def run(self) -> None:
         """Accept and serve clients until `shutdown()` (or Ctrl-C), then close them all."""
         self._run_thread = threading.get_ident()
         self._running = True
-        selector = selectors.DefaultSelector()
+        selector = self._selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
         logger.info('serving on %s', self.address)
         try:
             while not self._stopping:
-                for key, _ in selector.select():
+                timeout = None
+                if self._refused:
+                    timeout = max(0.0, min(self._refused.values()) - time.monotonic())
+                for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
                         self._accept_all()
-                    else:
+                    elif key.fileobj is self._wake_r:
                         self._wake_r.recv(4096)
+                    else:
+                        self._drain_refused(key.fileobj)  # type: ignore[arg-type]
+                now = time.monotonic()
+                for sock, until in list(self._refused.items()):
+                    if until <= now:
+                        self._forget_refused(sock)
         except KeyboardInterrupt:
             logger.info('interrupted, shutting down')
         finally:
+            for sock in list(self._refused):
+                self._forget_refused(sock)
             selector.close()
             self._close_all()
+
+    def _refuse(self, sock: websocket) -> None:
+        """Answer 503 without a thread; keep reading until the client closes (or LINGER_TIME).
+
+        A TLS client could not read a plain 503: it is just disconnected.
+        """
+        if sock.tls is not None:
+            sock.close()
+            return
+        try:
+            sock.send_bytes(sock.rejection(BUSY))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        assert self._selector is not None
+        self._refused[sock] = time.monotonic() + LINGER_TIME
+        self._selector.register(sock, selectors.EVENT_READ)
+
+    def _drain_refused(self, sock: websocket) -> None:
+        try:
+            if socket.socket.recv(sock, 65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._forget_refused(sock)
+
+    def _forget_refused(self, sock: websocket) -> None:
+        del self._refused[sock]
+        assert self._selector is not None
+        self._selector.unregister(sock)
+        sock.close()
 
     def _accept_all(self) -> None:
         while True:
@@ -232,6 +295,11 @@ class Server(BaseServer):
                 logger.error('accept failed: %s', error)
                 time.sleep(0.01)
                 return
+            with self._lock:
+                serving = len(self.clients) + len(self._handshaking)
+            if self._busy(serving):
+                self._refuse(sock)
+                continue
             sock.setblocking(True)
             thread = threading.Thread(target=self._serve, args=(sock, address),
                                       name=f'wspy-client-{address}', daemon=True)

@@ -157,12 +157,17 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """
         request = parse_request(head)
         self.request = request
-        if self.auth is not None:
-            request.user = self.auth.authenticate(request)
-        if self.process_request is not None:
-            response = self.process_request(request)
-            if response is not None:
-                raise AbortHandshake(response)
+        try:
+            if self.auth is not None:
+                request.user = self.auth.authenticate(request)
+            response = None if self.process_request is None else self.process_request(request)
+        except HandshakeError:
+            raise
+        except Exception as error:  # application code: a 500, and the server goes on
+            logger.exception('error while checking the request from %s', _peer(self))
+            raise HandshakeError('internal server error', 500) from error
+        if response is not None:
+            raise AbortHandshake(response)
         handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
                                     self.headers, self.select_protocol, self.extensions)
         response, self.protocol, self.hooks = handshake.accept(request)

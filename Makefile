@@ -11,7 +11,7 @@ TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate bench dist check-dist clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,9 @@ $(WSTEST):
 	$(AUTOBAHN)/venv/bin/pip install -q autobahntestsuite==25.10.1
 
 # Autobahn|Testsuite cases 1-7 and 10 against both servers and the client, 9.* (limits
-# and performance) against both servers, and a permessage-deflate subset (the first four
-# cases of each 12.* and 13.* group, 48 in all) against all three; fails on any FAILED.
+# and performance) against both servers, the same over wss:// for both servers, and a
+# permessage-deflate subset (the first four cases of each 12.* and 13.* group, 48 in all)
+# against all three; fails on any FAILED.
 # `make autobahn-deflate` runs all 216 permessage-deflate cases (about 25 minutes).
 # Case ids, not patterns: wstest matches a pattern as a prefix ('12.*.1' takes 12.1.10 too).
 DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
@@ -60,7 +61,7 @@ DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
 AGENTS := Server AsyncServer client
 
 autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-performance \
-	autobahn-deflate-subset
+	autobahn-deflate-subset autobahn-wss
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports
@@ -73,6 +74,13 @@ autobahn-performance: $(VENV)/.installed $(WSTEST)
 		--cases '9.*' --exclude
 	$(BIN)/python test/autobahn/run.py AsyncServer --wstest $(WSTEST) --outdir reports/9 \
 		--cases '9.*' --exclude
+
+# Both servers over wss:// (certificates made for the run): 1-7, 9 and 10.
+autobahn-wss: $(VENV)/.installed $(WSTEST)
+	for agent in Server AsyncServer; do \
+		$(BIN)/python test/autobahn/run.py $$agent --tls --wstest $(WSTEST) \
+			--outdir reports/wss --exclude '12.*' '13.*' || exit 1; \
+	done
 
 autobahn-client: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports

@@ -28,10 +28,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--port', type=int, default=9001)
     parser.add_argument('--server', choices=['Server', 'AsyncServer'], default='Server')
+    parser.add_argument('--certfile', help='serve wss:// with this certificate')
+    parser.add_argument('--keyfile')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     server_class = type('Echo', (EchoServer, getattr(wspy, args.server)), {})
-    server_class(('127.0.0.1', args.port), max_message_size=LIMIT, max_frame_size=LIMIT,
+    ssl_args = None if args.certfile is None else {'certfile': args.certfile,
+                                                   'keyfile': args.keyfile}
+    server_class(('127.0.0.1', args.port), ssl_args=ssl_args, max_message_size=LIMIT,
+                 max_frame_size=LIMIT,
                  extensions=[wspy.DeflateMessage(), wspy.DeflateFrame()]).run()
 
 

@@ -3,6 +3,7 @@
     python test/autobahn/run.py --wstest PATH Server        # fuzzingclient vs Server
     python test/autobahn/run.py --wstest PATH AsyncServer   # fuzzingclient vs AsyncServer
     python test/autobahn/run.py --wstest PATH client        # fuzzingserver vs wspy.connect
+    python test/autobahn/run.py --wstest PATH --tls Server  # the same over wss://
 
 Every run has a time limit (wstest writes its report only at the end, so
 a hang would stall it). Exits 1 if any case FAILED or has no verdict,
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from certs import make_certs  # noqa: E402 - test/ is not a package
 INFORMATIONAL_BY_NATURE = {'7.1.6', '7.13.1', '7.13.2'}
 
 
@@ -57,13 +60,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def run_server_suite(args: argparse.Namespace, outdir: Path) -> Path:
     """Fuzzingclient against the echo server; returns the index.json path."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(HERE / 'echo_server.py'), '--port', str(port),
-                               '--server', args.side])
+    command = [sys.executable, str(HERE / 'echo_server.py'), '--port', str(port),
+               '--server', args.side]
+    scheme = 'ws'
+    if args.tls:
+        certs = make_certs(outdir / 'certs')
+        command += ['--certfile', str(certs.server_cert), '--keyfile', str(certs.server_key)]
+        scheme = 'wss'
+    server = subprocess.Popen(command)
     try:
         wait_listening(port)
         spec = {'outdir': str(outdir), 'cases': args.cases, 'exclude-cases': args.exclude,
                 'exclude-agent-cases': {},
-                'servers': [{'agent': args.agent, 'url': f'ws://127.0.0.1:{port}'}]}
+                'servers': [{'agent': args.agent, 'url': f'{scheme}://127.0.0.1:{port}'}]}
         spec_path = outdir / 'spec.json'
         spec_path.write_text(json.dumps(spec))
         subprocess.run([args.wstest, '-m', 'fuzzingclient', '-s', str(spec_path)],
@@ -123,10 +132,13 @@ def main() -> int:
     parser.add_argument('--exclude', nargs='*', default=['9.*', '12.*', '13.*'])
     parser.add_argument('--outdir', default='reports')
     parser.add_argument('--timeout', type=float, default=900)
+    parser.add_argument('--tls', action='store_true', help='serve wss:// (servers only)')
     args = parser.parse_args()
-    args.agent = f'wspy-{args.side}'
+    if args.tls and args.side == 'client':
+        parser.error('--tls is for the servers: the fuzzingserver speaks ws:// only')
+    args.agent = f'wspy-{args.side}' + ('-wss' if args.tls else '')
     args.wstest = os.path.abspath(args.wstest)
-    outdir = Path(args.outdir).resolve() / args.side
+    outdir = Path(args.outdir).resolve() / args.agent
     outdir.mkdir(parents=True, exist_ok=True)
     index = (run_client_suite if args.side == 'client' else run_server_suite)(args, outdir)
     bad = judge(index, args.agent)

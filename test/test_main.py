@@ -64,7 +64,8 @@ def start_demo(*extra: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen([sys.executable, '-m', 'wspy', '--host', '127.0.0.1',
                                 '--port', str(port), *extra], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    assert f'ws://127.0.0.1:{port}/' in process.stdout.readline()
+    scheme = 'wss' if '--certfile' in extra else 'ws'
+    assert f'{scheme}://127.0.0.1:{port}/' in process.stdout.readline()
     for _ in range(50):
         try:
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
@@ -130,3 +131,27 @@ def test_interactive_client_errors() -> None:
     header = subprocess.run([sys.executable, '-m', 'wspy', 'connect', 'ws://x/', '--header', 'x'],
                             input='', capture_output=True, text=True, timeout=30)
     assert header.returncode == 2 and 'NAME:VALUE' in header.stderr
+
+
+def test_wss_demo_and_client_options(certs) -> None:
+    process, port = start_demo('--certfile', str(certs.server_cert), '--keyfile',
+                               str(certs.server_key))
+    url = f'wss://127.0.0.1:{port}/'
+    try:
+        for options in (['--cafile', str(certs.ca)], ['--insecure']):
+            result = subprocess.run([sys.executable, '-m', 'wspy', 'connect', url, *options],
+                                    input='secure\n', capture_output=True, text=True,
+                                    timeout=30)
+            assert '< secure' in result.stdout.splitlines(), result.stderr
+        refused = subprocess.run([sys.executable, '-m', 'wspy', 'connect', url],
+                                 input='', capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1 and 'certificate verify failed' in refused.stderr
+        auth = subprocess.run([sys.executable, '-m', 'wspy', 'connect', url, '--auth', 'nocolon'],
+                              input='', capture_output=True, text=True, timeout=30)
+        assert auth.returncode == 2 and 'USER:PASSWORD' in auth.stderr
+    finally:
+        stop(process)
+    missing = subprocess.run([sys.executable, '-m', 'wspy', '--port', '0', '--certfile',
+                              '/nonexistent.pem'], capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and 'cannot serve' in missing.stderr
+    assert 'Traceback' not in missing.stderr

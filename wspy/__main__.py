@@ -77,9 +77,19 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(asctime)s %(levelname)s %(message)s')
     base = wspy.Server if args.threaded else wspy.AsyncServer
-    server = type('EchoServer', (EchoHandler, base), {})(
-        (args.host, args.port), max_message_size=args.max_size, max_frame_size=args.max_size,
-        extensions=[wspy.DeflateMessage()])
+    ssl_args = None
+    if args.certfile:
+        ssl_args = {'certfile': args.certfile, 'keyfile': args.keyfile}
+    elif args.keyfile:
+        print('--keyfile needs --certfile', file=sys.stderr)
+        return 2
+    try:
+        server = type('EchoServer', (EchoHandler, base), {})(
+            (args.host, args.port), ssl_args=ssl_args, max_message_size=args.max_size,
+            max_frame_size=args.max_size, extensions=[wspy.DeflateMessage()])
+    except (OSError, ValueError) as error:
+        print(f'cannot serve on {args.host}:{args.port}: {error}', file=sys.stderr)
+        return 1
 
     def stop(signum: int, frame: FrameType | None) -> None:
         """SIGTERM: shut down gracefully, as Ctrl-C does."""
@@ -87,9 +97,10 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     host, port = server.address[:2]
-    print(f'wspy echo server ({base.__name__}) on ws://{host}:{port}/\n'
-          f'Open http://{host}:{port}/ in a browser, or run: '
-          f'python -m wspy connect ws://{host}:{port}/\nCtrl-C stops it.', flush=True)
+    secure = 's' if ssl_args else ''
+    print(f'wspy echo server ({base.__name__}) on ws{secure}://{host}:{port}/\n'
+          f'Open http{secure}://{host}:{port}/ in a browser, or run: '
+          f'python -m wspy connect ws{secure}://{host}:{port}/\nCtrl-C stops it.', flush=True)
     server.run()
     return 0
 
@@ -103,9 +114,20 @@ def connect(args: argparse.Namespace) -> int:
             print(f'--header {header!r}: expected NAME:VALUE', file=sys.stderr)
             return 2
         headers.append((name.strip(), value.strip()))
+    ssl_args: dict[str, Any] = {'verify': False} if args.insecure else {}
+    if args.cafile:
+        ssl_args['cafile'] = args.cafile
+    auth = None
+    if args.auth:
+        user, colon, password = args.auth.partition(':')
+        if not colon:
+            print('--auth: expected USER:PASSWORD', file=sys.stderr)
+            return 2
+        auth = (user, password)
     try:
         conn = wspy.connect(args.url, protocols=args.protocol, headers=headers,
-                            extensions=[wspy.DeflateMessage()] if args.deflate else [])
+                            extensions=[wspy.DeflateMessage()] if args.deflate else [],
+                            ssl_args=ssl_args or None, auth=auth, proxy=args.proxy or True)
     except (wspy.WebSocketError, OSError, ValueError) as error:
         print(f'cannot connect to {args.url}: {error}', file=sys.stderr)
         return 1
@@ -162,9 +184,18 @@ def main(argv: list[str] | None = None) -> int:
                                    '(default: 16 MiB)')
     serve_parser.add_argument('--threaded', action='store_true',
                               help='a thread per client (Server) instead of the event loop')
+    serve_parser.add_argument('--certfile', help='serve wss:// with this certificate (PEM)')
+    serve_parser.add_argument('--keyfile', help="the certificate's private key, if apart")
     serve_parser.add_argument('-v', '--verbose', action='store_true', help='log every frame')
     connect_parser = commands.add_parser('connect', help='an interactive client')
-    connect_parser.add_argument('url', help='ws://host:port/path')
+    connect_parser.add_argument('url', help='ws://host:port/path or wss://...')
+    connect_parser.add_argument('--insecure', action='store_true',
+                                help='wss: do not check the certificate or the host name')
+    connect_parser.add_argument('--cafile', help='wss: also trust the CAs in this PEM file')
+    connect_parser.add_argument('--auth', metavar='USER:PASSWORD',
+                                help='credentials for a Basic or Digest challenge')
+    connect_parser.add_argument('--proxy', metavar='URL',
+                                help='an http:// proxy (default: https_proxy / http_proxy)')
     connect_parser.add_argument('--binary', action='store_true', help='send lines as binary')
     connect_parser.add_argument('--header', action='append', default=[], metavar='NAME:VALUE',
                                 help='an extra request header (repeatable)')

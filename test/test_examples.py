@@ -81,3 +81,17 @@ def test_chat_server(background) -> None:
     assert alice.recv().payload == 'bob: hi all' and bob.recv().payload == 'bob: hi all'
     for conn in (alice, bob):
         conn.close()
+
+
+def test_wss_server_with_digest_auth(background, certs) -> None:
+    port = background('wss_server.py', str(certs.server_cert), str(certs.server_key))
+    url = f'wss://localhost:{port}/'
+    trust = {'cafile': str(certs.ca)}
+    conn = wspy.connect(url, ssl_args=trust, auth=('alice', 'wonderland'))
+    assert conn.recv().payload == 'hello alice, over TLSv1.3'
+    conn.send('secret')
+    assert conn.recv().payload == 'secret'
+    conn.close()
+    with pytest.raises(wspy.InvalidStatus) as refused:
+        wspy.connect(url, ssl_args=trust, auth=('alice', 'guess'))
+    assert refused.value.status == 401

@@ -128,7 +128,10 @@ class _Channel:
                 self._written += sent
                 if sent < len(data):
                     self._out_partial = memoryview(data)[sent:]
-                    break
+                    # A short write means a full socket, except that TLS takes at most
+                    # CHUNK_SIZE a call: go on while its output all went out.
+                    if self.sock.tls is None or self.sock.unsent():
+                        break
             pending = bool(out) or self._out_partial is not None
             if not pending and self.sock.unsent():
                 try:

@@ -241,3 +241,13 @@ def test_ssl_args_are_checked() -> None:
     with pytest.raises(TypeError, match='not both'):
         wspy.Server(('127.0.0.1', 0), ssl_args={'certfile': 'x'},
                     ssl_context=ssl.create_default_context())
+
+
+def test_max_connections_over_tls_disconnects_the_extra_client(serve, certs: Certs) -> None:
+    server = serve(ssl_args=server_tls(certs), max_connections=1)
+    first = wspy.connect(wss(server), ssl_args=trusting(certs))
+    with pytest.raises((wspy.SSLError, wspy.HandshakeError, OSError)):
+        wspy.connect(wss(server), ssl_args=trusting(certs))
+    first.send('the first is served')
+    assert first.recv().payload == 'the first is served'
+    first.close()

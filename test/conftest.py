@@ -217,6 +217,32 @@ def raw_client() -> Iterator[Callable[[wspy.Server], RawClient]]:
         client.close()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return int(sock.getsockname()[1])
+
+
+def in_threads(function: Callable[[int], object], count: int, timeout: float = 30) -> None:
+    """Run `function(0)` ... `function(count - 1)` at once, each in a thread; re-raise a failure."""
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            function(number)
+        except BaseException as error:  # re-raised below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+
+
 def assert_echoes(server: wspy.Server, message: str = 'still serving') -> None:
     """A fresh client on `server` gets its message echoed."""
     conn = wspy.connect(url(server), ssl_args=None if server.ssl_context is None

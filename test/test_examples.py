@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,13 +12,9 @@ import pytest
 
 import wspy
 
+from conftest import free_port
+
 EXAMPLES = Path(__file__).resolve().parent.parent / 'examples'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return int(sock.getsockname()[1])
 
 
 def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,11 +10,7 @@ import time
 
 import wspy
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return int(sock.getsockname()[1])
+from conftest import free_port
 
 
 def test_help() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import wspy
 
-from conftest import EchoServer, assert_echoes, upgrade_request, url
+from conftest import EchoServer, assert_echoes, in_threads, upgrade_request, url
 
 BIG = 32 << 20
 
@@ -145,24 +145,15 @@ def test_messages_sent_before_close_arrive_first(serve) -> None:
 
 def test_many_concurrent_clients(serve) -> None:
     server = serve()
-    errors = []
 
     def client(n: int) -> None:
-        try:
-            conn = wspy.connect(url(server, f'/client/{n}'))
-            for i in range(20):
-                conn.send(f'{n}:{i}')
-                assert conn.recv().payload == f'{n}:{i}'
-            conn.close()
-        except Exception as error:  # reported below
-            errors.append(error)
+        conn = wspy.connect(url(server, f'/client/{n}'))
+        for i in range(20):
+            conn.send(f'{n}:{i}')
+            assert conn.recv().payload == f'{n}:{i}'
+        conn.close()
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
+    in_threads(client, 50)
     assert len(server.wait_closes(50)) == 50
     assert sorted(e[1] for e in server.events if e[0] == 'open') == \
         sorted(f'/client/{n}' for n in range(50))

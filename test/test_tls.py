@@ -14,7 +14,7 @@ import wspy
 from wspy import asyncserver
 
 from certs import Certs
-from conftest import SERVERS, assert_echoes, server_factory
+from conftest import SERVERS, assert_echoes, in_threads, server_factory
 
 
 def server_tls(certs: Certs, **extra: object) -> dict[str, object]:
@@ -52,24 +52,15 @@ def test_echo_text_binary_and_large_messages(serve, certs: Certs) -> None:
 
 def test_many_clients_at_once(serve, certs: Certs) -> None:
     server = serve(ssl_args=server_tls(certs))
-    errors: list[BaseException] = []
 
     def client(number: int) -> None:
-        try:
-            conn = wspy.connect(wss(server), ssl_args=trusting(certs))
-            for i in range(20):
-                conn.send(f'{number}-{i}')
-                assert conn.recv().payload == f'{number}-{i}'
-            conn.close()
-        except BaseException as error:  # reported below
-            errors.append(error)
+        conn = wspy.connect(wss(server), ssl_args=trusting(certs))
+        for i in range(20):
+            conn.send(f'{number}-{i}')
+            assert conn.recv().payload == f'{number}-{i}'
+        conn.close()
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors[0]
+    in_threads(client, 20)
 
 
 def test_sending_while_another_thread_receives(serve, certs: Certs) -> None:

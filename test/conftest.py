@@ -243,6 +243,19 @@ def in_threads(function: Callable[[int], object], count: int, timeout: float = 3
         raise errors[0]
 
 
+@contextlib.contextmanager
+def served_meanwhile(server: wspy.BaseServer) -> Iterator[None]:
+    """A client connected before the block and still echoed after it."""
+    conn = wspy.connect(url(server), ssl_args=None if server.ssl_context is None
+                        else {'verify': False})
+    try:
+        yield
+        conn.send('served meanwhile')
+        assert conn.recv().payload == 'served meanwhile'
+    finally:
+        conn.close()
+
+
 def assert_echoes(server: wspy.Server, message: str = 'still serving') -> None:
     """A fresh client on `server` gets its message echoed."""
     conn = wspy.connect(url(server), ssl_args=None if server.ssl_context is None

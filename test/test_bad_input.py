@@ -12,7 +12,7 @@ import pytest
 
 import wspy
 
-from conftest import EchoServer, assert_echoes, upgrade_request, url
+from conftest import EchoServer, assert_echoes, served_meanwhile, upgrade_request, url
 
 BAD_HANDSHAKES = [
     ('garbage', b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', 400),
@@ -41,12 +41,13 @@ BAD_HANDSHAKES = [
 def test_bad_handshakes(serve, raw_client, name: str, request_bytes: bytes,
                         status: int) -> None:
     server = serve()
-    client = raw_client(server)
-    try:
-        client.send(request_bytes)
-    except ConnectionError:
-        pass  # the server may answer and close before a huge request is all sent
-    answer = client.read_to_eof()
+    with served_meanwhile(server):
+        client = raw_client(server)
+        try:
+            client.send(request_bytes)
+        except ConnectionError:
+            pass  # the server may answer and close before a huge request is all sent
+        answer = client.read_to_eof()
     assert answer.startswith(f'HTTP/1.1 {status} '.encode()), answer[:200]
     assert b'Content-Type: text/plain' in answer
     if status == 426:
@@ -101,16 +102,17 @@ BAD_FRAMES = [
 @pytest.mark.parametrize('name,data,code', BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
 def test_bad_frames(serve, raw_client, name: str, data: bytes, code: int) -> None:
     server = serve()
-    client = raw_client(server)
-    assert client.handshake()[0] == 101
-    client.send(masked(T, b'before'))
-    client.send(data)
-    frame = client.recv_frame()
-    assert (frame.opcode, frame.payload) == (T, b'before')  # earlier messages still echoed
-    assert client.recv_close()[0] == code
-    assert client.read_to_eof() == b''  # the server closes the TCP connection first
-    client.close()
-    assert server.wait_closes(1)[0][1] == code
+    with served_meanwhile(server):
+        client = raw_client(server)
+        assert client.handshake()[0] == 101
+        client.send(masked(T, b'before'))
+        client.send(data)
+        frame = client.recv_frame()
+        assert (frame.opcode, frame.payload) == (T, b'before')  # earlier messages still echoed
+        assert client.recv_close()[0] == code
+        assert client.read_to_eof() == b''  # the server closes the TCP connection first
+        client.close()
+        assert server.wait_closes(1)[0][1] == code
     assert_echoes(server)
 
 

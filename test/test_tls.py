@@ -242,3 +242,17 @@ def test_max_connections_over_tls_disconnects_the_extra_client(serve, certs: Cer
     first.send('the first is served')
     assert first.recv().payload == 'the first is served'
     first.close()
+
+
+def test_sni_is_sent(serve, certs: Certs) -> None:
+    names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment]
+    server = serve(ssl_context=context)
+    port = server.address[1]
+    wspy.connect(f'wss://127.0.0.1:{port}/', ssl_args=trusting(certs),
+                 server_hostname='localhost').close()
+    wspy.connect(f'wss://localhost:{port}/', ssl_args=trusting(certs)).close()
+    wspy.connect(f'wss://127.0.0.1:{port}/', ssl_args=trusting(certs)).close()
+    assert names == ['localhost', 'localhost', None]  # no SNI for an IP address

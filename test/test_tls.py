@@ -64,27 +64,32 @@ def test_many_clients_at_once(serve, certs: Certs) -> None:
 
 
 def test_sending_while_another_thread_receives(serve, certs: Certs) -> None:
-    """OpenSSL forbids concurrent use of one session: keepalive pings, sends and a
-    blocked receiver share it on the threaded server and the client."""
+    """OpenSSL forbids concurrent use of one session: here a blocked receiver (which
+    also answers pings), three senders and the keepalive thread share one."""
     server = serve(ssl_args=server_tls(certs), ping_interval=0.01)
     conn = wspy.connect(wss(server), ssl_args=trusting(certs), ping_interval=0.01)
     received: list[object] = []
-    reader = threading.Thread(target=lambda: received.extend(
-        conn.recv().payload for _ in range(600)))
+
+    def receive() -> None:
+        try:
+            while True:
+                received.append(conn.recv().payload)
+        except wspy.ConnectionClosed:
+            pass
+
+    reader = threading.Thread(target=receive)
     reader.start()
-    senders = [threading.Thread(target=lambda k=k: [conn.send(f'{k}:{i}') for i in range(200)])
-               for k in range(3)]
-    for thread in senders:
-        thread.start()
-    for thread in senders:
-        thread.join(30)
-    reader.join(30)
-    assert sorted(received) == sorted(f'{k}:{i}' for k in range(3) for i in range(200))
-    deadline = time.monotonic() + 5
-    while conn.latency is None and time.monotonic() < deadline:
+    in_threads(lambda k: [conn.send(f'{k}:{i}') for i in range(200)], 3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+            len(received) < 600 or conn.latency is None
+            or any(client.latency is None for client in server.clients)):
         time.sleep(0.01)
-    assert conn.latency is not None  # pings crossed the same session meanwhile
+    assert sorted(received) == sorted(f'{k}:{i}' for k in range(3) for i in range(200))
+    assert conn.latency is not None  # pings went both ways through the same sessions
+    assert all(client.latency is not None for client in server.clients)
     conn.close()
+    reader.join(10)
 
 
 def test_client_certificates_required(serve, certs: Certs) -> None:

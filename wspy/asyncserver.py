@@ -166,16 +166,23 @@ class _Channel:
         try:
             count = sock.recv_into(self.server._buffer)
         except (BlockingIOError, InterruptedError):
-            count = -1
+            pass  # nothing yet, though TLS may have answered a handshake message
         except HandshakeError as error:  # plain HTTP to a TLS port
             self._refused(error)
             return
         except OSError as error:
             self._lost(error)
             return
-        if count < 0:
-            pass
-        elif self._lingering:  # closing: drop what arrives; end of file ends the close
+        else:
+            self._got(count)
+        if sock.tls is not None and self._reading():
+            if sock.unsent():
+                self._watch(READ | WRITE)
+            if sock.pending():  # decrypted already: the socket will not tell
+                self.loop.call_soon(self._resume_reading)
+
+    def _got(self, count: int) -> None:
+        if self._lingering:  # closing: drop what arrives; end of file ends the close
             self._drained += count
             if not count or self._drained > LINGER_BYTES:
                 self._drop()
@@ -183,11 +190,6 @@ class _Channel:
             self._lost(SocketClosed('connection closed by the peer'))
         else:
             self._received(count)
-        if sock.tls is not None and self._reading():
-            if sock.unsent():  # TLS handshake messages
-                self._watch(READ | WRITE)
-            if sock.pending():  # decrypted already: the socket will not tell
-                self.loop.call_soon(self._resume_reading)
 
     def _reading(self) -> bool:
         """Whether this channel still reads its socket."""

@@ -8,6 +8,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from wspy.auth import Authenticator
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
@@ -313,9 +314,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         if not self._tls_server_side:
             hostname = self._tls_hostname
             if hostname is None and self.host is not None:
-                hostname = self.host.rsplit(':', 1)[0] if not self.host.endswith(']') \
-                    else self.host
-                hostname = hostname.strip('[]')
+                hostname = urlsplit(f'//{self.host}').hostname  # the Host header, less the port
             if hostname is None:
                 hostname = str(self.getpeername()[0])
         self.tls = TLS(self.ssl_context, self._tls_server_side, hostname)

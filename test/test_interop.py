@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 
@@ -97,3 +98,32 @@ def test_websockets_client_gets_wspy_close_codes(serve) -> None:
         with pytest.raises(WebsocketsClosed):
             ws.recv()
         assert (ws.close_code, ws.close_reason) == (4003, 'server says goodbye')
+
+
+def test_wss_both_ways(serve, certs) -> None:
+    """TLS against another implementation: websockets' client to wspy's servers, and
+    wspy's client to a websockets server, each checking the other's certificate."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certs.server_cert, certs.server_key)
+    client_context = ssl.create_default_context(cafile=str(certs.ca))
+    server = serve(ssl_context=server_context, max_message_size=None, max_frame_size=None)
+    big = bytes(range(256)) * 8192
+    with websockets_connect(f'wss://localhost:{server.address[1]}/', ssl=client_context,
+                            max_size=None) as ws:
+        ws.send('secure text')
+        assert ws.recv() == 'secure text'
+        ws.send(big)
+        assert ws.recv() == big
+    websockets_server = websockets_serve(lambda ws: [ws.send(m) for m in ws], '127.0.0.1', 0,
+                                         ssl=server_context)
+    thread = threading.Thread(target=websockets_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = websockets_server.socket.getsockname()[1]
+        conn = wspy.connect(f'wss://localhost:{port}/', ssl_context=client_context)
+        conn.send('to websockets over TLS')
+        assert conn.recv().payload == 'to websockets over TLS'
+        conn.close()
+    finally:
+        websockets_server.shutdown()
+        thread.join(5)

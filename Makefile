@@ -8,6 +8,8 @@ PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
 AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets
+# The reference servers of the benchmark, installed for it only.
+BENCH_DEPS := websockets picows uvloop
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
@@ -23,6 +25,10 @@ $(VENV)/.installed: setup.py wspy/_speedups.c | $(BIN)/python
 
 $(VENV)/.test-deps: | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TEST_DEPS)
+	touch $@
+
+$(VENV)/.bench-deps: | $(BIN)/python
+	$(BIN)/python -m pip install -q $(BENCH_DEPS)
 	touch $@
 
 $(VENV)/.lint-deps: | $(BIN)/python
@@ -115,9 +121,11 @@ check-dist: dist
 bench/loadgen: bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o $@ $<
 
-# Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1; prints medians.
-bench: $(VENV)/.installed bench/loadgen
+# Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1, wspy beside
+# websockets and picows; prints medians and ratios against websockets. Then the client.
+bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/client.py
 
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \

@@ -5,7 +5,7 @@
 Each server runs pinned to CPU 0 and the C load generator (bench/loadgen)
 to CPU 1. Implementations alternate within each repetition, so a noisy
 moment hurts them alike; the figures are medians over the repetitions,
-with ratios against the first server listed.
+with ratios against the first server listed (websockets by default).
 """
 
 from __future__ import annotations
@@ -65,6 +65,16 @@ def start_server(name: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError(f'{name} did not start')
 
 
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Terminate a server, killing it if it lingers."""
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def parse(line: str) -> dict[str, float]:
     """The key=value figures of a loadgen line."""
     return {k: float(v) for k, v in (p.split('=') for p in line.split() if '=' in p)}
@@ -103,12 +113,7 @@ def measure(name: str, scenario: str) -> float:
             return idle_memory(server, port, int(args[1]))[key]
         return loadgen([str(port), *args])[key]
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 def main() -> int:

@@ -62,9 +62,9 @@ class _Channel:
     def _channel_init(self, loop: Loop, sock: websocket) -> None:
         self.loop = loop
         self._out: deque[bytes | memoryview] = deque()
-        # The unsent tail of a chunk the socket took only part of: it goes
+        # The unsent tail of a write the socket took only part of: it goes
         # out before anything else, and is never dropped (the peer has its start).
-        self._out_partial: memoryview | None = None
+        self._out_partial: list[memoryview] = []
         self._out_size = 0
         self._queued = 0
         self._written = 0
@@ -89,34 +89,44 @@ class _Channel:
             self._flush_scheduled = True
             self.loop.call_soon_threadsafe(self._flush)
 
-    def _take_chunk(self) -> bytes | memoryview:
+    def _take_buffers(self) -> list[bytes | memoryview]:
+        """The next write: small chunks joined, and a large chunk after them, if any.
+
+        A large chunk (a big payload, queued after its frame header) is never
+        copied: header and payload go out together with `sendmsg`.
+        """
         out = self._out
-        if len(out) == 1 or len(out[0]) >= _JOIN_LIMIT:
-            return out.popleft()
-        parts = []
-        size = 0
+        first = out.popleft()
+        if len(first) >= _JOIN_LIMIT:
+            return [first]
+        parts = [first]
+        size = len(first)
         while out and size < _JOIN_LIMIT and len(out[0]) < _JOIN_LIMIT:
             chunk = out.popleft()
             parts.append(chunk)
             size += len(chunk)
-        return b''.join(parts)
+        joined = parts[0] if len(parts) == 1 else b''.join(parts)
+        if out and len(out[0]) >= _JOIN_LIMIT and self.sock.tls is None:
+            return [joined, out.popleft()]
+        return [joined]
 
     def _flush(self) -> None:
         """Write as much of the queue as the socket takes (loop thread)."""
         error = None
+        sock = self.sock
         with self._send_lock:
             self._flush_scheduled = False
             if self._dropped:
                 return
             out = self._out
-            while out or self._out_partial is not None:
-                data: bytes | memoryview
-                if self._out_partial is not None:
-                    data, self._out_partial = self._out_partial, None
-                else:
-                    data = self._take_chunk()
+            while out or self._out_partial:
+                buffers = self._out_partial or self._take_buffers()
+                self._out_partial = []
                 try:
-                    sent = self.sock.send_bytes(data)
+                    if len(buffers) == 1:
+                        sent = sock.send_bytes(buffers[0])
+                    else:
+                        sent = sock.sendmsg(buffers)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
@@ -126,16 +136,20 @@ class _Channel:
                     break
                 self._out_size -= sent
                 self._written += sent
-                if sent < len(data):
-                    self._out_partial = memoryview(data)[sent:]
-                    # A short write means a full socket, except that TLS takes at most
-                    # CHUNK_SIZE a call: go on while its output all went out.
-                    if self.sock.tls is None or self.sock.unsent():
+                for index, buffer in enumerate(buffers):
+                    if sent < len(buffer):
+                        self._out_partial = [memoryview(buffer)[sent:],
+                                             *[memoryview(b) for b in buffers[index + 1:]]]
                         break
-            pending = bool(out) or self._out_partial is not None
-            if not pending and self.sock.unsent():
+                    sent -= len(buffer)
+                if self._out_partial and (sock.tls is None or sock.unsent()):
+                    # A short write means a full socket, except that TLS takes at
+                    # most CHUNK_SIZE a call: go on while its output all went out.
+                    break
+            pending = bool(out) or bool(self._out_partial)
+            if not pending and sock.unsent():
                 try:
-                    pending = not self.sock.send_unsent()
+                    pending = not sock.send_unsent()
                 except OSError as exc:
                     error = exc
         if error is not None:
@@ -145,7 +159,7 @@ class _Channel:
         self._watch(READ | WRITE if pending else READ)
         if not pending and self._lingering:
             try:
-                self.sock.shutdown_write()  # our side is done
+                sock.shutdown_write()  # our side is done
             except OSError:
                 self._drop()
 
@@ -266,7 +280,12 @@ class AsyncConnection(_Channel, ServerConnection):
 
     def _send_frames(self, frames: list[Any]) -> None:
         if len(frames) == 1:
-            self._queue(frames[0].pack())
+            frame = frames[0]
+            if len(frame.payload) < _JOIN_LIMIT or frame.masking_key:
+                self._queue(frame.pack())
+            else:  # no copy of a large payload: the header goes out with it (sendmsg)
+                self._queue(frame.header())
+                self._queue(frame.payload)
         else:
             self._queue(b''.join([frame.pack() for frame in frames]))
         self._check_overflow()
@@ -298,8 +317,7 @@ class AsyncConnection(_Channel, ServerConnection):
                        self.server.max_buffer_size)
         with self._send_lock:
             self._out.clear()  # whole chunks not started; a partly sent one stays
-            partial = self._out_partial
-            self._out_size = 0 if partial is None else len(partial)
+            self._out_size = sum(map(len, self._out_partial))
             if self._sent_markers is not None:
                 self._sent_markers.clear()
         self._fail(ProtocolError('client too slow: send buffer over max_buffer_size',

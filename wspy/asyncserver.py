@@ -274,6 +274,7 @@ class AsyncConnection(_Channel, ServerConnection):
         self._close_timer: Timer | None = None
         self._sent_markers: deque[tuple[int, Message]] | None = (
             deque() if server._tracks_sent else None)
+        self._tracks_messages = server._tracks_sent
         super().__init__(server, sock, **options)
 
     # -- sending ------------------------------------------------------------------
@@ -288,6 +289,10 @@ class AsyncConnection(_Channel, ServerConnection):
                 self._queue(frame.payload)
         else:
             self._queue(b''.join([frame.pack() for frame in frames]))
+        self._check_overflow()
+
+    def _send_packed_frame(self, data: bytes) -> None:
+        self._queue(data)
         self._check_overflow()
 
     def _send_packed(self, data: bytes, message: Message) -> None:

@@ -23,9 +23,10 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedErr
                          ConnectionClosedOK, InvalidPayload, PayloadTooBig, PingError,
                          ProtocolError, SocketClosed, WebSocketError)
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
-                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_CLOSE, OPCODE_CONTINUATION,
-                        OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame, Frame, FrameParser,
-                        close_payload, parse_close)
+                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
+                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
+                        ControlFrame, Frame, FrameParser, close_payload, pack_unmasked,
+                        parse_close)
 from wspy.keepalive import scheduler
 from wspy.message import BinaryMessage, Message, TextMessage
 from wspy.websocket import websocket
@@ -71,6 +72,9 @@ class Connection:
     that has not answered it within `ping_timeout` is failed with 1011
     (None turns either off). `latency` holds the last round trip.
     """
+
+    #: Whether `_message_queued` wants each message sent (for `onsent`).
+    _tracks_messages = False
 
     def __init__(self, sock: websocket, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
                  close_timeout: float = CLOSE_TIMEOUT,
@@ -173,12 +177,30 @@ class Connection:
         many payload bytes. Frames are masked on the client side unless
         `mask` says otherwise.
         """
+        if mask is None:
+            mask = not self.sock.server_side
+        if not mask and fragment_size is None and not self._hooks:
+            # The common case of a server: one frame, built without a Frame object.
+            if isinstance(message, str):
+                opcode, payload = OPCODE_TEXT, message.encode()
+            elif isinstance(message, Message):
+                opcode, payload = message.opcode, message.encode()
+            else:
+                opcode, payload = OPCODE_BINARY, bytes(message)
+            if len(payload) < PACK_LIMIT:
+                with self._send_lock:
+                    if self.close_sent is not None or self.state is State.CLOSED:
+                        raise self._closed_exception()
+                    self._send_packed_frame(pack_unmasked(opcode, payload))
+                    if self._tracks_messages:
+                        self._message_queued(
+                            message if isinstance(message, Message) else TextMessage(message)
+                            if isinstance(message, str) else BinaryMessage(payload))
+                return
         if isinstance(message, str):
             message = TextMessage(message)
         elif not isinstance(message, Message):
             message = BinaryMessage(message)
-        if mask is None:
-            mask = not self.sock.server_side
         if self._hooks:
             self._send_data(lambda: self._frames_through_hooks(message, fragment_size, mask),
                             message)
@@ -440,6 +462,10 @@ class Connection:
     def _send_frames(self, frames: list[Frame]) -> None:
         """Write frames to the peer; called with the send lock held."""
         self.sock.send(*frames)
+
+    def _send_packed_frame(self, data: bytes) -> None:
+        """Write one frame already packed; called with the send lock held."""
+        self.sock.sendall(data)
 
     def _close_transport(self) -> None:
         """Close the TCP connection the way RFC 6455 7.1.1 asks.

@@ -56,6 +56,7 @@ _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
 _HEAD = struct.Struct('!BB')
 _HEAD16 = struct.Struct('!BBH')
 _HEAD64 = struct.Struct('!BBQ')
+_new_object = object.__new__
 #: The largest payload `pack_unmasked` takes: beyond it, header and payload go apart.
 PACK_LIMIT = 0x10000
 
@@ -290,9 +291,16 @@ class FrameParser:
         self._header = None
         self._peeked = 0
         opcode = b1 & 0x0F
-        return (ControlFrame if opcode & 0x8 else Frame)(
-            opcode, payload, key, bool(b1 & 0x80), bool(b1 & 0x40), bool(b1 & 0x20),
-            bool(b1 & 0x10))
+        # The header is checked already: fill the slots without Frame.__init__'s checks.
+        frame = _new_object(ControlFrame if opcode & 0x8 else Frame)
+        frame.opcode = opcode
+        frame.payload = payload
+        frame.masking_key = key
+        frame.final = b1 & 0x80 != 0
+        frame.rsv1 = b1 & 0x40 != 0
+        frame.rsv2 = b1 & 0x20 != 0
+        frame.rsv3 = b1 & 0x10 != 0
+        return frame
 
     def pending_first_byte(self) -> int | None:
         """The first header byte (FIN, RSV, opcode) of the frame still arriving, if any."""

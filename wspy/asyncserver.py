@@ -54,6 +54,12 @@ class _Channel:
     queue (under `_send_lock`) and ask the loop to flush it.
     """
 
+    # No slots here, so that AsyncConnection can also derive from ServerConnection:
+    # subclasses list these in their own.
+    _CHANNEL_SLOTS = ('loop', '_out', '_out_partial', '_out_size', '_queued', '_written',
+                      '_events', '_flush_scheduled', '_lingering', '_drained', '_dropped',
+                      '_linger_timer')
+
     loop: Loop
     sock: websocket
     server: AsyncServer
@@ -61,7 +67,8 @@ class _Channel:
 
     def _channel_init(self, loop: Loop, sock: websocket) -> None:
         self.loop = loop
-        self._out: deque[bytes | memoryview] = deque()
+        # Made on first use and dropped when empty: idle connections hold no queue.
+        self._out: deque[bytes | memoryview] | None = None
         # The unsent tail of a write the socket took only part of: it goes
         # out before anything else, and is never dropped (the peer has its start).
         self._out_partial: list[memoryview] = []
@@ -82,7 +89,10 @@ class _Channel:
 
     def _queue(self, data: bytes) -> None:
         """Append bytes to write; the send lock is held, or this is the loop thread."""
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            out = self._out = deque()
+        out.append(data)
         self._out_size += len(data)
         self._queued += len(data)
         if not self._flush_scheduled:
@@ -96,6 +106,7 @@ class _Channel:
         copied: header and payload go out together with `sendmsg`.
         """
         out = self._out
+        assert out is not None
         first = out.popleft()
         if len(first) >= _JOIN_LIMIT:
             return [first]
@@ -131,7 +142,7 @@ class _Channel:
                     sent = 0
                 except OSError as exc:
                     error = exc
-                    out.clear()
+                    self._out = out = None
                     self._out_size = 0
                     break
                 self._out_size -= sent
@@ -146,6 +157,8 @@ class _Channel:
                     # A short write means a full socket, except that TLS takes at
                     # most CHUNK_SIZE a call: go on while its output all went out.
                     break
+            if not out:
+                self._out = None
             pending = bool(out) or bool(self._out_partial)
             if not pending and sock.unsent():
                 try:
@@ -265,6 +278,9 @@ class AsyncConnection(_Channel, ServerConnection):
     `recv()` is not available.
     """
 
+    __slots__ = (*_Channel._CHANNEL_SLOTS, '_broken', '_overflowed', '_close_timer',
+                 '_sent_markers', '_tracks_messages')
+
     server: AsyncServer
 
     def __init__(self, server: AsyncServer, sock: websocket, **options: Any) -> None:
@@ -321,7 +337,7 @@ class AsyncConnection(_Channel, ServerConnection):
                        'read; closing with 1008', self, self._out_size,
                        self.server.max_buffer_size)
         with self._send_lock:
-            self._out.clear()  # whole chunks not started; a partly sent one stays
+            self._out = None  # whole chunks not started; a partly sent one stays
             self._out_size = sum(map(len, self._out_partial))
             if self._sent_markers is not None:
                 self._sent_markers.clear()
@@ -440,6 +456,9 @@ class AsyncConnection(_Channel, ServerConnection):
 
 class _Handshake(_Channel):
     """A socket whose opening handshake is under way, read without blocking."""
+
+    __slots__ = (*_Channel._CHANNEL_SLOTS, 'server', 'sock', 'address', '_send_lock', 'reader',
+                 'timer')
 
     def __init__(self, server: AsyncServer, sock: websocket, address: Any) -> None:
         self._channel_init(server.loop, sock)

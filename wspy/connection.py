@@ -59,6 +59,10 @@ def _check_utf8_tail(decoder: codecs.IncrementalDecoder) -> None:
         raise InvalidPayload('invalid UTF-8 in a text message')
 
 
+# Guards the lazy creation of each connection's close event.
+_EVENT_LOCK = threading.Lock()
+
+
 class Connection:
     """A WebSocket connection that speaks in messages.
 
@@ -72,6 +76,15 @@ class Connection:
     that has not answered it within `ping_timeout` is failed with 1011
     (None turns either off). `latency` holds the last round trip.
     """
+
+    # Slots: an idle connection is small. `__dict__` keeps subclasses and
+    # applications free to add attributes of their own.
+    __slots__ = ('__dict__', '__weakref__', '_closed', '_decoder', '_failed_code', '_fragments',
+                 '_fragments_compressed', '_fragments_opcode', '_fragments_size', '_hooks',
+                 '_next_ping', '_partial_decoder', '_ping_pending', '_recv_lock', '_send_lock',
+                 '_transport_closed', 'close_received', 'close_sent', 'close_timeout', 'latency',
+                 'max_message_size', 'ping_interval', 'ping_timeout', 'remote_address', 'sock',
+                 'state')
 
     #: Whether `_message_queued` wants each message sent (for `onsent`).
     _tracks_messages = False
@@ -101,7 +114,9 @@ class Connection:
         self._partial_decoder: codecs.IncrementalDecoder | None = None
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
-        self._closed = threading.Event()
+        # Made when a thread first waits for the close: idle connections hold none.
+        self._closed: threading.Event | None = None
+        self._transport_closed = False
         try:
             self.remote_address = sock.getpeername()
         except OSError:
@@ -454,7 +469,10 @@ class Connection:
             self.state = State.CLOSED
         self._close_transport()
         self._fragments = self._decoder = None
-        self._closed.set()
+        with _EVENT_LOCK:
+            self._transport_closed = True
+            if self._closed is not None:
+                self._closed.set()
         self._callback(self.onclose, *self._close_info())
 
     # -- transport (blocking implementation) -----------------------------------
@@ -562,9 +580,9 @@ class Connection:
                     self._receive_one()
             finally:
                 self._recv_lock.release()
-        elif not self._closed.wait(self.close_timeout):
+        elif not self.wait_closed(self.close_timeout):
             self.abort()
-            self._closed.wait(self.close_timeout)
+            self.wait_closed(self.close_timeout)
 
     def start_close(self, code: int | None = CLOSE_GOING_AWAY, reason: str = '') -> None:
         """Send a close frame without waiting; the receiving thread completes the handshake."""
@@ -572,7 +590,13 @@ class Connection:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; whether it is."""
-        return self._closed.wait(timeout)
+        with _EVENT_LOCK:
+            if self._closed is None:
+                self._closed = threading.Event()
+                if self._transport_closed:
+                    self._closed.set()
+            closed = self._closed
+        return closed.wait(timeout)
 
     # -- callbacks ------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ logger = logging.getLogger('wspy')
 Handler = Callable[[int], None]
 
 
+def _nothing(*args: Any) -> None:
+    """What a cancelled timer holds instead of its callback."""
+
+
 class Timer:
     """A callback scheduled on a `Loop`; `cancel()` it to stop it from running."""
 
@@ -37,6 +41,9 @@ class Timer:
     def cancel(self) -> None:
         """Do not run the callback (safe from any thread)."""
         self.cancelled = True
+        # The timer waits in the heap until it is due: let go of what it would have called.
+        self.callback = _nothing
+        self.args = ()
 
     def __lt__(self, other: Timer) -> bool:
         return self.when < other.when

@@ -29,6 +29,8 @@ BUSY = HandshakeError('server busy: too many connections, try again later', 503,
 class ServerConnection(Connection):
     """A client's connection on a server: forwards its callbacks to the server."""
 
+    __slots__ = ('server',)
+
     def __init__(self, server: BaseServer, sock: websocket, **options: Any) -> None:
         self.server = server
         super().__init__(sock, **options)

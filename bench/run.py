@@ -53,7 +53,8 @@ def start_server(name: str) -> tuple[subprocess.Popen[bytes], int]:
     """Start an echo server pinned to CPU 0; wait until it accepts connections."""
     port = free_port()
     env = {**os.environ, 'PYTHONPATH': str(HERE.parent)}
-    server = subprocess.Popen([sys.executable, str(HERE / 'servers.py'), name, str(port)], env=env)
+    server = subprocess.Popen([sys.executable, str(HERE / 'servers.py'), name, str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.sched_setaffinity(server.pid, {0})
     for _ in range(100):
         try:

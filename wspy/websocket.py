@@ -14,7 +14,7 @@ from wspy.auth import Authenticator
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError)
 from wspy.extension import Extension, Hook
-from wspy.frame import DEFAULT_MAX_SIZE, Frame, FrameParser
+from wspy.frame import DEFAULT_MAX_SIZE, PACK_LIMIT, Frame, FrameParser, mask
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
                             Request, Response, ServerHandshake, check_header_items,
                             check_response, client_request, complete_response, error_response,
@@ -447,9 +447,23 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def send(self, *frames: Frame) -> None:  # type: ignore[override]
         """Send frames, in order, with as few system calls as possible."""
         if len(frames) == 1:
-            self.sendall(frames[0].pack())
+            frame = frames[0]
+            if len(frame.payload) < PACK_LIMIT or self.tls is not None:
+                self.sendall(frame.pack())
+            else:  # header and payload in one sendmsg: no copy into one buffer
+                self._sendall_parts([frame.header(), mask(frame.masking_key, frame.payload)
+                                     if frame.masking_key else frame.payload])
         else:
             self.sendall(b''.join([frame.pack() for frame in frames]))
+
+    def _sendall_parts(self, parts: list[bytes]) -> None:
+        views = [memoryview(part) for part in parts]
+        while views:
+            sent = self.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     def recv(self, on_partial: Callable[[FrameParser], None] | None = None,  # type: ignore[override]
              ) -> Frame:

@@ -37,6 +37,29 @@ def test_any_frames_split_anywhere_parse_back(sent: list[Frame], cuts: list[int]
     assert received == sent
 
 
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frames, max_size=5), st.lists(st.integers(1, 20000), max_size=20))
+def test_frames_parse_back_out_of_a_lent_buffer(sent: list[Frame], cuts: list[int]) -> None:
+    """As an event loop does: each piece lands in one shared buffer, lent to the
+    parser and overwritten after `keep()`; nothing may still point into it."""
+    data = b''.join(f.pack() for f in sent)
+    shared = bytearray(len(data) + 1)
+    parser = FrameParser(max_frame_size=None, rsv_allowed=0x70)
+    received = []
+    pos = 0
+    for cut in [*cuts, len(data)]:
+        piece = data[pos:pos + cut]
+        pos += len(piece)
+        shared[:len(piece)] = piece
+        with memoryview(shared) as view:
+            parser.lend(view[:len(piece)])
+            received.extend(parser)
+            parser.keep()
+        shared[:] = b'\xaa' * len(shared)
+    assert received == sent
+    assert parser.buffered == 0
+
+
 @settings(max_examples=500)
 @given(st.binary(max_size=300), st.sampled_from([None, True, False]))
 def test_any_bytes_parse_or_raise_a_protocol_error(data: bytes, require_mask: bool | None) -> None:

@@ -359,8 +359,11 @@ class AsyncConnection(_Channel, ServerConnection):
     def _received(self, count: int) -> None:
         parser = self.sock.parser
         assert parser is not None
-        parser.feed(self.server._view[:count])
-        self._process(parser)
+        parser.lend(self.server._view[:count])  # frames parsed out of the shared buffer
+        try:
+            self._process(parser)
+        finally:
+            parser.keep()
 
     def _process(self, parser: Any) -> None:
         """Apply every complete frame that has arrived, then check the partial one."""

@@ -230,7 +230,8 @@ class FrameParser:
         self.require_mask = require_mask
         self.max_frame_size = max_frame_size
         self.rsv_allowed = rsv_allowed
-        self._buf = bytearray()
+        # Received bytes: our own, or a caller's buffer lent until `keep()`.
+        self._buf: bytearray | memoryview = bytearray()
         self._pos = 0
         # (first byte, masking key, payload length, header length) of the
         # frame whose payload is still arriving.
@@ -245,15 +246,39 @@ class FrameParser:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        if self._pos:
-            del self._buf[:self._pos]
+        buf = self._buf
+        if isinstance(buf, memoryview):
+            buf = self._buf = bytearray(buf[self._pos:])
             self._pos = 0
-        self._buf += data
+        elif self._pos:
+            del buf[:self._pos]
+            self._pos = 0
+        buf += data
+
+    def lend(self, view: memoryview) -> None:
+        """Parse `view` where it is, without copying, until `keep()`.
+
+        For an event loop's shared receive buffer: the frames that arrived
+        whole are parsed out of it directly. The caller must call `keep()`
+        before the buffer changes. With bytes still buffered, `view` is
+        appended as `feed()` does.
+        """
+        if self._pos < len(self._buf):
+            self.feed(view)
+        else:
+            self._buf = view
+            self._pos = 0
+
+    def keep(self) -> None:
+        """Copy what is left of a lent buffer (the start of a frame) into our own."""
+        if isinstance(self._buf, memoryview):
+            self._buf = bytearray(self._buf[self._pos:])
+            self._pos = 0
 
     def take_buffer(self) -> bytes:
         """Remove and return every byte not yet parsed."""
         rest = bytes(self._buf[self._pos:])
-        self._buf.clear()
+        self._buf = bytearray()
         self._pos = 0
         self._header = None
         return rest

@@ -93,6 +93,7 @@ def digest_response(algorithm: str, username: str, realm: str, password: str, me
     hash_function = DIGEST_ALGORITHMS[algorithm]
 
     def h(data: str) -> str:
+        """The algorithm's hex digest of `data` in UTF-8 (RFC 7616's H)."""
         return hash_function(data.encode('utf-8')).hexdigest()
 
     a1 = h(f'{username}:{realm}:{password}')

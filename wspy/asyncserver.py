@@ -296,16 +296,13 @@ class AsyncConnection(_Channel, ServerConnection):
     # -- sending ------------------------------------------------------------------
 
     def _send_frames(self, frames: list[Any]) -> None:
-        if len(frames) == 1:
-            frame = frames[0]
-            if len(frame.payload) < _JOIN_LIMIT or frame.masking_key:
-                self._queue(frame.pack())
-            else:  # no copy of a large payload: the header goes out with it (sendmsg)
-                self._queue(frame.header())
-                self._queue(frame.payload)
-        else:
-            self._queue(b''.join([frame.pack() for frame in frames]))
-        self._check_overflow()
+        if len(frames) != 1:
+            self._send_packed_frame(b''.join([frame.pack() for frame in frames]))
+        elif len(frames[0].payload) < _JOIN_LIMIT or frames[0].masking_key:
+            self._send_packed_frame(frames[0].pack())
+        else:  # no copy of a large payload: the header goes out with it (sendmsg)
+            self._queue(frames[0].header())
+            self._send_packed_frame(frames[0].payload)
 
     def _send_packed_frame(self, data: bytes) -> None:
         self._queue(data)

@@ -56,6 +56,8 @@ _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
 _HEAD = struct.Struct('!BB')
 _HEAD16 = struct.Struct('!BBH')
 _HEAD64 = struct.Struct('!BBQ')
+_UINT16 = struct.Struct('!H')
+_UINT64 = struct.Struct('!Q')
 _new_object = object.__new__
 #: The largest payload `pack_unmasked` takes: beyond it, header and payload go apart.
 PACK_LIMIT = 0x10000
@@ -67,8 +69,6 @@ def pack_unmasked(opcode: int, payload: bytes) -> bytes:
     if length < 126:
         return _HEAD.pack(0x80 | opcode, length) + payload
     return _HEAD16.pack(0x80 | opcode, 126, length) + payload
-_UINT16 = struct.Struct('!H')
-_UINT64 = struct.Struct('!Q')
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import wspy
-from wspy import asyncserver
+from wspy import loop
 
 from certs import Certs
 from conftest import SERVERS, assert_echoes, in_threads, server_factory
@@ -181,7 +181,7 @@ def test_stalled_tls_handshake_times_out(serve, certs: Certs) -> None:
 def test_data_left_inside_tls_is_read(monkeypatch, certs: Certs) -> None:
     """With a read buffer smaller than what TLS decrypts, the rest is still read
     at once, not when more bytes happen to arrive (the "one message behind" bug)."""
-    monkeypatch.setattr(asyncserver, '_RECV_SIZE', 100)
+    monkeypatch.setattr(loop, 'RECEIVE_BUFFER_SIZE', 100)
     server = server_factory(wspy.AsyncServer, {})(ssl_args=server_tls(certs))
     server.start()
     try:

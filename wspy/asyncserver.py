@@ -22,7 +22,7 @@ from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, Inv
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import Loop, Timer
 from wspy.message import BinaryMessage, Message, TextMessage
-from wspy.server import BUSY, SHUTDOWN_REASON, BaseServer, ServerConnection
+from wspy.server import BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
 from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
 
 logger = logging.getLogger('wspy')
@@ -33,7 +33,6 @@ WRITE = selectors.EVENT_WRITE
 #: Least default limit on the bytes queued for one client before it counts as not
 #: reading; the default is twice `max_message_size` when that is larger.
 MAX_BUFFER_SIZE = 16 << 20
-_RECV_SIZE = 1 << 20
 # Queued chunks smaller than this are joined into one write; larger ones go alone.
 _JOIN_LIMIT = 64 << 10
 
@@ -62,7 +61,6 @@ class _Channel:
 
     loop: Loop
     sock: websocket
-    server: AsyncServer
     _send_lock: Any
 
     def _channel_init(self, loop: Loop, sock: websocket) -> None:
@@ -191,7 +189,7 @@ class _Channel:
         """Read into the server's buffer; hand what came to `_received`."""
         sock = self.sock
         try:
-            count = sock.recv_into(self.server._buffer)
+            count = sock.recv_into(self.loop.buffer)
         except (BlockingIOError, InterruptedError):
             pass  # nothing yet, though TLS may have answered a handshake message
         except HandshakeError as error:  # plain HTTP to a TLS port
@@ -281,9 +279,9 @@ class AsyncConnection(_Channel, ServerConnection):
     __slots__ = (*_Channel._CHANNEL_SLOTS, '_broken', '_overflowed', '_close_timer',
                  '_sent_markers', '_tracks_messages')
 
-    server: AsyncServer
+    server: LoopClients
 
-    def __init__(self, server: AsyncServer, sock: websocket, **options: Any) -> None:
+    def __init__(self, server: LoopClients, sock: websocket, **options: Any) -> None:
         self._channel_init(server.loop, sock)
         self._broken = False
         self._overflowed = False
@@ -356,7 +354,7 @@ class AsyncConnection(_Channel, ServerConnection):
     def _received(self, count: int) -> None:
         parser = self.sock.parser
         assert parser is not None
-        parser.lend(self.server._view[:count])  # frames parsed out of the shared buffer
+        parser.lend(self.loop.view[:count])  # frames parsed out of the shared buffer
         try:
             self._process(parser)
         finally:
@@ -474,7 +472,7 @@ class _Handshake(_Channel):
 
     def _received(self, count: int) -> None:
         try:
-            head = self.reader.feed(self.server._view[:count])
+            head = self.reader.feed(self.loop.view[:count])
             if head is None:
                 return
             response = self.sock.answer(head)
@@ -516,7 +514,70 @@ class _Handshake(_Channel):
         self.server._handshakes.discard(self)
 
 
-class AsyncServer(BaseServer):
+class LoopClients(Callbacks):
+    """What `AsyncServer` and `AsyncClient` share: connections on a `Loop`, and sending to all.
+
+    `clients` holds the open connections; `broadcast()`, `call_later()` and
+    `call_soon_threadsafe()` are safe from any thread.
+    """
+
+    connection_class: type[AsyncConnection]
+    clients: set[AsyncConnection]
+    connection_options: dict[str, Any]
+
+    def _on_loop(self, loop: Loop, max_buffer_size: int | Default | None) -> None:
+        self.loop = loop
+        if max_buffer_size is DEFAULT:
+            message_size = self.connection_options['max_message_size']
+            max_buffer_size = None if message_size is None else max(MAX_BUFFER_SIZE,
+                                                                    2 * message_size)
+        self.max_buffer_size: int | None = max_buffer_size
+        self._shutting_down = False
+        self._tracks_sent = type(self).onsent is not LoopClients.onsent
+
+    def _client_gone(self, client: AsyncConnection) -> None:
+        """A connection has closed and left the loop."""
+        self.clients.discard(client)
+
+    def broadcast(self, message: Message | str | bytes) -> None:
+        """Send one message to every open client: framed once, queued to each.
+
+        A client that does not read only fills its own queue (and is closed
+        at `max_buffer_size`); the others are not held up.
+        """
+        if isinstance(message, str):
+            message = TextMessage(message)
+        elif not isinstance(message, Message):
+            message = BinaryMessage(message)
+        data = message.frame().pack()
+        if self.loop.in_loop_thread():
+            self._broadcast(data, message)
+        else:
+            self.loop.call_soon_threadsafe(self._broadcast, data, message)
+
+    def _broadcast(self, data: bytes, message: Message) -> None:
+        for client in self.clients:
+            if client._hooks:  # its own compression context: frame it for this client
+                try:
+                    client.send(message)
+                except ConnectionClosed:
+                    pass
+            else:
+                client._send_packed(data, message)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+        """Run `callback(*args)` on the server's thread after `delay` seconds."""
+        return self.loop.call_later(delay, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        """Run `callback(*args)` on the server's thread soon; safe from any thread."""
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    def onsent(self, client: AsyncConnection, message: Message) -> None:
+        """Called once a message sent to `client` has been completely written."""
+
+
+class AsyncServer(BaseServer, LoopClients):
     """A WebSocket server on one thread and a `selectors` event loop.
 
     It has the constructor and callbacks of `Server` (an echo server
@@ -537,17 +598,8 @@ class AsyncServer(BaseServer):
                  backlog_size: int = 128, *, selector: type[selectors.BaseSelector] | None = None,
                  max_buffer_size: int | Default | None = DEFAULT, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
-        self.loop = Loop(selector)
-        if max_buffer_size is DEFAULT:
-            message_size = self.connection_options['max_message_size']
-            max_buffer_size = None if message_size is None else max(MAX_BUFFER_SIZE,
-                                                                    2 * message_size)
-        self.max_buffer_size: int | None = max_buffer_size
+        self._on_loop(Loop(selector), max_buffer_size)
         self._handshakes: set[_Handshake] = set()
-        self._buffer = bytearray(_RECV_SIZE)
-        self._view = memoryview(self._buffer)
-        self._shutting_down = False
-        self._tracks_sent = type(self).onsent is not AsyncServer.onsent
 
     # -- running ---------------------------------------------------------------------
 
@@ -567,7 +619,7 @@ class AsyncServer(BaseServer):
         finally:
             for channel in [*self.clients, *self._handshakes]:
                 channel._drop()
-            self.sock.close()
+            self._close_listener()
             self.loop.close()
             self._running = False
             self._stopped.set()
@@ -610,45 +662,11 @@ class AsyncServer(BaseServer):
             self.loop.call_soon(client._resume_reading)
 
     def _client_gone(self, client: AsyncConnection) -> None:
-        self.clients.discard(client)
+        super()._client_gone(client)
         if self._shutting_down and not self.clients:
             self.loop.stop()
 
     # -- for applications, from any thread ----------------------------------------------
-
-    def broadcast(self, message: Message | str | bytes) -> None:
-        """Send one message to every open client: framed once, queued to each.
-
-        A client that does not read only fills its own queue (and is closed
-        at `max_buffer_size`); the others are not held up.
-        """
-        if isinstance(message, str):
-            message = TextMessage(message)
-        elif not isinstance(message, Message):
-            message = BinaryMessage(message)
-        data = message.frame().pack()
-        if self.loop.in_loop_thread():
-            self._broadcast(data, message)
-        else:
-            self.loop.call_soon_threadsafe(self._broadcast, data, message)
-
-    def _broadcast(self, data: bytes, message: Message) -> None:
-        for client in self.clients:
-            if client._hooks:  # its own compression context: frame it for this client
-                try:
-                    client.send(message)
-                except ConnectionClosed:
-                    pass
-            else:
-                client._send_packed(data, message)
-
-    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
-        """Run `callback(*args)` on the server's thread after `delay` seconds."""
-        return self.loop.call_later(delay, callback, *args)
-
-    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
-        """Run `callback(*args)` on the server's thread soon; safe from any thread."""
-        self.loop.call_soon_threadsafe(callback, *args)
 
     def shutdown(self) -> None:
         """Stop accepting, close every client with 1001, wait up to `max_join_time`.
@@ -665,7 +683,7 @@ class AsyncServer(BaseServer):
             return
         self._shutting_down = True
         self.loop.unregister(self.sock)
-        self.sock.close()
+        self._close_listener()
         for handshake in list(self._handshakes):
             handshake._drop()
         for client in list(self.clients):
@@ -682,8 +700,5 @@ class AsyncServer(BaseServer):
         self.loop.stop()
 
     def _release(self) -> None:
-        self.sock.close()
+        self._close_listener()
         self.loop.close()
-
-    def onsent(self, client: AsyncConnection, message: Message) -> None:
-        """Called once a message sent to `client` has been completely written."""

@@ -93,14 +93,28 @@ def proxy_for(uri: URI, proxy: str | bool | None) -> str | None:
 
 
 def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str | None = None,
-                **options: Any) -> websocket:
-    """A TCP-connected `websocket` to `uri`'s host, no handshake yet.
+                *, unix_socket: str | None = None,
+                source_address: tuple[str, int] | None = None, **options: Any) -> websocket:
+    """A connected `websocket` to `uri`'s host, no handshake yet.
 
-    Every address of the host is tried in turn. With `proxy` (an http://
-    URL, credentials allowed), the connection is a tunnel through it.
+    Every address of the host is tried in turn, from `source_address` if
+    given. With `proxy` (an http:// URL, credentials allowed), the
+    connection is a tunnel through it. With `unix_socket` (a path), the
+    connection goes to that Unix domain socket instead of the host.
     """
+    if unix_socket is not None:
+        sock = websocket(socket.AF_UNIX, socket.SOCK_STREAM, location=uri.resource, **options)
+        try:
+            sock.settimeout(timeout)
+            socket.socket.connect(sock, unix_socket)
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     if proxy is None:
-        return _connect_tcp((uri.host, uri.port), timeout, location=uri.resource, **options)
+        return _connect_tcp((uri.host, uri.port), timeout, source_address,
+                            location=uri.resource, **options)
     try:
         parts = urlsplit(proxy)
         proxy_port = parts.port or 80
@@ -108,7 +122,8 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str 
         raise InvalidURI(f'proxy {proxy!r}: {error}') from None
     if parts.scheme != 'http' or not parts.hostname:
         raise InvalidURI(f'proxy {proxy!r}: only http:// proxies are supported')
-    sock = _connect_tcp((parts.hostname, proxy_port), timeout, location=uri.resource, **options)
+    sock = _connect_tcp((parts.hostname, proxy_port), timeout, source_address,
+                        location=uri.resource, **options)
     try:
         sock.settimeout(timeout)
         _tunnel(sock, uri, parts.hostname,
@@ -121,7 +136,8 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str 
     return sock
 
 
-def _connect_tcp(target: tuple[str, int], timeout: float | None, **options: Any) -> websocket:
+def _connect_tcp(target: tuple[str, int], timeout: float | None,
+                 source_address: tuple[str, int] | None = None, **options: Any) -> websocket:
     host, port = target
     errors = []
     for family, kind, proto, _, address in socket.getaddrinfo(
@@ -129,6 +145,8 @@ def _connect_tcp(target: tuple[str, int], timeout: float | None, **options: Any)
         sock = websocket(family, kind, proto, **options)
         try:
             sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
             socket.socket.connect(sock, address)
             sock.settimeout(None)
             return sock
@@ -181,7 +199,8 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             ping_timeout: float | None = PING_TIMEOUT,
             ssl_context: ssl.SSLContext | None = None, ssl_args: dict[str, Any] | None = None,
             server_hostname: str | None = None, auth: tuple[str, str] | None = None,
-            proxy: str | bool | None = None, **options: Any) -> Connection:
+            proxy: str | bool | None = None, unix_socket: str | None = None,
+            source_address: tuple[str, int] | None = None, **options: Any) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
@@ -199,7 +218,10 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
     Digest or Basic; `auth` is not sent to another host after a redirect.
     `proxy` is an http:// proxy URL (with credentials, if it wants them)
     to tunnel through with CONNECT, or True for the `https_proxy` /
-    `http_proxy` environment variables. Other keyword options go to
+    `http_proxy` environment variables. `unix_socket` (a path) connects to
+    a server on that Unix domain socket (the URL still gives the Host header
+    and the resource); `source_address` is the (host, port) to connect
+    from. Other keyword options go to
     `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
     """
     if ssl_context is None and ssl_args is not None:
@@ -213,7 +235,9 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
     while True:
         uri = parse_uri(url)
         extra = [] if authorization_header is None else [('Authorization', authorization_header)]
-        sock = open_socket(uri, timeout, proxy_for(uri, proxy), host=host or uri.host_header,
+        sock = open_socket(uri, timeout, None if unix_socket else proxy_for(uri, proxy),
+                           unix_socket=unix_socket, source_address=source_address,
+                           host=host or uri.host_header,
                            handshake_timeout=timeout, headers=headers + extra, **options)
         try:
             if uri.secure:

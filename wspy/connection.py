@@ -149,6 +149,12 @@ class Connection:
         return None if request is None else request.user
 
     @property
+    def client_address(self) -> str | None:
+        """The client's IP address (server side): see `Request.client_address`."""
+        request = self.sock.request
+        return None if request is None else request.client_address
+
+    @property
     def protocol(self) -> str | None:
         """The negotiated subprotocol, if any."""
         return self.sock.protocol

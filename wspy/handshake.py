@@ -112,6 +112,9 @@ class Request:
     version: str = 'HTTP/1.1'
     #: The user name the request authenticated as, on a server with `auth`.
     user: str | None = None
+    #: The client's IP address (on a server): the peer's, or from `X-Forwarded-For`
+    #: when the peer is one of the `trusted_proxies`; '' for a Unix socket peer.
+    client_address: str | None = None
 
     @property
     def path(self) -> str:

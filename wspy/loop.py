@@ -21,6 +21,8 @@ from typing import Any
 logger = logging.getLogger('wspy')
 
 Handler = Callable[[int], None]
+#: Size of the receive buffer that the sockets on one loop share.
+RECEIVE_BUFFER_SIZE = 1 << 20
 
 
 def _nothing(*args: Any) -> None:
@@ -69,6 +71,10 @@ class Loop:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
         self._thread: int | None = None
         self._stopping = False
+        #: One receive buffer for every socket on this loop: a handler parses what it
+        #: read before it returns, so the next handler can read into it again.
+        self.buffer = bytearray(RECEIVE_BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
 
     def in_loop_thread(self) -> bool:
         """Whether the caller runs on the loop's thread (True before the loop starts)."""
@@ -103,10 +109,7 @@ class Loop:
             self._ready.append((callback, args))
             return
         self._threadsafe.append((callback, args))
-        try:
-            self._wake_w.send(b'\0')
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full, so the loop will wake anyway, or it is closed
+        self.wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread."""
@@ -116,6 +119,13 @@ class Loop:
         else:
             self.call_soon_threadsafe(heapq.heappush, self._timers, timer)
         return timer
+
+    def wake(self) -> None:
+        """Make a `select` under way return; safe from a signal handler."""
+        try:
+            self._wake_w.send(b'\0')
+        except (BlockingIOError, OSError):
+            pass
 
     def _drain_wake(self, mask: int) -> None:
         try:
@@ -165,7 +175,7 @@ class Loop:
     def stop(self) -> None:
         """Make `run()` return after the current turn; safe from any thread."""
         self._stopping = True
-        self.call_soon_threadsafe(lambda: None)
+        self.wake()
 
     def close(self) -> None:
         """Release the selector and the wake-up sockets."""

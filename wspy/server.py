@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import selectors
 import socket
 import ssl
+import stat
 import threading
 import time
 from typing import Any
@@ -26,12 +30,61 @@ BUSY = HandshakeError('server busy: too many connections, try again later', 503,
                       [('Retry-After', '1')])
 
 
+def remove_stale_unix_socket(path: str) -> None:
+    """Remove a Unix socket file at `path` that no server answers on.
+
+    `OSError` (address in use) if a server still listens there; a file that
+    is not a socket is left for `bind` to refuse.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: left by a server that is gone
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f'a server is already listening on {path}')
+
+
+class Callbacks:
+    """The callbacks of servers and of `AsyncClient`: override these; each takes the client first."""
+
+    def onopen(self, client: Any) -> None:
+        """Called when a client's connection is open."""
+        logger.debug('%s: open', client)
+
+    def onmessage(self, client: Any, message: Message) -> None:
+        """Called with each message a client sends."""
+
+    def onping(self, client: Any, payload: bytes) -> None:
+        """Called when a client's ping arrives (the pong is sent automatically)."""
+
+    def onpong(self, client: Any, payload: bytes) -> None:
+        """Called when a client's pong arrives."""
+
+    def onclose(self, client: Any, code: int, reason: str) -> None:
+        """Called once when a client's connection has closed."""
+        logger.debug('%s: closed %d %s', client, code, reason)
+
+    def onerror(self, client: Any, error: Exception) -> None:
+        """Called with a client's protocol error, lost connection or callback exception."""
+        Connection.onerror(client, error)
+
+
 class ServerConnection(Connection):
-    """A client's connection on a server: forwards its callbacks to the server."""
+    """A connection on a server (or an `AsyncClient`): forwards its callbacks to it."""
 
     __slots__ = ('server',)
 
-    def __init__(self, server: BaseServer, sock: websocket, **options: Any) -> None:
+    def __init__(self, server: Callbacks, sock: websocket, **options: Any) -> None:
         self.server = server
         super().__init__(sock, **options)
 
@@ -60,7 +113,7 @@ class ServerConnection(Connection):
         self.server.onerror(self, error)
 
 
-class BaseServer:
+class BaseServer(Callbacks):
     """What every wspy server shares: the listening socket, options and callbacks.
 
     `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
@@ -68,7 +121,13 @@ class BaseServer:
     give `ssl_args` (`certfile`, `keyfile`, `password`; `cafile` to require
     client certificates) or an `ssl.SSLContext` as `ssl_context`.
     `max_connections` bounds the connections served at once (others are
-    answered 503). Keyword
+    answered 503). A Unix socket path left by a server that is gone is
+    replaced, and the path is removed when the server stops. `reuse_port`
+    sets SO_REUSEPORT (several processes listening on one port);
+    `listener` is a listening socket to serve instead of binding `address`
+    (one inherited from a parent process). `trusted_proxies` (addresses,
+    networks, 'unix') are the reverse proxies whose `X-Forwarded-For` gives
+    `client.client_address`. Keyword
     options go to the connections (`max_message_size`, `close_timeout`,
     `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
     and limits).
@@ -83,6 +142,7 @@ class BaseServer:
                  ping_interval: float | None = PING_INTERVAL,
                  ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
                  ssl_context: ssl.SSLContext | None = None, max_connections: int | None = None,
+                 reuse_port: bool = False, listener: socket.socket | None = None,
                  **options: Any) -> None:
         if ssl_args is not None:
             if ssl_context is not None:
@@ -102,22 +162,48 @@ class BaseServer:
             family = socket.AF_UNIX if isinstance(address, str) else (
                 socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET)
         options.setdefault('process_request', self.process_request)
-        self.sock = websocket(family, socket.SOCK_STREAM, **options)
+        # The path of the Unix socket this server made, removed when it stops.
+        self._unix_path: str | None = None
+        if listener is not None:  # a listening socket shared with other processes
+            self.sock = websocket(listener.family, listener.type, listener.proto,
+                                  fileno=os.dup(listener.fileno()), **options)
+        else:
+            self.sock = websocket(family, socket.SOCK_STREAM, **options)
         try:
-            if family != socket.AF_UNIX:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(address)
-            self.sock.listen(backlog_size)
+            if listener is None:
+                self._bind(address, family, reuse_port)
+                self.sock.listen(backlog_size)
             self.sock.setblocking(False)
             if ssl_context is not None:
                 self.sock.enable_ssl(ssl_context, server_side=True)
         except BaseException:
-            self.sock.close()
+            self._close_listener()
             raise
         #: The open client connections.
         self.clients: set[ServerConnection] = set()
         self._running = False
         self._stopped = threading.Event()
+
+    def _bind(self, address: Any, family: int, reuse_port: bool) -> None:
+        if family == socket.AF_UNIX:
+            if isinstance(address, str) and address and not address.startswith('\0'):
+                remove_stale_unix_socket(address)
+                self.sock.bind(address)
+                self._unix_path = address
+                return
+        else:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.bind(address)
+
+    def _close_listener(self) -> None:
+        """Close the listening socket; remove the Unix socket path this server made."""
+        self.sock.close()
+        path, self._unix_path = self._unix_path, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     @property
     def address(self) -> Any:
@@ -134,7 +220,7 @@ class BaseServer:
 
     def _release(self) -> None:
         """Close what the server holds when it never ran."""
-        self.sock.close()
+        self._close_listener()
 
     def _busy(self, serving: int) -> bool:
         """Whether a new connection would go over `max_connections` (logged when so)."""
@@ -174,27 +260,6 @@ class BaseServer:
         `request.headers` tell what was asked.
         """
         return None
-
-    def onopen(self, client: Any) -> None:
-        """Called when a client's connection is open."""
-        logger.debug('%s: open', client)
-
-    def onmessage(self, client: Any, message: Message) -> None:
-        """Called with each message a client sends."""
-
-    def onping(self, client: Any, payload: bytes) -> None:
-        """Called when a client's ping arrives (the pong is sent automatically)."""
-
-    def onpong(self, client: Any, payload: bytes) -> None:
-        """Called when a client's pong arrives."""
-
-    def onclose(self, client: Any, code: int, reason: str) -> None:
-        """Called once when a client's connection has closed."""
-        logger.debug('%s: closed %d %s', client, code, reason)
-
-    def onerror(self, client: Any, error: Exception) -> None:
-        """Called with a client's protocol error, lost connection or callback exception."""
-        Connection.onerror(client, error)
 
 
 class Server(BaseServer):
@@ -357,7 +422,7 @@ class Server(BaseServer):
             self._stopped.wait()
 
     def _close_all(self) -> None:
-        self.sock.close()
+        self._close_listener()
         with self._lock:
             clients = list(self.clients)
             handshaking = list(self._handshaking)
@@ -386,6 +451,6 @@ class Server(BaseServer):
         logger.info('server stopped')
 
     def _release(self) -> None:
-        self.sock.close()
+        self._close_listener()
         self._wake_r.close()
         self._wake_w.close()

@@ -14,6 +14,7 @@ from wspy.auth import Authenticator
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError)
 from wspy.extension import Extension, Hook
+from wspy.forwarded import TrustedProxies, client_host
 from wspy.frame import DEFAULT_MAX_SIZE, PACK_LIMIT, Frame, FrameParser, mask
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
                             Request, Response, ServerHandshake, check_header_items,
@@ -42,7 +43,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `send(*frames)` and `recv() -> Frame` exchange frames. Keyword options
     configure the handshake (`location`, `host`, `origin`, `protocols`,
     `headers`, `trusted_origins`, `locations`, `auth`: a `BasicAuth` or
-    `DigestAuth` that requests must pass) and the limits
+    `DigestAuth` that requests must pass, `trusted_proxies`: the reverse
+    proxies whose `X-Forwarded-For` gives `request.client_address`) and the limits
     (`max_frame_size`, `handshake_timeout`, `max_line_length`,
     `max_headers`, `max_head_size`); accepted sockets inherit them.
     `enable_ssl()` before the handshake makes it speak TLS (wss).
@@ -57,6 +59,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  auth: Authenticator | None = None,
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
+                 trusted_proxies: Iterable[str] | TrustedProxies | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE,
                  handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
                  max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
@@ -73,6 +76,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.auth = auth
         self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
         self.locations = None if locations is None else list(locations)
+        self.trusted_proxies = (trusted_proxies if trusted_proxies is None
+                                or isinstance(trusted_proxies, TrustedProxies)
+                                else TrustedProxies(trusted_proxies))
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
         self.max_line_length = max_line_length
@@ -101,7 +107,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in (
             'location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
-            'process_request', 'auth', 'trusted_origins', 'locations', 'max_frame_size',
+            'process_request', 'auth', 'trusted_origins', 'locations', 'trusted_proxies',
+            'max_frame_size',
             'handshake_timeout', 'max_line_length', 'max_headers', 'max_head_size')}
 
     # -- handshakes ---------------------------------------------------------
@@ -157,6 +164,11 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         use it too.
         """
         request = parse_request(head)
+        try:
+            peer = self.getpeername()
+        except OSError:
+            peer = None
+        request.client_address = client_host(peer, request.headers, self.trusted_proxies)
         self.request = request
         try:
             if self.auth is not None:
@@ -228,8 +240,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             secure = self.tls is not None
         host = self.host
         if host is None:
-            peer_host, peer_port = self.getpeername()[:2]
-            host = format_host(peer_host, peer_port, secure)
+            peer = self.getpeername()
+            # A Unix socket has no host name to give: name this machine.
+            host = format_host(*peer[:2], secure) if isinstance(peer, tuple) else 'localhost'
         key = new_key()
         request = client_request(host, self.location, key, origin=self.origin,
                                  protocols=self.protocols, extensions=self.extensions,

@@ -1,0 +1,485 @@
+"""`AsyncClient`: client connections on the event loop, with the servers' callbacks.
+
+Thousands of connections from one thread: the TCP connect, TLS and the
+upgrade run without blocking, on the same `Loop` (and the same
+`AsyncConnection`) as `AsyncServer`, which can share its loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import ssl
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from wspy.asyncserver import DEFAULT, READ, WRITE, AsyncConnection, Default, LoopClients, _Channel
+from wspy.client import URI, parse_uri
+from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
+from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, SocketClosed, SSLError
+from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
+from wspy.handshake import (Headers, check_response, client_request, new_key, parse_response)
+from wspy.loop import Loop, Timer
+from wspy.tls import client_context
+from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
+
+logger = logging.getLogger('wspy')
+
+_Address = tuple[int, int, int, Any]  # family, type, proto, socket address
+_CONNECT_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY}
+# Host names are resolved here, off the loop (numeric addresses need no thread).
+_resolver: ThreadPoolExecutor | None = None
+_resolver_lock = threading.Lock()
+
+
+def _resolve(host: str, port: int) -> Future[list[Any]]:
+    global _resolver
+    with _resolver_lock:
+        if _resolver is None:
+            _resolver = ThreadPoolExecutor(4, thread_name_prefix='wspy-resolver')
+    return _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+
+
+class Connecting:
+    """A connection that `AsyncClient.connect()` is opening.
+
+    `connection` is the `AsyncConnection` once open (before `onopen`);
+    `error` is what made it fail (given to `onconnecterror`). Applications
+    may add attributes of their own to find it again.
+    """
+
+    def __init__(self, client: AsyncClient, url: str, uri: URI, options: dict[str, Any],
+                 tls: tuple[ssl.SSLContext, str] | None = None,
+                 source_address: tuple[str, int] | None = None) -> None:
+        self.client = client
+        #: The URL asked for.
+        self.url = url
+        self.uri = uri
+        #: The open connection, once the handshake is done.
+        self.connection: AsyncConnection | None = None
+        #: The reason the connection could not be opened.
+        self.error: Exception | None = None
+        self._options = options
+        self._tls = tls
+        self.source_address = source_address
+        self._addresses: list[_Address] = []
+        self._errors: list[OSError] = []
+        self._handshake: _ClientHandshake | None = None
+        self._timer: Timer | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Whether the connection is open or has failed."""
+        return self._done
+
+    def _start(self, unix_socket: str | None, timeout: float | None) -> None:
+        """Resolve, then connect (loop thread)."""
+        loop = self.client.loop
+        if timeout is not None:
+            self._timer = loop.call_later(timeout, self._fail, HandshakeTimeout(
+                f'{self.url}: not open within {timeout} s'))
+        if unix_socket is not None:
+            self._connect_to([(socket.AF_UNIX, socket.SOCK_STREAM, 0, unix_socket)])
+            return
+        try:
+            infos = socket.getaddrinfo(self.uri.host, self.uri.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            future = _resolve(self.uri.host, self.uri.port)
+            future.add_done_callback(
+                lambda done: loop.call_soon_threadsafe(self._resolved, done))
+            return
+        self._connect_to([(family, kind, proto, address)
+                          for family, kind, proto, _, address in infos])
+
+    def _resolved(self, future: Future[list[Any]]) -> None:
+        if self._done:
+            return
+        try:
+            infos = future.result()
+        except OSError as error:
+            self._fail(OSError(f'cannot resolve {self.uri.host}: {error}'))
+            return
+        self._connect_to([(family, kind, proto, address)
+                          for family, kind, proto, _, address in infos])
+
+    def _connect_to(self, addresses: list[_Address]) -> None:
+        self._addresses = addresses
+        self._next_address()
+
+    def _next_address(self) -> None:
+        """Try the next address of the host; fail when none is left."""
+        while self._addresses and not self._done:
+            family, kind, proto, address = self._addresses.pop(0)
+            try:
+                sock = websocket(family, kind, proto, **self._options)
+            except OSError as error:  # out of file descriptors, for one
+                self._errors.append(error)
+                continue
+            try:
+                if self._tls is not None:
+                    sock.enable_ssl(self._tls[0], server_hostname=self._tls[1])
+                self._handshake = _ClientHandshake(self, sock, address)
+                return
+            except OSError as error:
+                sock.close()
+                self._errors.append(error)
+        if not self._done:
+            errors = self._errors
+            self._fail(errors[0] if len(errors) == 1 else OSError(
+                f'cannot connect to {self.uri.authority}: ' + '; '.join(map(str, errors))))
+
+    def _address_failed(self, error: OSError) -> None:
+        """The TCP connection to one address failed: go on with the next."""
+        self._errors.append(error)
+        self._handshake = None
+        self._next_address()
+
+    def _opened(self, handshake: _ClientHandshake) -> None:
+        self._done = True
+        self._stop_timer()
+        self._handshake = None
+        self.client._open(self, handshake)
+
+    def _fail(self, error: Exception) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._stop_timer()
+        if self._handshake is not None:
+            self._handshake._drop()
+            self._handshake = None
+        if isinstance(error, ssl.SSLError):
+            wrapped = SSLError(f'TLS failed: {error}')
+            wrapped.__cause__ = error
+            error = wrapped
+        self.error = error
+        self.client._connect_failed(self)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _abandon(self) -> None:
+        """Give up quietly (the client shuts down)."""
+        if self._handshake is not None:
+            self._handshake._drop()
+        self._done = True
+        self._stop_timer()
+
+    def __repr__(self) -> str:
+        state = ('open' if self.connection is not None else 'failed' if self.error is not None
+                 else 'connecting')
+        return f'<wspy.Connecting {self.url} {state}>'
+
+
+class _ClientHandshake(_Channel):
+    """One attempt: TCP connect, TLS, the upgrade request and its answer, without blocking."""
+
+    __slots__ = (*_Channel._CHANNEL_SLOTS, 'connecting', 'sock', '_send_lock', 'reader', 'key',
+                 '_tls_handshaking')
+
+    def __init__(self, connecting: Connecting, sock: websocket, address: Any) -> None:
+        loop = connecting.client.loop
+        self._channel_init(loop, sock)
+        self.connecting = connecting
+        self.sock = sock
+        self._send_lock = _NO_LOCK
+        self.reader = sock.head_reader()
+        self.key = new_key()
+        self._tls_handshaking = False
+        sock.setblocking(False)
+        source = connecting.source_address
+        if source is not None and sock.family != socket.AF_UNIX:
+            sock.bind(source)
+        error = sock.connect_ex(address)
+        if error == 0:
+            loop.register(sock, READ, self._on_event)
+            self._connected()
+        elif error in _CONNECT_IN_PROGRESS and sock.family != socket.AF_UNIX:
+            loop.register(sock, WRITE, self._on_connect_event)
+        else:
+            raise OSError(error, f'cannot connect to {address}: {os.strerror(error)}')
+
+    def _on_connect_event(self, mask: int) -> None:
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._drop()
+            self.connecting._address_failed(OSError(error, os.strerror(error)))
+            return
+        self._events = READ
+        self.loop.modify(self.sock, READ, self._on_event)
+        self._connected()
+
+    def _connected(self) -> None:
+        sock = self.sock
+        if sock.ssl_context is not None:
+            sock._start_tls()
+            self._tls_handshaking = True
+            self._advance_tls()
+        else:
+            self._send_request()
+
+    def _advance_tls(self) -> None:
+        tls = self.sock.tls
+        assert tls is not None
+        try:
+            done = self.sock._tls_step(tls.handshake)
+        except (ssl.SSLError, OSError) as error:
+            self._lost(error)
+            return
+        if self.sock.unsent():
+            self._watch(READ | WRITE)
+        if done:
+            self._tls_handshaking = False
+            self._send_request()
+            if self.sock.pending():
+                self.loop.call_soon(self._resume_reading)
+
+    def _send_request(self) -> None:
+        sock = self.sock
+        assert sock.host is not None
+        self._queue(client_request(sock.host, sock.location, self.key, origin=sock.origin,
+                                   protocols=sock.protocols, extensions=sock.extensions,
+                                   headers=sock.headers))
+
+    def _on_readable(self) -> None:
+        if not self._tls_handshaking:
+            super()._on_readable()
+            return
+        tls = self.sock.tls
+        assert tls is not None
+        try:
+            data = socket.socket.recv(self.sock, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._lost(error)
+            return
+        if not data:
+            self._lost(SocketClosed('connection closed during the TLS handshake'))
+            return
+        tls.feed(data)
+        self._advance_tls()
+
+    def _received(self, count: int) -> None:
+        try:
+            head = self.reader.feed(self.loop.view[:count])
+            if head is None:
+                return
+            status, _, headers = parse_response(head)
+            self._check(status, headers)
+        except HandshakeError as error:
+            self._lost(error)
+            return
+        self.sock.opened(False, self.reader.rest)
+        self.connecting._opened(self)
+
+    def _check(self, status: int, headers: Headers) -> None:
+        sock = self.sock
+        sock.protocol, sock.hooks = check_response(status, headers, self.key, sock.protocols,
+                                                   sock.extensions)
+        sock.response_headers = headers.items()
+
+    def _reading(self) -> bool:
+        return not self._dropped and not self.connecting.done
+
+    def _lost(self, error: Exception) -> None:
+        self.connecting._fail(error)
+
+
+class _NoLock:
+    """A lock that is never contended: the handshake is written on the loop thread only."""
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+_NO_LOCK = _NoLock()
+
+
+class AsyncClient(LoopClients):
+    """Client connections on an event loop, with the callbacks of the servers.
+
+    `connect(url)` returns at once (a `Connecting`); the connection then
+    opens without blocking, and `onopen(client)`, `onmessage(client,
+    message)`, `onclose(client, code, reason)`, `onerror`, `onping`,
+    `onpong` and `onsent` are called as on `AsyncServer`; a connection
+    that cannot be opened goes to `onconnecterror(connecting, error)`.
+    Give `loop=server.loop` to run on an `AsyncServer`'s loop; otherwise
+    the client has a loop of its own, run by `run()` or `start()`.
+
+    Keyword options: the connections' (`max_message_size`,
+    `close_timeout`, `ping_interval`, `ping_timeout`, `max_buffer_size`),
+    TLS (`ssl_context` or `ssl_args`, as `wspy.connect`), and those of
+    `websocket` (`origin`, `protocols`, `extensions`, `headers`,
+    `max_frame_size`, `handshake_timeout`, ...), which `connect()` may
+    also take for one connection. Redirects and 401 challenges are not
+    followed: they fail with `InvalidStatus`.
+    """
+
+    connection_class: type[AsyncConnection] = AsyncConnection
+    clients: set[AsyncConnection]
+
+    def __init__(self, loop: Loop | None = None, *,
+                 max_message_size: int | None = DEFAULT_MAX_SIZE,
+                 close_timeout: float = CLOSE_TIMEOUT,
+                 ping_interval: float | None = PING_INTERVAL,
+                 ping_timeout: float | None = PING_TIMEOUT,
+                 max_buffer_size: int | Default | None = DEFAULT,
+                 ssl_context: ssl.SSLContext | None = None,
+                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+                 **options: Any) -> None:
+        self.connection_options: dict[str, Any] = {
+            'max_message_size': max_message_size, 'close_timeout': close_timeout,
+            'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
+        self._owns_loop = loop is None
+        self._on_loop(Loop() if loop is None else loop, max_buffer_size)
+        if ssl_context is None and ssl_args is not None:
+            ssl_context = client_context(**ssl_args)
+        self.ssl_context = ssl_context
+        self.max_join_time = max_join_time
+        self.options = options
+        self.clients = set()
+        self._connecting: set[Connecting] = set()
+        self._stopped = threading.Event()
+        self._force_timer: Timer | None = None
+
+    # -- opening --------------------------------------------------------------------
+
+    def connect(self, url: str, *, unix_socket: str | None = None,
+                source_address: tuple[str, int] | None = None,
+                server_hostname: str | None = None, **options: Any) -> Connecting:
+        """Start opening a connection to a ws:// or wss:// URL; safe from any thread.
+
+        `unix_socket` connects to a server on that Unix socket path instead
+        of the URL's host; `source_address` is the (host, port) to connect
+        from; `server_hostname` the name checked against a wss://
+        certificate (the URL's host by default). Other keyword options go to
+        `websocket` for this connection. `InvalidURI` at once for a bad URL;
+        every other failure goes to `onconnecterror`.
+        """
+        if self._shutting_down:
+            raise InvalidState('the client is shutting down')
+        uri = parse_uri(url)
+        socket_options = {**self.options, **options}
+        timeout = socket_options.setdefault('handshake_timeout', HANDSHAKE_TIMEOUT)
+        socket_options.setdefault('host', uri.host_header)
+        socket_options['location'] = uri.resource
+        tls = None
+        if uri.secure:
+            if self.ssl_context is None:  # made once: loading the system's CAs takes a while
+                self.ssl_context = client_context()
+            tls = (self.ssl_context, server_hostname or uri.host)
+        connecting = Connecting(self, url, uri, socket_options, tls, source_address)
+        self.loop.call_soon_threadsafe(self._start, connecting, unix_socket, timeout)
+        return connecting
+
+    def _start(self, connecting: Connecting, unix_socket: str | None,
+               timeout: float | None) -> None:
+        if self._shutting_down:
+            return
+        self._connecting.add(connecting)
+        connecting._start(unix_socket, timeout)
+
+    def _open(self, connecting: Connecting, handshake: _ClientHandshake) -> None:
+        """The handshake is done: the connection joins `clients` (loop thread)."""
+        self._connecting.discard(connecting)
+        sock = handshake.sock
+        client = self.connection_class(self, sock, **self.connection_options)
+        connecting.connection = client
+        self.loop.modify(sock, READ, client._on_event)
+        self.clients.add(client)
+        client._callback(client.onopen)
+        assert sock.parser is not None
+        if sock.parser.buffered:
+            client._process(sock.parser)
+        if sock.pending():
+            self.loop.call_soon(client._resume_reading)
+
+    def _connect_failed(self, connecting: Connecting) -> None:
+        self._connecting.discard(connecting)
+        try:
+            self.onconnecterror(connecting, connecting.error)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception('error in onconnecterror')
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the client's own loop until `shutdown()` (not for a shared loop)."""
+        if not self._owns_loop:
+            raise InvalidState("this client runs on another's loop: run that instead")
+        try:
+            self.loop.run()
+        finally:
+            for connecting in list(self._connecting):
+                connecting._abandon()
+            for client in list(self.clients):
+                client._abort()
+                client._drop()
+            self.loop.close()
+            self._stopped.set()
+
+    def start(self) -> threading.Thread:
+        """Run the client's own loop in a background thread, which is returned."""
+        thread = threading.Thread(target=self.run, name='wspy-AsyncClient', daemon=True)
+        thread.start()
+        return thread
+
+    def shutdown(self) -> None:
+        """Close every connection with 1001 and stop connecting; safe from any thread.
+
+        With a loop of its own, the loop stops once every connection has
+        closed (at most `max_join_time`), and from another thread this
+        waits for that.
+        """
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
+        self.loop.wake()
+        if self._owns_loop and not self.loop.in_loop_thread():
+            self._stopped.wait()
+
+    def _begin_shutdown(self) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for connecting in list(self._connecting):
+            connecting._abandon()
+        self._connecting.clear()
+        for client in list(self.clients):
+            client.start_close(CLOSE_GOING_AWAY, 'client shutting down')
+        self._force_timer = self.loop.call_later(self.max_join_time, self._force_stop)
+        self._stop_when_idle()
+
+    def _force_stop(self) -> None:
+        for client in list(self.clients):
+            client._abort()
+            client._drop()
+        if self._owns_loop:
+            self.loop.stop()
+
+    def _client_gone(self, client: AsyncConnection) -> None:
+        super()._client_gone(client)
+        if self._shutting_down:
+            self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if not self.clients:
+            if self._force_timer is not None:
+                self._force_timer.cancel()
+            if self._owns_loop:
+                self.loop.stop()
+
+    # -- callbacks ------------------------------------------------------------------
+
+    def onconnecterror(self, connecting: Connecting, error: Exception) -> None:
+        """Called when a connection could not be opened (`connecting.url` says which)."""
+        logger.warning('cannot open %s: %s', connecting.url, error)

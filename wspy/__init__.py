@@ -1,5 +1,6 @@
 """wspy: a socket-level WebSocket (RFC 6455) library, from single frames to servers."""
 
+from wspy.asyncclient import AsyncClient, Connecting
 from wspy.asyncserver import AsyncConnection, AsyncServer
 from wspy.auth import BasicAuth, DigestAuth
 from wspy.client import connect
@@ -14,6 +15,8 @@ from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, Con
                          ProxyError, RedirectError, SecurityError, SocketClosed, SSLError,
                          Unauthorized, UnsupportedVersion, WebSocketError)
 from wspy.extension import Extension, Hook
+from wspy.fanout import RedisFanout
+from wspy.forwarded import TrustedProxies
 from wspy.handshake import Headers, Request, Response
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
                         CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG, CLOSE_MISSING_EXTENSION,
@@ -25,12 +28,14 @@ from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLO
 from wspy.message import BinaryMessage, Message, TextMessage, create_message
 from wspy.server import BaseServer, Server, ServerConnection
 from wspy.websocket import websocket
+from wspy.workers import Workers
 
 __version__ = '0.10.0'
 
 __all__ = [
     'connect', 'Connection', 'State', 'BaseServer', 'Server', 'ServerConnection', 'AsyncServer',
-    'AsyncConnection', 'websocket', 'Extension', 'Hook', 'DeflateMessage', 'DeflateFrame',
+    'AsyncConnection', 'AsyncClient', 'Connecting', 'Workers', 'RedisFanout', 'TrustedProxies',
+    'websocket', 'Extension', 'Hook', 'DeflateMessage', 'DeflateFrame',
     'Request', 'Response', 'Headers',
     'Frame', 'ControlFrame', 'FrameParser', 'mask', 'contains_frame', 'read_frame', 'pop_frame',
     'Message', 'TextMessage', 'BinaryMessage', 'create_message', 'DEFAULT_MAX_SIZE',

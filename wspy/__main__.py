@@ -83,25 +83,42 @@ def serve(args: argparse.Namespace) -> int:
     elif args.keyfile:
         print('--keyfile needs --certfile', file=sys.stderr)
         return 2
+    server_class = type('EchoServer', (EchoHandler, base), {})
+    address: tuple[str, int] | str = args.unix or (args.host, args.port)
+    options: dict[str, Any] = {
+        'ssl_args': ssl_args, 'max_message_size': args.max_size, 'max_frame_size': args.max_size,
+        'extensions': [wspy.DeflateMessage()], 'trusted_proxies': args.trusted_proxy or None}
     try:
-        server = type('EchoServer', (EchoHandler, base), {})(
-            (args.host, args.port), ssl_args=ssl_args, max_message_size=args.max_size,
-            max_frame_size=args.max_size, extensions=[wspy.DeflateMessage()])
+        if args.workers > 1:
+            runner: wspy.Workers | wspy.BaseServer = wspy.Workers(
+                server_class, address, args.workers, **options)
+        else:
+            runner = server_class(address, **options)
     except (OSError, ValueError) as error:
-        print(f'cannot serve on {args.host}:{args.port}: {error}', file=sys.stderr)
+        print(f'cannot serve on {args.unix or f"{args.host}:{args.port}"}: {error}',
+              file=sys.stderr)
         return 1
+    secure = 's' if ssl_args else ''
+    kind = base.__name__ + (f', {args.workers} workers' if args.workers > 1 else '')
+    if args.unix:
+        print(f'wspy echo server ({kind}) on the Unix socket {args.unix}\n'
+              f'Ctrl-C stops it.', flush=True)
+    else:
+        host, port = runner.address[:2]
+        print(f'wspy echo server ({kind}) on ws{secure}://{host}:{port}/\n'
+              f'Open http{secure}://{host}:{port}/ in a browser, or run: '
+              f'python -m wspy connect ws{secure}://{host}:{port}/\nCtrl-C stops it.',
+              flush=True)
+    if isinstance(runner, wspy.Workers):
+        runner.run()  # it handles SIGTERM and SIGINT itself
+        return 0
 
     def stop(signum: int, frame: FrameType | None) -> None:
         """SIGTERM: shut down gracefully, as Ctrl-C does."""
-        server.shutdown()
+        runner.shutdown()
 
     signal.signal(signal.SIGTERM, stop)
-    host, port = server.address[:2]
-    secure = 's' if ssl_args else ''
-    print(f'wspy echo server ({base.__name__}) on ws{secure}://{host}:{port}/\n'
-          f'Open http{secure}://{host}:{port}/ in a browser, or run: '
-          f'python -m wspy connect ws{secure}://{host}:{port}/\nCtrl-C stops it.', flush=True)
-    server.run()
+    runner.run()
     return 0
 
 
@@ -184,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
                                    '(default: 16 MiB)')
     serve_parser.add_argument('--threaded', action='store_true',
                               help='a thread per client (Server) instead of the event loop')
+    serve_parser.add_argument('--workers', type=int, default=1, metavar='N',
+                              help='serve from N processes sharing the port (default: 1)')
+    serve_parser.add_argument('--unix', metavar='PATH',
+                              help='listen on this Unix socket instead of host and port')
+    serve_parser.add_argument('--trusted-proxy', action='append', default=[],
+                              metavar='ADDRESS',
+                              help="a reverse proxy (address, network or 'unix') whose "
+                                   'X-Forwarded-For names the client (repeatable)')
     serve_parser.add_argument('--certfile', help='serve wss:// with this certificate (PEM)')
     serve_parser.add_argument('--keyfile', help="the certificate's private key, if apart")
     serve_parser.add_argument('-v', '--verbose', action='store_true', help='log every frame')

@@ -675,6 +675,7 @@ class AsyncServer(BaseServer, LoopClients):
         own thread (a callback, a signal handler) it returns at once.
         """
         self.loop.call_soon_threadsafe(self._begin_shutdown)
+        self.loop.wake()  # from a signal handler, the loop may be inside select()
         if self._running and not self.loop.in_loop_thread():
             self._stopped.wait()
 

@@ -646,5 +646,12 @@ class Connection:
             logger.error('%s: error in a callback', self,
                          exc_info=(type(error), error, error.__traceback__))
 
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the connection (1000) when the `with` block ends."""
+        self.close()
+
     def __repr__(self) -> str:
         return f'<{type(self).__name__} {self.remote_address} {self.state.name}>'

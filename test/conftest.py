@@ -6,9 +6,14 @@ import base64
 import contextlib
 import os
 import selectors
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,3 +270,89 @@ def assert_echoes(server: wspy.Server, message: str = 'still serving') -> None:
         assert conn.recv().payload == message
     finally:
         conn.close()
+
+
+# -- worker processes: test/worker_app.py ---------------------------------------------
+
+HERE = Path(__file__).parent
+
+
+class App:
+    """`test/worker_app.py` in a process of its own, with its log kept."""
+
+    def __init__(self, address: str, *extra: str, log: Path) -> None:
+        self.address = address
+        self.log_path = log
+        self.log = log.open('w')
+        self.process = subprocess.Popen([sys.executable, str(HERE / 'worker_app.py'), address,
+                                         *extra], stdout=subprocess.PIPE, stderr=self.log,
+                                        text=True)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline() == 'ready\n'
+
+    def connect(self, **options: Any) -> wspy.Connection:
+        """A connection to one of the workers (retried while none listens yet)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                if self.address.startswith('/'):
+                    conn = wspy.connect('ws://localhost/', unix_socket=self.address, **options)
+                else:
+                    conn = wspy.connect(f'ws://{self.address}/', **options)
+                conn.sock.settimeout(TIMEOUT)
+                return conn
+            except (ConnectionError, FileNotFoundError, wspy.HandshakeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(TIMEOUT)
+        finally:
+            self.log.close()
+
+    def logged(self) -> str:
+        return self.log_path.read_text()
+
+
+def pid_of(conn: wspy.Connection) -> int:
+    conn.send('pid')
+    return int(conn.recv().payload)
+
+
+def connections_to(app: App, pids: int, exclude: set[int] = frozenset(),
+                   timeout: float = TIMEOUT) -> dict[int, wspy.Connection]:
+    """Connect until `pids` different workers (none in `exclude`) hold one connection each."""
+    found: dict[int, wspy.Connection] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < pids:
+        assert time.monotonic() < deadline, f'only reached workers {sorted(found)}'
+        conn = app.connect()
+        pid = pid_of(conn)
+        if pid in found or pid in exclude:
+            conn.close()
+            time.sleep(0.01)
+        else:
+            found[pid] = conn
+    return found
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Any]:
+    apps: list[App] = []
+
+    def start(address: str | None = None, *extra: str) -> App:
+        made = App(address or f'127.0.0.1:{free_port()}', *extra,
+                   log=tmp_path / f'app{len(apps)}.log')
+        apps.append(made)
+        return made
+
+    yield start
+    for made in apps:
+        if made.process.poll() is None:
+            made.process.kill()
+            made.process.wait()
+        made.log.close()

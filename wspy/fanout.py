@@ -85,7 +85,7 @@ class RedisFanout:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.max_pending = max_pending
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        self._client: Any = redis.Redis.from_url(url, socket_connect_timeout=5)
         self._pending: deque[bytes] = deque()
         self._wakeup = threading.Condition()
         self._closing = threading.Event()
@@ -137,7 +137,7 @@ class RedisFanout:
     # -- receiving ------------------------------------------------------------------
 
     def deliver(self, message: Message) -> None:
-        """Called on the subscriber thread with each message: broadcast it to this node's clients."""
+        """Called on the subscriber thread with each message: broadcast to this node's clients."""
         self.server.broadcast(message)
 
     def _subscribe_forever(self) -> None:

@@ -1,4 +1,4 @@
-"""The client's address behind reverse proxies: `X-Forwarded-For`, believed only from trusted peers."""
+"""The client's address behind reverse proxies: `X-Forwarded-For` from trusted peers only."""
 
 from __future__ import annotations
 

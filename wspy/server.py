@@ -55,7 +55,7 @@ def remove_stale_unix_socket(path: str) -> None:
 
 
 class Callbacks:
-    """The callbacks of servers and of `AsyncClient`: override these; each takes the client first."""
+    """The callbacks of servers and of `AsyncClient`: override these; each takes the client."""
 
     def onopen(self, client: Any) -> None:
         """Called when a client's connection is open."""

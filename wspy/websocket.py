@@ -242,7 +242,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         if host is None:
             peer = self.getpeername()
             # A Unix socket has no host name to give: name this machine.
-            host = format_host(*peer[:2], secure) if isinstance(peer, tuple) else 'localhost'
+            host = (format_host(peer[0], peer[1], secure) if isinstance(peer, tuple)
+                    else 'localhost')
         key = new_key()
         request = client_request(host, self.location, key, origin=self.origin,
                                  protocols=self.protocols, extensions=self.extensions,

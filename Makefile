@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
 AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
-TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets
+TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis
 # The reference servers of the benchmark, installed for it only.
 BENCH_DEPS := websockets picows uvloop
 PORT ?= 8000
@@ -23,7 +23,7 @@ $(VENV)/.installed: setup.py wspy/_speedups.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(VENV)/.test-deps: | $(BIN)/python
+$(VENV)/.test-deps: Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TEST_DEPS)
 	touch $@
 

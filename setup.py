@@ -39,7 +39,9 @@ setup(
     python_requires='>=3.10',
     ext_modules=[Extension('wspy._speedups', ['wspy/_speedups.c'], optional=True)],
     cmdclass={'build_ext': optional_build_ext},
-    extras_require={'test': ['pytest', 'coverage', 'pyOpenSSL', 'hypothesis', 'websockets']},
+    extras_require={'redis': ['redis'],
+                    'test': ['pytest', 'coverage', 'pyOpenSSL', 'hypothesis', 'websockets',
+                             'redis']},
     classifiers=[
         'Development Status :: 4 - Beta',
         'Intended Audience :: Developers',

@@ -13,7 +13,7 @@ BENCH_DEPS := websockets picows uvloop
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench dist check-dist clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,10 @@ bench/loadgen: bench/loadgen.c
 bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/client.py
+
+# AsyncServer in 1 and in 2 worker processes (Workers, SO_REUSEPORT), nothing pinned.
+bench-workers: $(VENV)/.installed bench/loadgen
+	$(BIN)/python bench/run.py --workers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \

@@ -1,9 +1,11 @@
 """Run the echo benchmarks side by side and print medians.
 
-    python bench/run.py [--reps 3] [--only SCENARIO ...] [--servers NAME ...]
+    python bench/run.py [--reps 3] [--only SCENARIO ...] [--servers NAME ...] [--workers]
 
 Each server runs pinned to CPU 0 and the C load generator (bench/loadgen)
-to CPU 1. Implementations alternate within each repetition, so a noisy
+to CPU 1. With --workers, wspy's AsyncServer in 1 and then 2 worker
+processes, nothing pinned (the workers need both CPUs; the load generator
+shares them). Implementations alternate within each repetition, so a noisy
 moment hurts them alike; the figures are medians over the repetitions,
 with ratios against the first server listed (websockets by default).
 """
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# CPUs of the server and of the load generator; None leaves a process unpinned.
+PIN: dict[str, set[int] | None] = {'server': {0}, 'loadgen': {1}}
 LOADGEN = HERE / 'loadgen'
 
 # name: (loadgen arguments, the figure to report, its unit)
@@ -55,7 +59,8 @@ def start_server(name: str) -> tuple[subprocess.Popen[bytes], int]:
     env = {**os.environ, 'PYTHONPATH': str(HERE.parent)}
     server = subprocess.Popen([sys.executable, str(HERE / 'servers.py'), name, str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.sched_setaffinity(server.pid, {0})
+    if PIN['server'] is not None:
+        os.sched_setaffinity(server.pid, PIN['server'])
     for _ in range(100):
         try:
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
@@ -82,9 +87,15 @@ def parse(line: str) -> dict[str, float]:
 
 
 def loadgen(args: list[str], timeout: float = 120) -> dict[str, float]:
-    """Run the load generator pinned to CPU 1; its figures."""
+    """Run the load generator (pinned to CPU 1 by default); its figures."""
+    cpus = PIN['loadgen']
+
+    def pin() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
     result = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True,
-                            timeout=timeout, preexec_fn=lambda: os.sched_setaffinity(0, {1}))
+                            timeout=timeout, preexec_fn=pin)
     if result.returncode:
         raise RuntimeError(f'loadgen {args}: {result.stderr.strip()}')
     return parse(result.stdout)
@@ -119,18 +130,27 @@ def measure(name: str, scenario: str) -> float:
 
 def main() -> int:
     """Measure, then print the table."""
-    from servers import SERVERS
+    from servers import SERVERS, WORKERS
 
     parser = argparse.ArgumentParser()
     parser.add_argument('--reps', type=int, default=3)
     parser.add_argument('--only', nargs='*', default=list(SCENARIOS))
     parser.add_argument('--servers', nargs='*', default=list(SERVERS))
+    parser.add_argument('--workers', action='store_true',
+                        help='1 against 2 worker processes, nothing pinned')
     args = parser.parse_args()
+    placement = 'server on CPU 0, load generator on CPU 1'
+    if args.workers:
+        args.servers = list(WORKERS)
+        PIN.update(server=None, loadgen=None)
+        placement = 'nothing pinned'
+        if args.only == list(SCENARIOS):
+            args.only = [name for name in SCENARIOS if 'memory' not in name]
     if not LOADGEN.exists():
         raise SystemExit(f'{LOADGEN} missing: run `make bench`')
     load = os.getloadavg()[0]
     print(f'# {os.cpu_count()} CPUs, load average {load:.2f} at start; '
-          f'{args.reps} repetitions, medians; server on CPU 0, load generator on CPU 1')
+          f'{args.reps} repetitions, medians; {placement}')
     results: dict[tuple[str, str], list[float]] = {}
     for scenario in args.only:
         for _ in range(args.reps):

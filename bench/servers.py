@@ -28,6 +28,18 @@ def wspy_server(port: int, base_name: str) -> None:
          backlog_size=1024).run()
 
 
+def wspy_workers(port: int, workers: int) -> None:
+    """wspy's AsyncServer in `workers` processes (SO_REUSEPORT)."""
+    import wspy
+
+    class Echo(wspy.AsyncServer):
+        def onmessage(self, client: wspy.AsyncConnection, message: wspy.Message) -> None:
+            client.send(message)
+
+    wspy.Workers(Echo, ('127.0.0.1', port), workers, max_message_size=LIMIT,
+                 max_frame_size=LIMIT, backlog_size=1024).run()
+
+
 def websockets_server(port: int) -> None:
     """The websockets library's asyncio server (the reference of the ratios)."""
     import asyncio
@@ -75,7 +87,12 @@ SERVERS = {
     'wspy-AsyncServer': lambda port: wspy_server(port, 'AsyncServer'),
     'wspy-Server': lambda port: wspy_server(port, 'Server'),
 }
+# `make bench-workers`: the same server in 1 and 2 processes, neither pinned.
+WORKERS = {
+    'wspy-1-worker': lambda port: wspy_workers(port, 1),
+    'wspy-2-workers': lambda port: wspy_workers(port, 2),
+}
 
 
 if __name__ == '__main__':
-    SERVERS[sys.argv[1]](int(sys.argv[2]))
+    {**SERVERS, **WORKERS}[sys.argv[1]](int(sys.argv[2]))

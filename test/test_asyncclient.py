@@ -294,3 +294,10 @@ def test_ten_thousand_connections_from_one_thread() -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_shutdown_of_a_client_never_run_returns() -> None:
+    client = AsyncClient()
+    client.shutdown()  # nothing runs its loop: nothing to wait for
+    with pytest.raises(wspy.InvalidState):
+        client.connect('ws://127.0.0.1:1/')

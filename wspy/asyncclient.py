@@ -351,6 +351,7 @@ class AsyncClient(LoopClients):
         self.clients = set()
         self._connecting: set[Connecting] = set()
         self._stopped = threading.Event()
+        self._running = False
         self._force_timer: Timer | None = None
 
     # -- opening --------------------------------------------------------------------
@@ -418,6 +419,7 @@ class AsyncClient(LoopClients):
         """Run the client's own loop until `shutdown()` (not for a shared loop)."""
         if not self._owns_loop:
             raise InvalidState("this client runs on another's loop: run that instead")
+        self._running = True
         try:
             self.loop.run()
         finally:
@@ -427,10 +429,12 @@ class AsyncClient(LoopClients):
                 client._abort()
                 client._drop()
             self.loop.close()
+            self._running = False
             self._stopped.set()
 
     def start(self) -> threading.Thread:
         """Run the client's own loop in a background thread, which is returned."""
+        self._running = True  # so that a shutdown() right away waits for run() to end
         thread = threading.Thread(target=self.run, name='wspy-AsyncClient', daemon=True)
         thread.start()
         return thread
@@ -442,6 +446,9 @@ class AsyncClient(LoopClients):
         closed (at most `max_join_time`), and from another thread this
         waits for that.
         """
+        if self._owns_loop and not self._running:
+            self._begin_shutdown()  # nothing runs the loop: nothing to wait for
+            return
         self.loop.call_soon_threadsafe(self._begin_shutdown)
         self.loop.wake()
         if self._owns_loop and not self.loop.in_loop_thread():

@@ -301,3 +301,15 @@ def test_shutdown_of_a_client_never_run_returns() -> None:
     client.shutdown()  # nothing runs its loop: nothing to wait for
     with pytest.raises(wspy.InvalidState):
         client.connect('ws://127.0.0.1:1/')
+
+
+def test_broadcast_from_the_client_side_is_masked(serve: Any, recorder: Any) -> None:
+    server = serve()
+    client = recorder()
+    for _ in range(2):
+        client.connect(url(server))
+    client.wait_for('open', 2)
+    client.broadcast('to every server')
+    messages = client.wait_for('message', 2)  # echoed: the server took the frames
+    assert [e[1] for e in messages] == ['to every server'] * 2
+    assert not [e for e in server.events if e[0] == 'error']

@@ -228,7 +228,7 @@ def test_many_clients_at_once(proxied: Any) -> None:
                 for round_ in range(20):
                     conn.send(f'{number}:{round_}')
                     assert conn.recv().payload == f'{number}:{round_}'
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=talk, args=(number,)) for number in range(32)]

@@ -7,6 +7,7 @@ upgrade run without blocking, on the same `Loop` (and the same
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -21,7 +22,7 @@ from wspy.client import URI, parse_uri
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
 from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, SocketClosed, SSLError
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
-from wspy.handshake import (Headers, check_response, client_request, new_key, parse_response)
+from wspy.handshake import Headers, check_response, client_request, new_key, parse_response
 from wspy.loop import Loop, Timer
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
@@ -189,7 +190,7 @@ class _ClientHandshake(_Channel):
         self._channel_init(loop, sock)
         self.connecting = connecting
         self.sock = sock
-        self._send_lock = _NO_LOCK
+        self._send_lock = contextlib.nullcontext()  # written on the loop thread only
         self.reader = sock.head_reader()
         self.key = new_key()
         self._tls_handshaking = False
@@ -291,19 +292,6 @@ class _ClientHandshake(_Channel):
 
     def _lost(self, error: Exception) -> None:
         self.connecting._fail(error)
-
-
-class _NoLock:
-    """A lock that is never contended: the handshake is written on the loop thread only."""
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-_NO_LOCK = _NoLock()
 
 
 class AsyncClient(LoopClients):

@@ -557,7 +557,8 @@ class LoopClients(Callbacks):
 
     def _broadcast(self, data: bytes, message: Message) -> None:
         for client in self.clients:
-            if client._hooks:  # its own compression context: frame it for this client
+            # Its own compression context, or a client's side (masked): framed for it.
+            if client._hooks or not client.sock.server_side:
                 try:
                     client.send(message)
                 except ConnectionClosed:

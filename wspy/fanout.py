@@ -14,6 +14,7 @@ disconnected misses what is published meanwhile.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import threading
@@ -73,8 +74,8 @@ class RedisFanout:
     def __init__(self, server: Broadcaster, url: str = 'redis://localhost:6379/0',
                  channel: str = 'wspy', *, min_backoff: float = 0.1, max_backoff: float = 10.0,
                  max_pending: int = 10_000) -> None:
-        try:
-            import redis
+        try:  # imported here: wspy itself does not depend on redis
+            redis = importlib.import_module('redis')
         except ImportError:
             raise ImportError('RedisFanout needs the redis package: '
                               'pip install "wspy[redis]"') from None

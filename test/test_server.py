@@ -381,8 +381,10 @@ def test_keepalive_keeps_a_live_peer_and_measures_latency(serve) -> None:
 
     receiver = threading.Thread(target=receive)
     receiver.start()  # a receiving connection answers pings
-    time.sleep(0.5)
     (client,) = server.clients
+    deadline = time.monotonic() + 5  # the first pings go out after 0.1 s; a busy machine is slow
+    while client.latency is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.state is wspy.State.OPEN and client.latency is not None
     assert 0 <= client.latency < 0.5
     conn.close()

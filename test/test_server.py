@@ -382,7 +382,7 @@ def test_keepalive_keeps_a_live_peer_and_measures_latency(serve) -> None:
     receiver = threading.Thread(target=receive)
     receiver.start()  # a receiving connection answers pings
     deadline = time.monotonic() + 5  # the first pings go out after 0.1 s; a busy machine is slow
-    while time.monotonic() < deadline and not any(c.latency for c in server.clients):
+    while time.monotonic() < deadline and not any(c.latency is not None for c in server.clients):
         time.sleep(0.05)
     (client,) = server.clients
     assert client.state is wspy.State.OPEN and client.latency is not None

@@ -84,7 +84,7 @@ class Connecting:
             self._timer = loop.call_later(timeout, self._fail, HandshakeTimeout(
                 f'{self.url}: not open within {timeout} s'))
         if unix_socket is not None:
-            self._connect_to([(socket.AF_UNIX, socket.SOCK_STREAM, 0, unix_socket)])
+            self._connect_to([(socket.AF_UNIX, socket.SOCK_STREAM, 0, '', unix_socket)])
             return
         try:
             infos = socket.getaddrinfo(self.uri.host, self.uri.port, type=socket.SOCK_STREAM,
@@ -94,8 +94,7 @@ class Connecting:
             future.add_done_callback(
                 lambda done: loop.call_soon_threadsafe(self._resolved, done))
             return
-        self._connect_to([(family, kind, proto, address)
-                          for family, kind, proto, _, address in infos])
+        self._connect_to(infos)
 
     def _resolved(self, future: Future[list[Any]]) -> None:
         if self._done:
@@ -105,11 +104,12 @@ class Connecting:
         except OSError as error:
             self._fail(OSError(f'cannot resolve {self.uri.host}: {error}'))
             return
-        self._connect_to([(family, kind, proto, address)
-                          for family, kind, proto, _, address in infos])
+        self._connect_to(infos)
 
-    def _connect_to(self, addresses: list[_Address]) -> None:
-        self._addresses = addresses
+    def _connect_to(self, infos: list[Any]) -> None:
+        """Try each address that `getaddrinfo` gave, in turn."""
+        self._addresses = [(family, kind, proto, address)
+                           for family, kind, proto, _, address in infos]
         self._next_address()
 
     def _next_address(self) -> None:

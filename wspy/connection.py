@@ -117,10 +117,7 @@ class Connection:
         # Made when a thread first waits for the close: idle connections hold none.
         self._closed: threading.Event | None = None
         self._transport_closed = False
-        try:
-            self.remote_address = sock.getpeername()
-        except OSError:
-            self.remote_address = None
+        self.remote_address = sock.peer_address()
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         #: Round-trip time of the last answered keepalive ping, in seconds.

@@ -102,6 +102,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self._tls_hostname: str | None = None
         #: The TLS session once TLS is on (see `ssl_object` for certificates).
         self.tls: TLS | None = None
+        self._peer: Any = None  # the peer's address, once known
 
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
@@ -121,6 +122,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = type(self)(self.family, self.type, self.proto, fileno=fd, **self.options())
+        sock._peer = address  # what accept() tells, no getpeername() needed
         if socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
         if self.ssl_context is not None:
@@ -164,11 +166,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         use it too.
         """
         request = parse_request(head)
-        try:
-            peer = self.getpeername()
-        except OSError:
-            peer = None
-        request.client_address = client_host(peer, request.headers, self.trusted_proxies)
+        request.client_address = client_host(self.peer_address(), request.headers,
+                                             self.trusted_proxies)
         self.request = request
         try:
             if self.auth is not None:
@@ -279,6 +278,15 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         except HandshakeError:
             pass
         return data[:wanted]
+
+    def peer_address(self) -> Any:
+        """The peer's address, as `accept()` gave it or the socket tells; None if unconnected."""
+        if self._peer is None:
+            try:
+                self._peer = self.getpeername()
+            except OSError:
+                return None
+        return self._peer
 
     def head_reader(self) -> HeadReader:
         """A reader for an HTTP head within this socket's limits."""

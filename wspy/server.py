@@ -30,6 +30,39 @@ BUSY = HandshakeError('server busy: too many connections, try again later', 503,
                       [('Retry-After', '1')])
 
 
+def address_family(address: tuple[Any, ...] | str) -> int:
+    """The socket family for an address: a string is a Unix socket path."""
+    if isinstance(address, str):
+        return socket.AF_UNIX
+    return socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET
+
+
+def bind_listener(sock: socket.socket, address: Any, reuse_port: bool = False) -> str | None:
+    """Bind a socket to listen on: the Unix socket path it made (to remove at the end), if any.
+
+    TCP sockets get SO_REUSEADDR (and SO_REUSEPORT with `reuse_port`); a
+    Unix socket path left by a server that is gone is replaced first.
+    """
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    elif isinstance(address, str) and address and not address.startswith('\0'):
+        remove_stale_unix_socket(address)
+        sock.bind(address)
+        return address
+    sock.bind(address)
+    return None
+
+
+def close_listener(sock: socket.socket, unix_path: str | None) -> None:
+    """Close a listening socket and remove the Unix socket path it made, if any."""
+    sock.close()
+    if unix_path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(unix_path)
+
+
 def remove_stale_unix_socket(path: str) -> None:
     """Remove a Unix socket file at `path` that no server answers on.
 
@@ -159,8 +192,7 @@ class BaseServer(Callbacks):
             'max_message_size': max_message_size, 'close_timeout': close_timeout,
             'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
         if family is None:
-            family = socket.AF_UNIX if isinstance(address, str) else (
-                socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET)
+            family = address_family(address)
         options.setdefault('process_request', self.process_request)
         # The path of the Unix socket this server made, removed when it stops.
         self._unix_path: str | None = None
@@ -171,7 +203,7 @@ class BaseServer(Callbacks):
             self.sock = websocket(family, socket.SOCK_STREAM, **options)
         try:
             if listener is None:
-                self._bind(address, family, reuse_port)
+                self._unix_path = bind_listener(self.sock, address, reuse_port)
                 self.sock.listen(backlog_size)
             self.sock.setblocking(False)
             if ssl_context is not None:
@@ -184,26 +216,10 @@ class BaseServer(Callbacks):
         self._running = False
         self._stopped = threading.Event()
 
-    def _bind(self, address: Any, family: int, reuse_port: bool) -> None:
-        if family == socket.AF_UNIX:
-            if isinstance(address, str) and address and not address.startswith('\0'):
-                remove_stale_unix_socket(address)
-                self.sock.bind(address)
-                self._unix_path = address
-                return
-        else:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self.sock.bind(address)
-
     def _close_listener(self) -> None:
         """Close the listening socket; remove the Unix socket path this server made."""
-        self.sock.close()
         path, self._unix_path = self._unix_path, None
-        if path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        close_listener(self.sock, path)
 
     @property
     def address(self) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from wspy.server import BaseServer, remove_stale_unix_socket
+from wspy.server import BaseServer, address_family, bind_listener, close_listener
 
 logger = logging.getLogger('wspy')
 
@@ -74,23 +74,13 @@ class Workers:
 
     def _listen(self, address: tuple[Any, ...] | str, backlog_size: int) -> socket.socket:
         """The parent's socket: a listener to inherit, or a placeholder that holds the port."""
-        if isinstance(address, str):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            if address and not address.startswith('\0'):
-                remove_stale_unix_socket(address)
-                self._unix_path = address
-        else:
-            family = socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self._reuse_port:
-                # Bound, never listening: it keeps the port (port 0 picks one for all)
-                # while the workers' own sockets take the connections.
-                sock.setsockopt(socket.SOL_SOCKET, _SO_REUSEPORT, 1)
+        sock = socket.socket(address_family(address), socket.SOCK_STREAM)
         try:
-            sock.bind(address)
+            self._unix_path = bind_listener(sock, address, self._reuse_port)
             if not self._reuse_port:
                 sock.listen(backlog_size)
+            # Otherwise bound, never listening: it keeps the port (port 0 picks one for
+            # all) while the workers' own sockets take the connections.
         except BaseException:
             sock.close()
             raise
@@ -131,7 +121,7 @@ class Workers:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self._close()
+            close_listener(self._listener, self._unix_path)
             logger.info('all workers stopped')
 
     def stop(self) -> None:
@@ -190,13 +180,6 @@ class Workers:
         slot.started = time.monotonic()
         logger.info('worker %d started (pid %d)', slot.number, pid)
 
-    def _close(self) -> None:
-        self._listener.close()
-        if self._unix_path is not None:
-            try:
-                os.unlink(self._unix_path)
-            except OSError:
-                pass
 
     # -- in the worker ----------------------------------------------------------------
 

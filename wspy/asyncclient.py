@@ -21,7 +21,7 @@ from wspy.asyncserver import DEFAULT, READ, WRITE, AsyncConnection, Default, Loo
 from wspy.client import URI, parse_uri
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
 from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, SocketClosed, SSLError
-from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
+from wspy.frame import DEFAULT_MAX_SIZE
 from wspy.handshake import Headers, check_response, client_request, new_key, parse_response
 from wspy.loop import Loop, Timer
 from wspy.tls import client_context
@@ -316,6 +316,7 @@ class AsyncClient(LoopClients):
 
     connection_class: type[AsyncConnection] = AsyncConnection
     clients: set[AsyncConnection]
+    _shutdown_reason = 'client shutting down'
 
     def __init__(self, loop: Loop | None = None, *,
                  max_message_size: int | None = DEFAULT_MAX_SIZE,
@@ -340,7 +341,6 @@ class AsyncClient(LoopClients):
         self._connecting: set[Connecting] = set()
         self._stopped = threading.Event()
         self._running = False
-        self._force_timer: Timer | None = None
 
     # -- opening --------------------------------------------------------------------
 
@@ -382,17 +382,8 @@ class AsyncClient(LoopClients):
     def _open(self, connecting: Connecting, handshake: _ClientHandshake) -> None:
         """The handshake is done: the connection joins `clients` (loop thread)."""
         self._connecting.discard(connecting)
-        sock = handshake.sock
-        client = self.connection_class(self, sock, **self.connection_options)
-        connecting.connection = client
-        self.loop.modify(sock, READ, client._on_event)
-        self.clients.add(client)
-        client._callback(client.onopen)
-        assert sock.parser is not None
-        if sock.parser.buffered:
-            client._process(sock.parser)
-        if sock.pending():
-            self.loop.call_soon(client._resume_reading)
+        client = connecting.connection = self._adopt(handshake.sock)
+        self._opened(client)
 
     def _connect_failed(self, connecting: Connecting) -> None:
         self._connecting.discard(connecting)
@@ -445,33 +436,10 @@ class AsyncClient(LoopClients):
     def _begin_shutdown(self) -> None:
         if self._shutting_down:
             return
-        self._shutting_down = True
         for connecting in list(self._connecting):
             connecting._abandon()
         self._connecting.clear()
-        for client in list(self.clients):
-            client.start_close(CLOSE_GOING_AWAY, 'client shutting down')
-        self._force_timer = self.loop.call_later(self.max_join_time, self._force_stop)
-        self._stop_when_idle()
-
-    def _force_stop(self) -> None:
-        for client in list(self.clients):
-            client._abort()
-            client._drop()
-        if self._owns_loop:
-            self.loop.stop()
-
-    def _client_gone(self, client: AsyncConnection) -> None:
-        super()._client_gone(client)
-        if self._shutting_down:
-            self._stop_when_idle()
-
-    def _stop_when_idle(self) -> None:
-        if not self.clients:
-            if self._force_timer is not None:
-                self._force_timer.cancel()
-            if self._owns_loop:
-                self.loop.stop()
+        self._close_clients()
 
     # -- callbacks ------------------------------------------------------------------
 

@@ -524,6 +524,11 @@ class LoopClients(Callbacks):
     connection_class: type[AsyncConnection]
     clients: set[AsyncConnection]
     connection_options: dict[str, Any]
+    max_join_time: float
+    #: Whether stopping it stops the loop (an AsyncClient may run on a server's).
+    _owns_loop = True
+    #: The reason of the 1001 closes when it shuts down.
+    _shutdown_reason = SHUTDOWN_REASON
 
     def _on_loop(self, loop: Loop, max_buffer_size: int | Default | None) -> None:
         self.loop = loop
@@ -533,11 +538,64 @@ class LoopClients(Callbacks):
                                                                     2 * message_size)
         self.max_buffer_size: int | None = max_buffer_size
         self._shutting_down = False
+        self._force_timer: Timer | None = None
         self._tracks_sent = type(self).onsent is not LoopClients.onsent
+
+    def _adopt(self, sock: websocket, first: bytes = b'') -> AsyncConnection:
+        """A socket whose handshake is done becomes a connection on the loop; `_opened` next.
+
+        `first` is written before anything else (a server's 101 response).
+        """
+        client = self.connection_class(self, sock, **self.connection_options)
+        if first:
+            with client._send_lock:
+                client._queue(first)
+        self.loop.modify(sock, READ, client._on_event)
+        self.clients.add(client)
+        return client
+
+    def _opened(self, client: AsyncConnection) -> None:
+        """Announce a new connection (`onopen`), then handle what came with its handshake."""
+        sock = client.sock
+        if self._shutting_down:
+            client.start_close(CLOSE_GOING_AWAY, self._shutdown_reason)
+        client._callback(client.onopen)
+        if sock.parser is not None and sock.parser.buffered:
+            client._process(sock.parser)
+        if sock.pending():
+            self.loop.call_soon(client._resume_reading)
 
     def _client_gone(self, client: AsyncConnection) -> None:
         """A connection has closed and left the loop."""
         self.clients.discard(client)
+        if self._shutting_down:
+            self._stop_when_idle()
+
+    def _close_clients(self) -> None:
+        """Shutting down: 1001 to every client; the loop stops once all have gone.
+
+        A client whose close handshake takes over `max_join_time` is dropped.
+        """
+        self._shutting_down = True
+        for client in list(self.clients):
+            client.start_close(CLOSE_GOING_AWAY, self._shutdown_reason)
+        self._force_timer = self.loop.call_later(self.max_join_time, self._force_stop)
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if not self.clients:
+            if self._force_timer is not None:
+                self._force_timer.cancel()
+            if self._owns_loop:
+                self.loop.stop()
+
+    def _force_stop(self) -> None:
+        for client in list(self.clients):
+            logger.info('%s: no close handshake within max_join_time, dropping', client)
+            client._abort()
+            client._drop()
+        if self._owns_loop:
+            self.loop.stop()
 
     def broadcast(self, message: Message | str | bytes) -> None:
         """Send one message to every open client: framed once, queued to each.
@@ -647,25 +705,8 @@ class AsyncServer(BaseServer, LoopClients):
 
     def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
         self._handshakes.discard(handshake)
-        sock = handshake.sock
-        sock.opened(True, handshake.reader.rest)
-        client = self.connection_class(self, sock, **self.connection_options)
-        with client._send_lock:
-            client._queue(response)
-        self.loop.modify(sock, READ, client._on_event)
-        self.clients.add(client)
-        if self._shutting_down:
-            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-        client._callback(client.onopen)
-        if sock.parser is not None and sock.parser.buffered:
-            client._process(sock.parser)
-        if sock.pending():
-            self.loop.call_soon(client._resume_reading)
-
-    def _client_gone(self, client: AsyncConnection) -> None:
-        super()._client_gone(client)
-        if self._shutting_down and not self.clients:
-            self.loop.stop()
+        handshake.sock.opened(True, handshake.reader.rest)
+        self._opened(self._adopt(handshake.sock, response))
 
     # -- for applications, from any thread ----------------------------------------------
 
@@ -683,23 +724,11 @@ class AsyncServer(BaseServer, LoopClients):
     def _begin_shutdown(self) -> None:
         if self._shutting_down:
             return
-        self._shutting_down = True
         self.loop.unregister(self.sock)
         self._close_listener()
         for handshake in list(self._handshakes):
             handshake._drop()
-        for client in list(self.clients):
-            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-        self.loop.call_later(self.max_join_time, self._force_stop)
-        if not self.clients:
-            self.loop.stop()
-
-    def _force_stop(self) -> None:
-        for client in list(self.clients):
-            logger.info('%s: no close handshake within max_join_time, dropping', client)
-            client._abort()
-            client._drop()
-        self.loop.stop()
+        self._close_clients()
 
     def _release(self) -> None:
         self._close_listener()

@@ -79,7 +79,7 @@ class RedisFanout:
         except ImportError:
             raise ImportError('RedisFanout needs the redis package: '
                               'pip install "wspy[redis]"') from None
-        self._redis_module: Any = redis
+        self._errors: type[Exception] = redis.RedisError
         self.server = server
         self.url = url
         self.channel = channel
@@ -114,7 +114,7 @@ class RedisFanout:
             self._wakeup.notify()
 
     def _publish_forever(self) -> None:
-        errors = self._redis_module.RedisError
+        errors = self._errors
         delay = self.min_backoff
         while not self._closing.is_set():
             with self._wakeup:
@@ -142,7 +142,7 @@ class RedisFanout:
         self.server.broadcast(message)
 
     def _subscribe_forever(self) -> None:
-        errors = self._redis_module.RedisError
+        errors = self._errors
         delay = self.min_backoff
         lost = False
         while not self._closing.is_set():

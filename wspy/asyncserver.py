@@ -277,7 +277,7 @@ class AsyncConnection(_Channel, ServerConnection):
     """
 
     __slots__ = (*_Channel._CHANNEL_SLOTS, '_broken', '_overflowed', '_close_timer',
-                 '_sent_markers', '_tracks_messages')
+                 '_keepalive_timer', '_sent_markers', '_tracks_messages')
 
     server: LoopClients
 
@@ -286,6 +286,7 @@ class AsyncConnection(_Channel, ServerConnection):
         self._broken = False
         self._overflowed = False
         self._close_timer: Timer | None = None
+        self._keepalive_timer: Timer | None = None
         self._sent_markers: deque[tuple[int, Message]] | None = (
             deque() if server._tracks_sent else None)
         self._tracks_messages = server._tracks_sent
@@ -429,6 +430,8 @@ class AsyncConnection(_Channel, ServerConnection):
     def _close_transport(self) -> None:
         if self._close_timer is not None:
             self._close_timer.cancel()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if self._broken:
             self._drop()
         else:
@@ -440,12 +443,12 @@ class AsyncConnection(_Channel, ServerConnection):
     # -- keepalive ------------------------------------------------------------------------
 
     def _start_keepalive(self, delay: float) -> None:
-        self.loop.call_later(delay, self._keepalive_tick)
+        self._keepalive_timer = self.loop.call_later(delay, self._keepalive_tick)
 
     def _keepalive_tick(self) -> None:
         delay = self._keepalive()
-        if delay is not None:
-            self.loop.call_later(delay, self._keepalive_tick)
+        self._keepalive_timer = (None if delay is None
+                                 else self.loop.call_later(delay, self._keepalive_tick))
 
     def _keepalive_failed(self) -> None:
         self._fail(ProtocolError('keepalive ping timeout', 1011))

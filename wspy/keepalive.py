@@ -12,6 +12,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Protocol
 
 logger = logging.getLogger('wspy')
@@ -25,7 +26,8 @@ class Scheduler:
     """Calls `_keepalive()` on each connection when its delay comes due."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Any]] = []
+        # Weak references: a connection that closes before its turn is freed at once.
+        self._heap: list[tuple[float, int, weakref.ref[Any]]] = []
         self._order = itertools.count()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -33,7 +35,8 @@ class Scheduler:
     def schedule(self, connection: _Keepalive, delay: float) -> None:
         """Call `connection._keepalive()` in `delay` seconds."""
         with self._condition:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), connection))
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order),
+                                        weakref.ref(connection)))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name='wspy-keepalive',
                                                 daemon=True)
@@ -50,7 +53,9 @@ class Scheduler:
                 if when > now:
                     self._condition.wait(when - now)
                     continue
-                connection = heapq.heappop(self._heap)[2]
+                connection = heapq.heappop(self._heap)[2]()
+            if connection is None:
+                continue
             try:
                 delay = connection._keepalive()
             except Exception:

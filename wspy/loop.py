@@ -1,4 +1,4 @@
-"""`Loop`: one thread, a `selectors` selector, timers and calls from other threads.
+"""`Loop`: one thread, epoll or a `selectors` selector, timers and calls from other threads.
 
 The event-loop server runs on it; anything that owns sockets registered
 on it runs on its thread. Other threads reach it only through
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import select
 import selectors
 import socket
 import threading
@@ -23,6 +24,14 @@ logger = logging.getLogger('wspy')
 Handler = Callable[[int], None]
 #: Size of the receive buffer that the sockets on one loop share.
 RECEIVE_BUFFER_SIZE = 1 << 20
+# Cancelled timers the heap may hold before they are swept out (when they are the majority).
+_SWEEP_AT = 256
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+_EPOLLIN = getattr(select, 'EPOLLIN', 0)
+_EPOLLOUT = getattr(select, 'EPOLLOUT', 0)
+_EPOLL_EVENTS = {READ: _EPOLLIN, WRITE: _EPOLLOUT, READ | WRITE: _EPOLLIN | _EPOLLOUT}
 
 
 def _nothing(*args: Any) -> None:
@@ -32,43 +41,129 @@ def _nothing(*args: Any) -> None:
 class Timer:
     """A callback scheduled on a `Loop`; `cancel()` it to stop it from running."""
 
-    __slots__ = ('when', 'callback', 'args', 'cancelled')
+    __slots__ = ('when', 'callback', 'args', 'cancelled', 'loop')
 
-    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+                 loop: Loop) -> None:
         self.when = when
         self.callback = callback
         self.args = args
         self.cancelled = False
+        self.loop: Loop | None = loop  # while it waits in the loop's heap
 
     def cancel(self) -> None:
         """Do not run the callback (safe from any thread)."""
+        if self.cancelled:
+            return
         self.cancelled = True
-        # The timer waits in the heap until it is due: let go of what it would have called.
+        # The timer waits in the heap until it is due or the loop sweeps the heap:
+        # let go of what it would have called.
         self.callback = _nothing
         self.args = ()
+        if self.loop is not None:
+            self.loop._cancelled_timers += 1
 
     def __lt__(self, other: Timer) -> bool:
         return self.when < other.when
 
 
+class _Selector:
+    """Sockets watched through a `selectors` selector, each with its handler."""
+
+    def __init__(self, selector: selectors.BaseSelector) -> None:
+        self.selector = selector
+
+    def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        self.selector.register(sock, events, handler)
+
+    def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        self.selector.modify(sock, events, handler)
+
+    def unregister(self, sock: socket.socket) -> None:
+        self.selector.unregister(sock)
+
+    def select(self, timeout: float | None) -> list[tuple[Handler, int]]:
+        return [(key.data, mask) for key, mask in self.selector.select(timeout)]
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+class _Epoll:
+    """Sockets watched through `select.epoll` directly.
+
+    What `selectors.EpollSelector` does, less its per-call bookkeeping
+    (a key object per socket, a lookup by file object): a handshake
+    registers, modifies and unregisters a socket, so that cost counts.
+    """
+
+    def __init__(self) -> None:
+        self.selector = select.epoll()
+        self._handlers: dict[int, Handler] = {}
+        self._events: dict[int, int] = {}
+
+    def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        fd = sock.fileno()
+        self.selector.register(fd, _EPOLL_EVENTS[events])
+        self._handlers[fd] = handler
+        self._events[fd] = events
+
+    def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        fd = sock.fileno()
+        if fd not in self._handlers:
+            raise KeyError(f'{sock!r} is not registered')
+        if self._events[fd] != events:
+            self.selector.modify(fd, _EPOLL_EVENTS[events])
+            self._events[fd] = events
+        self._handlers[fd] = handler
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        del self._handlers[fd]
+        del self._events[fd]
+        self.selector.unregister(fd)
+
+    def select(self, timeout: float | None) -> list[tuple[Handler, int]]:
+        handlers = self._handlers
+        events = self._events
+        ready = []
+        for fd, flags in self.selector.poll(-1 if timeout is None else timeout):
+            handler = handlers.get(fd)
+            if handler is not None:  # unregistered by a handler before it in this batch
+                # Errors and hang-ups wake both readers and writers, as in selectors.
+                mask = ((flags & ~_EPOLLOUT and READ) | (flags & ~_EPOLLIN and WRITE))
+                ready.append((handler, mask & events[fd]))
+        return ready
+
+    def close(self) -> None:
+        self.selector.close()
+
+
 class Loop:
-    """A single-threaded event loop over `selectors`.
+    """A single-threaded event loop over epoll or a `selectors` selector.
 
     `selector` is a `selectors.BaseSelector` subclass (epoll, kqueue, poll,
-    select); the platform's best one by default. Handlers registered for a
-    socket are called with the ready event mask. Exceptions from handlers
-    and callbacks are logged; they never stop the loop.
+    select); the platform's best one by default, where epoll is used
+    directly. Handlers registered for a socket are called with the ready
+    event mask. Exceptions from handlers and callbacks are logged; they
+    never stop the loop.
     """
 
     def __init__(self, selector: type[selectors.BaseSelector] | None = None) -> None:
-        self.selector = (selector or selectors.DefaultSelector)()
+        selector = selector or selectors.DefaultSelector
+        self._poller = (_Epoll() if selector is getattr(selectors, 'EpollSelector', None)
+                        else _Selector(selector()))
+        #: The selector underneath (a `select.epoll` when epoll is used directly).
+        self.selector: Any = self._poller.selector
         self._timers: list[Timer] = []
+        # Cancelled timers still in the heap (approximate: other threads cancel too).
+        self._cancelled_timers = 0
         self._ready: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._threadsafe: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
+        self._poller.register(self._wake_r, READ, self._drain_wake)
         self._thread: int | None = None
         self._stopping = False
         #: One receive buffer for every socket on this loop: a handler parses what it
@@ -84,16 +179,16 @@ class Loop:
 
     def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
         """Call `handler(mask)` when `sock` is ready for `events`."""
-        self.selector.register(sock, events, handler)
+        self._poller.register(sock, events, handler)
 
     def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
         """Change what `sock` is watched for, and its handler."""
-        self.selector.modify(sock, events, handler)
+        self._poller.modify(sock, events, handler)
 
     def unregister(self, sock: socket.socket) -> None:
         """Stop watching `sock` (no error if it is not watched)."""
         try:
-            self.selector.unregister(sock)
+            self._poller.unregister(sock)
         except (KeyError, ValueError, OSError):
             pass
 
@@ -113,7 +208,7 @@ class Loop:
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread."""
-        timer = Timer(time.monotonic() + delay, callback, args)
+        timer = Timer(time.monotonic() + delay, callback, args, self)
         if self.in_loop_thread():
             heapq.heappush(self._timers, timer)
         else:
@@ -140,7 +235,7 @@ class Loop:
         """Run until `stop()`; each turn handles ready sockets, due timers, then callbacks."""
         self._thread = threading.get_ident()
         self._stopping = False
-        select = self.selector.select
+        select = self._poller.select
         ready = self._ready
         threadsafe = self._threadsafe
         timers = self._timers
@@ -151,17 +246,22 @@ class Loop:
                 timeout = max(0.0, timers[0].when - time.monotonic())
             else:
                 timeout = None
-            for key, mask in select(timeout):
+            for handler, mask in select(timeout):
                 try:
-                    key.data(mask)
+                    handler(mask)
                 except Exception:
                     logger.exception('error in an event handler')
             if timers:
                 now = time.monotonic()
                 while timers and timers[0].when <= now:
                     timer = heapq.heappop(timers)
+                    timer.loop = None
                     if not timer.cancelled:
                         ready.append((timer.callback, timer.args))
+                    else:
+                        self._cancelled_timers -= 1
+                if self._cancelled_timers > _SWEEP_AT and 2 * self._cancelled_timers > len(timers):
+                    self._sweep_timers()
             while threadsafe:
                 ready.append(threadsafe.popleft())
             # Callbacks queued while these run wait for the next turn, after new events.
@@ -172,6 +272,13 @@ class Loop:
                 except Exception:
                     logger.exception('error in a loop callback')
 
+    def _sweep_timers(self) -> None:
+        """Drop cancelled timers from the heap: a handshake timer or a keepalive timer is
+        usually cancelled long before it is due, and the heap would grow with the churn."""
+        self._timers[:] = [timer for timer in self._timers if not timer.cancelled]
+        heapq.heapify(self._timers)
+        self._cancelled_timers = 0
+
     def stop(self) -> None:
         """Make `run()` return after the current turn; safe from any thread."""
         self._stopping = True
@@ -179,6 +286,6 @@ class Loop:
 
     def close(self) -> None:
         """Release the selector and the wake-up sockets."""
-        self.selector.close()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -34,6 +34,10 @@ MAX_HEAD_SIZE = 65536
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb'[\t\x20-\x7e\x80-\xff]*')
 _SAFE_VALUE = re.compile(r'[^\r\n\x00]*')
+# Header lines decoded as Latin-1, each ending with CRLF (values stripped afterwards).
+_HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e\x80-\xff]*)\r\n")
+_HEADER_BLOCK = re.compile(f'(?:{_HEADER_LINE.pattern})*')
+_HTTP_VERSION = re.compile(r'HTTP/1\.\d')
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -52,27 +56,34 @@ def new_key() -> str:
 class Headers:
     """HTTP headers: case-insensitive names, order kept, repeats allowed."""
 
-    __slots__ = ('_items',)
+    __slots__ = ('_items', '_by_name')
 
     def __init__(self, items: HeaderItems = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        # Lower-cased name -> its values in order: a handshake looks up a dozen names.
+        self._by_name: dict[str, list[str]] = {}
         for name, value in (items.items() if isinstance(items, Mapping) else items):
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
         """Append a header."""
         self._items.append((name, value))
+        values = self._by_name.get(name.lower())
+        if values is None:
+            self._by_name[name.lower()] = [value]
+        else:
+            values.append(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """All values of `name` joined with ', ' (RFC 9110 5.3), or `default`."""
-        values = self.get_all(name)
-        return ', '.join(values) if values else default
+        values = self._by_name.get(name.lower())
+        if values is None:
+            return default
+        return values[0] if len(values) == 1 else ', '.join(values)
 
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`, in order."""
-        name = name.lower()
-        size = len(name)  # compared first: most names differ in length, cheaper than lower()
-        return [v for n, v in self._items if len(n) == size and n.lower() == name]
+        return list(self._by_name.get(name.lower(), ()))
 
     def tokens(self, name: str) -> list[str]:
         """The comma-separated elements of `name`, lower-cased, empties dropped."""
@@ -84,7 +95,7 @@ class Headers:
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.get_all(name))
+        return isinstance(name, str) and name.lower() in self._by_name
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -201,13 +212,20 @@ class HeadReader:
         limit = len(self._data) if end < 0 else end + 4
         if limit > self.max_head_size:
             raise SecurityError(f'HTTP head over {self.max_head_size} bytes')
-        newline = self._data.find(b'\n', data_start, limit)
-        while newline >= 0:
-            self._check_line(newline - self._line_start)
-            self._line_start = newline + 1
-            self._lines += 1
-            newline = self._data.find(b'\n', newline + 1, limit)
-        self._check_line(limit - self._line_start)
+        if limit - self._line_start <= self.max_line_length:
+            # No line here can be too long: just count them (a whole request usually).
+            newlines = self._data.count(b'\n', data_start, limit)
+            if newlines:
+                self._lines += newlines
+                self._line_start = self._data.rfind(b'\n', data_start, limit) + 1
+        else:
+            newline = self._data.find(b'\n', data_start, limit)
+            while newline >= 0:
+                self._check_line(newline - self._line_start)
+                self._line_start = newline + 1
+                self._lines += 1
+                newline = self._data.find(b'\n', newline + 1, limit)
+            self._check_line(limit - self._line_start)
         # Finished lines are the start line, the headers and, once complete, the blank line.
         if self._lines - 1 - (end >= 0) > self.max_headers:
             raise SecurityError(f'more than {self.max_headers} headers')
@@ -234,35 +252,46 @@ def _parse_header_lines(lines: list[bytes], error: type[HandshakeError]) -> Head
     return headers
 
 
-def _split_head(head: bytes, error: type[HandshakeError]) -> list[bytes]:
+def _parse_head(head: bytes, error: type[HandshakeError]) -> tuple[bytes, Headers]:
+    """The first line of a head and its headers."""
+    first, _, rest = head.partition(b'\r\n')
+    if rest.endswith(b'\r\n\r\n'):
+        rest = rest[:-2]  # the blank line that ends the head
+    elif rest == b'\r\n':
+        rest = b''
+    text = rest.decode('latin-1')
+    if first and _HEADER_BLOCK.fullmatch(text):  # the usual head: every line at once
+        headers = Headers()
+        for name, value in _HEADER_LINE.findall(text):
+            headers.add(name, value.strip(' \t'))
+        return first, headers
+    # Anything else, line by line: empty lines at the end allowed, errors precise.
     lines = head.split(b'\r\n')
     while lines and lines[-1] == b'':
         lines.pop()
     if not lines:
         raise error('empty HTTP head')
-    return lines
+    return lines[0], _parse_header_lines(lines[1:], error)
 
 
 def parse_request(head: bytes) -> Request:
     """Parse a request head; `InvalidRequest` (with the HTTP status) if malformed."""
-    lines = _split_head(head, InvalidRequest)
-    parts = lines[0].split(b' ')
+    line, headers = _parse_head(head, InvalidRequest)
+    parts = line.split(b' ')
     if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise InvalidRequest(f'malformed request line {lines[0][:80]!r}')
+        raise InvalidRequest(f'malformed request line {line[:80]!r}')
     method, target, version = (p.decode('latin-1') for p in parts)
-    if not re.fullmatch(r'HTTP/1\.\d', version):
+    if not _HTTP_VERSION.fullmatch(version):
         raise InvalidRequest(f'unsupported HTTP version {version[:20]!r}', 505)
-    headers = _parse_header_lines(lines[1:], InvalidRequest)
     return Request(method, target, headers, version)
 
 
 def parse_response(head: bytes) -> tuple[int, str, Headers]:
     """Parse a response head into status, reason and headers."""
-    lines = _split_head(head, InvalidResponse)
-    match = re.fullmatch(rb'HTTP/1\.\d (\d{3})(?: (.*))?', lines[0])
+    line, headers = _parse_head(head, InvalidResponse)
+    match = re.fullmatch(rb'HTTP/1\.\d (\d{3})(?: (.*))?', line)
     if not match:
-        raise InvalidResponse(f'malformed status line {lines[0][:80]!r}')
-    headers = _parse_header_lines(lines[1:], InvalidResponse)
+        raise InvalidResponse(f'malformed status line {line[:80]!r}')
     return int(match.group(1)), (match.group(2) or b'').decode('latin-1'), headers
 
 

@@ -37,6 +37,15 @@ MAX_BUFFER_SIZE = 16 << 20
 _JOIN_LIMIT = 64 << 10
 
 
+def _unsent(buffers: list[bytes | memoryview], sent: int) -> list[memoryview]:
+    """What is left of `buffers` after a write that took their first `sent` bytes."""
+    for index, buffer in enumerate(buffers):
+        if sent < len(buffer):
+            return [memoryview(buffer)[sent:], *[memoryview(b) for b in buffers[index + 1:]]]
+        sent -= len(buffer)
+    return []
+
+
 class Default(enum.Enum):
     """The type of `DEFAULT`: an option left to be derived from others."""
 
@@ -145,20 +154,16 @@ class _Channel:
                     break
                 self._out_size -= sent
                 self._written += sent
-                for index, buffer in enumerate(buffers):
-                    if sent < len(buffer):
-                        self._out_partial = [memoryview(buffer)[sent:],
-                                             *[memoryview(b) for b in buffers[index + 1:]]]
+                if sent < (len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))):
+                    self._out_partial = _unsent(buffers, sent)
+                    if sock.tls is None or sock.unsent():
+                        # A short write means a full socket, except that TLS takes at
+                        # most CHUNK_SIZE a call: go on while its output all went out.
                         break
-                    sent -= len(buffer)
-                if self._out_partial and (sock.tls is None or sock.unsent()):
-                    # A short write means a full socket, except that TLS takes at
-                    # most CHUNK_SIZE a call: go on while its output all went out.
-                    break
             if not out:
                 self._out = None
             pending = bool(out) or bool(self._out_partial)
-            if not pending and sock.unsent():
+            if not pending and sock.tls is not None and sock.unsent():
                 try:
                     pending = not sock.send_unsent()
                 except OSError as exc:
@@ -167,7 +172,8 @@ class _Channel:
             self._lost(error)
             return
         self._wrote()
-        self._watch(READ | WRITE if pending else READ)
+        if pending or self._events != READ:
+            self._watch(READ | WRITE if pending else READ)
         if not pending and self._lingering:
             try:
                 sock.shutdown_write()  # our side is done
@@ -300,11 +306,12 @@ class AsyncConnection(_Channel, ServerConnection):
         elif len(frames[0].payload) < _JOIN_LIMIT or frames[0].masking_key:
             self._send_packed_frame(frames[0].pack())
         else:  # no copy of a large payload: the header goes out with it (sendmsg)
-            self._queue(frames[0].header())
-            self._send_packed_frame(frames[0].payload)
+            self._send_packed_frame(frames[0].header(), frames[0].payload)
 
-    def _send_packed_frame(self, data: bytes) -> None:
+    def _send_packed_frame(self, data: bytes, payload: bytes = b'') -> None:
         self._queue(data)
+        if payload:
+            self._queue(payload)
         self._check_overflow()
 
     def _send_packed(self, data: bytes, message: Message) -> None:

@@ -26,6 +26,7 @@ from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
                         ControlFrame, Frame, FrameParser, close_payload, pack_unmasked,
+                        unmasked_header,
                         parse_close)
 from wspy.keepalive import scheduler
 from wspy.message import BinaryMessage, Message, TextMessage
@@ -205,16 +206,18 @@ class Connection:
                 opcode, payload = message.opcode, message.encode()
             else:
                 opcode, payload = OPCODE_BINARY, bytes(message)
-            if len(payload) < PACK_LIMIT:
-                with self._send_lock:
-                    if self.close_sent is not None or self.state is State.CLOSED:
-                        raise self._closed_exception()
+            with self._send_lock:
+                if self.close_sent is not None or self.state is State.CLOSED:
+                    raise self._closed_exception()
+                if len(payload) < PACK_LIMIT:
                     self._send_packed_frame(pack_unmasked(opcode, payload))
-                    if self._tracks_messages:
-                        self._message_queued(
-                            message if isinstance(message, Message) else TextMessage(message)
-                            if isinstance(message, str) else BinaryMessage(payload))
-                return
+                else:  # no copy of a large payload into one buffer with its header
+                    self._send_packed_frame(unmasked_header(opcode, len(payload)), payload)
+                if self._tracks_messages:
+                    self._message_queued(
+                        message if isinstance(message, Message) else TextMessage(message)
+                        if isinstance(message, str) else BinaryMessage(payload))
+            return
         if isinstance(message, str):
             message = TextMessage(message)
         elif not isinstance(message, Message):
@@ -484,9 +487,9 @@ class Connection:
         """Write frames to the peer; called with the send lock held."""
         self.sock.send(*frames)
 
-    def _send_packed_frame(self, data: bytes) -> None:
-        """Write one frame already packed; called with the send lock held."""
-        self.sock.sendall(data)
+    def _send_packed_frame(self, data: bytes, payload: bytes = b'') -> None:
+        """Write one frame already packed (or its header, then `payload`); send lock held."""
+        self.sock.send_packed(data, payload)
 
     def _close_transport(self) -> None:
         """Close the TCP connection the way RFC 6455 7.1.1 asks.

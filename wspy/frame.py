@@ -71,6 +71,15 @@ def pack_unmasked(opcode: int, payload: bytes) -> bytes:
     return _HEAD16.pack(0x80 | opcode, 126, length) + payload
 
 
+def unmasked_header(opcode: int, length: int) -> bytes:
+    """The header of a final, unmasked frame without RSV bits, for a payload sent apart."""
+    if length < 126:
+        return _HEAD.pack(0x80 | opcode, length)
+    if length < 0x10000:
+        return _HEAD16.pack(0x80 | opcode, 126, length)
+    return _HEAD64.pack(0x80 | opcode, 127, length)
+
+
 def is_valid_close_code(code: int) -> bool:
     """Whether `code` may appear in a close frame on the wire."""
     return code in _SENDABLE_CODES or 3000 <= code <= 4999

@@ -470,22 +470,32 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """Send frames, in order, with as few system calls as possible."""
         if len(frames) == 1:
             frame = frames[0]
-            if len(frame.payload) < PACK_LIMIT or self.tls is not None:
+            if len(frame.payload) < PACK_LIMIT:
                 self.sendall(frame.pack())
-            else:  # header and payload in one sendmsg: no copy into one buffer
-                self._sendall_parts([frame.header(), mask(frame.masking_key, frame.payload)
-                                     if frame.masking_key else frame.payload])
+            else:
+                self.send_packed(frame.header(), mask(frame.masking_key, frame.payload)
+                                 if frame.masking_key else frame.payload)
         else:
             self.sendall(b''.join([frame.pack() for frame in frames]))
 
-    def _sendall_parts(self, parts: list[bytes]) -> None:
-        views = [memoryview(part) for part in parts]
-        while views:
-            sent = self.sendmsg(views)
-            while views and sent >= len(views[0]):
-                sent -= len(views.pop(0))
-            if sent:
-                views[0] = views[0][sent:]
+    def send_packed(self, data: bytes, payload: bytes = b'') -> None:
+        """Send a frame packed already (`data`), or its header (`data`) and then `payload`.
+
+        Header and payload go out in one `sendmsg`: a large payload is not
+        copied into one buffer with its header.
+        """
+        if not payload:
+            self.sendall(data)
+        elif self.tls is not None:
+            self.sendall(data + payload)
+        else:
+            views = [memoryview(data), memoryview(payload)]
+            while views:
+                sent = self.sendmsg(views)
+                while views and sent >= len(views[0]):
+                    sent -= len(views.pop(0))
+                if sent:
+                    views[0] = views[0][sent:]
 
     def recv(self, on_partial: Callable[[FrameParser], None] | None = None,  # type: ignore[override]
              ) -> Frame:

@@ -553,6 +553,37 @@ class Connection:
             return None  # we are closing: later messages are not delivered
         return message
 
+    def _receive_ready(self, readable: bool = True) -> bool:
+        """Apply what has arrived, for a server that reads a connection once it is readable.
+
+        One read if the socket is `readable`, then every frame complete in
+        what came, with `onmessage` called between frames. The receive lock
+        is held on entry and on return (not during `onmessage`, which may
+        call `close()` or `recv()`). Returns whether the connection is open.
+        """
+        parser = self.sock.parser
+        assert parser is not None
+        if self.state is State.CLOSED:
+            return False
+        while readable or parser.ready() or self.sock.pending():
+            readable = False
+            message = self._receive_one()
+            if message is not None:
+                self._recv_lock.release()
+                try:
+                    self._callback(self.onmessage, message)
+                finally:
+                    self._recv_lock.acquire()
+            if self.state is State.CLOSED:
+                return False
+        try:
+            self._check_partial(parser)  # fail now, not when the rest arrives
+        except ProtocolError as error:
+            self._fail(error)
+            self._finish()
+            return False
+        return True
+
     def receive_forever(self) -> None:
         """Call `onopen`, then `onmessage` for every message until the connection closes."""
         self._callback(self.onopen)

@@ -336,6 +336,14 @@ class FrameParser:
         frame.rsv3 = b1 & 0x10 != 0
         return frame
 
+    def ready(self) -> bool:
+        """Whether `next_frame()` has a frame to return (or an error to raise) without more bytes."""
+        try:
+            header = self._header or self._parse_header()
+        except ProtocolError:
+            return True
+        return header is not None and len(self._buf) >= self._pos + header[3] + header[2]
+
     def pending_first_byte(self) -> int | None:
         """The first header byte (FIN, RSV, opcode) of the frame still arriving, if any."""
         header = self._header or self._parse_header()

@@ -1,4 +1,4 @@
-"""Servers with callbacks: `BaseServer` (what all share) and `Server` (a thread per client)."""
+"""Servers with callbacks: `BaseServer` (what all share) and `Server` (a pool of threads)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import ssl
 import stat
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
@@ -19,6 +20,7 @@ from wspy.errors import HandshakeError, SSLError
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
 from wspy.handshake import Request, Response
 from wspy.message import Message
+from wspy.threadpool import ThreadPool
 from wspy.tls import server_context
 from wspy.websocket import LINGER_TIME, websocket
 
@@ -279,13 +281,19 @@ class BaseServer(Callbacks):
 
 
 class Server(BaseServer):
-    """A WebSocket server that serves each client in a thread of its own.
+    """A WebSocket server whose clients are served by a pool of threads.
 
     Subclass it and override the callbacks, which take the client (a
-    `ServerConnection`) first. `run()` serves until `shutdown()`, which may
-    be called from any thread or a signal handler: clients get a 1001 close
-    and up to `max_join_time` seconds for their close handshakes. A
-    handshake that stalls is dropped after `handshake_timeout`.
+    `ServerConnection`) first. A client holds a thread only while it has
+    something to do (its handshake, the frames that arrived and the
+    callbacks they call); idle clients wait in one selector, so thousands of
+    them hold no thread. One client's callbacks run one at a time, in
+    order; other clients' run meanwhile, and a callback may block (the pool
+    starts another thread). Sending is blocking and safe from any thread.
+    `run()` serves until `shutdown()`, which may be called from any thread
+    or a signal handler: clients get a 1001 close and up to
+    `max_join_time` seconds for their close handshakes. A handshake that
+    stalls is dropped after `handshake_timeout`.
     """
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
@@ -293,9 +301,12 @@ class Server(BaseServer):
                  backlog_size: int = 128, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
         self._handshaking: set[websocket] = set()
+        self._pool = ThreadPool(f'wspy-{type(self).__name__}')
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        # Clients whose pool thread is done with them, to watch again (see _woken).
+        self._parked: deque[ServerConnection] = deque()
         self._stopping = False
         self._run_thread: int | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -306,32 +317,64 @@ class Server(BaseServer):
         self._run_thread = threading.get_ident()
         self._running = True
         selector = self._selector = selectors.DefaultSelector()
-        selector.register(self.sock, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector.register(self.sock, selectors.EVENT_READ, self._accept_all)
+        selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
         logger.info('serving on %s', self.address)
         try:
-            while not self._stopping:
-                timeout = None
-                if self._refused:
-                    timeout = max(0.0, min(self._refused.values()) - time.monotonic())
-                for key, _ in selector.select(timeout):
-                    if key.fileobj is self.sock:
-                        self._accept_all()
-                    elif key.fileobj is self._wake_r:
-                        self._wake_r.recv(4096)
-                    else:
-                        self._drain_refused(key.fileobj)  # type: ignore[arg-type]
-                now = time.monotonic()
-                for sock, until in list(self._refused.items()):
-                    if until <= now:
-                        self._forget_refused(sock)
-        except KeyboardInterrupt:
-            logger.info('interrupted, shutting down')
+            try:
+                while not self._stopping:
+                    self._select(None)
+            except KeyboardInterrupt:
+                logger.info('interrupted, shutting down')
+            self._close_all()
         finally:
             for sock in list(self._refused):
                 self._forget_refused(sock)
             selector.close()
-            self._close_all()
+            self._release()
+            self._running = False
+            self._stopped.set()
+            logger.info('server stopped')
+
+    def _select(self, timeout: float | None) -> None:
+        """Wait for sockets (at most `timeout`) and handle those ready."""
+        assert self._selector is not None
+        if self._refused:
+            until = max(0.0, min(self._refused.values()) - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
+        for key, _ in self._selector.select(timeout):
+            if isinstance(key.data, ServerConnection):
+                self._dispatch(key.data)
+            else:
+                key.data(key.fileobj)
+        if self._refused:
+            now = time.monotonic()
+            for sock, until in list(self._refused.items()):
+                if until <= now:
+                    self._forget_refused(sock)
+
+    # -- accepting --------------------------------------------------------------------
+
+    def _accept_all(self, listener: websocket) -> None:
+        while True:
+            try:
+                sock, address = self.sock.accept(handshake=False)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                # Out of file descriptors, for one: keep serving the others.
+                logger.error('accept failed: %s', error)
+                time.sleep(0.01)
+                return
+            with self._lock:
+                serving = len(self.clients) + len(self._handshaking)
+            if self._busy(serving):
+                self._refuse(sock)
+                continue
+            sock.setblocking(True)
+            with self._lock:
+                self._handshaking.add(sock)
+            self._pool.submit(self._handshake, sock, address)
 
     def _refuse(self, sock: websocket) -> None:
         """Answer 503 without a thread; keep reading until the client closes (or LINGER_TIME).
@@ -349,7 +392,7 @@ class Server(BaseServer):
             return
         assert self._selector is not None
         self._refused[sock] = time.monotonic() + LINGER_TIME
-        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(sock, selectors.EVENT_READ, self._drain_refused)
 
     def _drain_refused(self, sock: websocket) -> None:
         try:
@@ -367,60 +410,77 @@ class Server(BaseServer):
         self._selector.unregister(sock)
         sock.close()
 
-    def _accept_all(self) -> None:
-        while True:
-            try:
-                sock, address = self.sock.accept(handshake=False)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                # Out of file descriptors, for one: keep serving the others.
-                logger.error('accept failed: %s', error)
-                time.sleep(0.01)
-                return
-            with self._lock:
-                serving = len(self.clients) + len(self._handshaking)
-            if self._busy(serving):
-                self._refuse(sock)
-                continue
-            sock.setblocking(True)
-            thread = threading.Thread(target=self._serve, args=(sock, address),
-                                      name=f'wspy-client-{address}', daemon=True)
-            with self._lock:
-                self._threads.add(thread)
-                self._handshaking.add(sock)
-            thread.start()
+    # -- serving, on the pool's threads -------------------------------------------------
 
-    def _serve(self, sock: websocket, address: Any) -> None:
-        client = None
+    def _handshake(self, sock: websocket, address: Any) -> None:
         try:
-            try:
-                sock.server_handshake()
-            except (HandshakeError, OSError) as error:
-                logger.log(logging.INFO if isinstance(error, SSLError) else logging.DEBUG,
-                           'handshake with %s failed: %s', address, error)
-                with self._lock:
-                    self._handshaking.discard(sock)
-                sock.close()
-                return
-            client = self.connection_class(self, sock, **self.connection_options)
+            sock.server_handshake()
+        except (HandshakeError, OSError) as error:
+            logger.log(logging.INFO if isinstance(error, SSLError) else logging.DEBUG,
+                       'handshake with %s failed: %s', address, error)
             with self._lock:
                 self._handshaking.discard(sock)
-                self.clients.add(client)
-                stopping = self._stopping
-            if stopping:
-                client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-            client.receive_forever()
-        except Exception:
-            logger.exception('unexpected error serving %s', address)
-            if client is not None:
-                client.abort()
             sock.close()
-        finally:
-            with self._lock:
-                if client is not None:
-                    self.clients.discard(client)
-                self._threads.discard(threading.current_thread())
+            return
+        client = self.connection_class(self, sock, **self.connection_options)
+        with self._lock:
+            self._handshaking.discard(sock)
+            self.clients.add(client)
+            stopping = self._stopping
+        if stopping:
+            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        client._callback(client.onopen)
+        # While the server watches or reads the client, it holds the receive lock:
+        # close() from another thread then leaves the reading to the server.
+        client._recv_lock.acquire()
+        self._serve(client, readable=False)  # frames that came with the request
+
+    def _serve(self, client: ServerConnection, readable: bool = True) -> None:
+        """Apply what has arrived for `client`, then watch it again (or forget it, closed)."""
+        try:
+            is_open = client._receive_ready(readable)
+        except Exception:
+            logger.exception('unexpected error serving %s', client)
+            client.abort()
+            client._finish()
+            is_open = False
+        if is_open:
+            self._parked.append(client)
+            self._wake()
+            return
+        with self._lock:
+            self.clients.discard(client)
+        client._recv_lock.release()
+
+    # -- watching idle clients, on the run() thread ------------------------------------
+
+    def _dispatch(self, client: ServerConnection) -> None:
+        assert self._selector is not None
+        self._selector.unregister(client.sock)
+        self._pool.submit(self._serve, client)
+
+    def _woken(self, wake: socket.socket) -> None:
+        try:
+            while wake.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        assert self._selector is not None
+        while self._parked:
+            client = self._parked.popleft()
+            try:
+                self._selector.register(client.sock, selectors.EVENT_READ, client)
+            except (ValueError, OSError) as error:  # its socket failed under it meanwhile
+                logger.debug('%s: cannot watch it: %s', client, error)
+                self._pool.submit(self._serve, client)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b'\0')
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is pending already
+
+    # -- stopping ---------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Stop accepting, close every client with 1001 and wait for `run()` to end.
@@ -429,15 +489,15 @@ class Server(BaseServer):
         only asks `run()` to stop, and returns at once.
         """
         self._stopping = True
-        try:
-            self._wake_w.send(b'\0')
-        except OSError:
-            pass
+        self._wake()
         if self._running and self._run_thread != threading.get_ident() and \
-                threading.current_thread() not in self._threads:
+                not self._pool.owns_current_thread():
             self._stopped.wait()
 
     def _close_all(self) -> None:
+        """1001 to every client; serve their close handshakes for up to `max_join_time`."""
+        assert self._selector is not None
+        self._selector.unregister(self.sock)
         self._close_listener()
         with self._lock:
             clients = list(self.clients)
@@ -451,20 +511,22 @@ class Server(BaseServer):
                 pass
         for client in clients:
             client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-        deadline = time.monotonic() + self.max_join_time
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._serve_until_gone(time.monotonic() + self.max_join_time)
         with self._lock:
             late = list(self.clients)
         for client in late:
             logger.info('%s: no close handshake within max_join_time, dropping', client)
-            client.abort()
-        for thread in list(self._threads):
-            thread.join(1.0)
-        self._release()
-        self._running = False
-        self._stopped.set()
-        logger.info('server stopped')
+            client.abort()  # its socket turns readable: the pool finishes it
+        self._serve_until_gone(time.monotonic() + 1.0)
+
+    def _serve_until_gone(self, deadline: float) -> None:
+        while True:
+            with self._lock:
+                gone = not self.clients and not self._handshaking
+            remaining = deadline - time.monotonic()
+            if gone or remaining <= 0:
+                return
+            self._select(min(remaining, 0.05))
 
     def _release(self) -> None:
         self._close_listener()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -33,6 +34,18 @@ _MAX_ERROR_BODY = 65536
 #: How long, and how much, a rejected client's further input is read and dropped.
 LINGER_TIME = 1.0
 LINGER_BYTES = 1 << 20
+
+
+_per_thread = threading.local()
+
+
+def _receive_buffer() -> bytearray:
+    """This thread's buffer for blocking reads: what is read is parsed before the next read,
+    so the sockets a thread reads share one buffer (an idle connection holds none)."""
+    buffer: bytearray | None = getattr(_per_thread, 'buffer', None)
+    if buffer is None:
+        buffer = _per_thread.buffer = bytearray(_RECV_SIZE)
+    return buffer
 
 
 class websocket(socket.socket):  # noqa: N801 - the original wspy's name
@@ -95,7 +108,6 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         #: The negotiated extensions' hooks for this connection, in order.
         self.hooks: list[Hook] = []
         self.parser: FrameParser | None = None
-        self._recv_buffer: bytearray | None = None
         #: The `SSLContext` given to `enable_ssl()`, if any.
         self.ssl_context: ssl.SSLContext | None = None
         self._tls_server_side = False
@@ -512,9 +524,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         while frame is None:
             if on_partial is not None:
                 on_partial(parser)
-            buffer = self._recv_buffer
-            if buffer is None:
-                buffer = self._recv_buffer = bytearray(_RECV_SIZE)
+            buffer = _receive_buffer()
             count = self.recv_into(buffer)
             if not count:
                 raise SocketClosed('connection closed in the middle of a frame'

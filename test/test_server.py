@@ -11,7 +11,8 @@ import pytest
 
 import wspy
 
-from conftest import EchoServer, assert_echoes, in_threads, upgrade_request, url
+from conftest import (SERVERS, EchoServer, assert_echoes, in_threads, running, server_factory,
+                      upgrade_request, url)
 
 BIG = 32 << 20
 
@@ -411,3 +412,98 @@ def test_process_request_answers_plain_http(serve, raw_client) -> None:
     conn.send('let in')
     assert conn.recv().payload == 'let in'
     conn.close()
+
+
+def _reset_after_echo(server: wspy.BaseServer, count: int) -> None:
+    """`count` clients, one after another: upgrade, one echo, then a reset (no close)."""
+    frame = wspy.Frame(wspy.OPCODE_TEXT, b'hi', b'abcd').pack()
+    for _ in range(count):
+        sock = socket.create_connection(server.address[:2], timeout=10)
+        sock.sendall(upgrade_request() + frame)
+        received = b''
+        while not received.endswith(b'\x81\x02hi'):
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        sock.close()
+
+
+def test_clients_reset_under_load_are_all_forgotten(serve) -> None:
+    # Many clients finishing at once: each must be seen through to onclose, none
+    # left waiting (a lost wake-up of the Server's selector once left some so).
+    server = serve(ping_interval=None)
+    in_threads(lambda _: _reset_after_echo(server, 150), 8)
+    assert len(server.wait_closes(8 * 150)) == 8 * 150
+    assert not server.clients
+    assert_echoes(server)
+
+
+def test_idle_clients_hold_no_thread() -> None:
+    server = server_factory(*SERVERS['Server'])()
+    server._pool.idle_timeout = 0.2
+    server.start()
+    try:
+        before = threading.active_count()
+        conns = [wspy.connect(url(server)) for _ in range(100)]
+        deadline = time.monotonic() + 5
+        while server._pool.threads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server._pool.threads == 0
+        assert threading.active_count() <= before  # 100 clients open, no thread for any
+        for i, conn in enumerate(conns):
+            conn.send(f'still here {i}')
+        assert [conn.recv().payload for conn in conns] == [f'still here {i}' for i in range(100)]
+        for conn in conns:
+            conn.close()
+    finally:
+        server.shutdown()
+
+
+def test_a_blocking_callback_holds_up_only_its_own_client() -> None:
+    # Server only: an AsyncServer's callbacks run on its loop, so blocking one blocks all.
+    release = threading.Event()
+
+    class Blocking(EchoServer):
+        def onmessage(self, client, message):
+            if message.payload == 'wait':
+                release.wait(10)
+            client.send(message)
+
+    with running(server_factory(*SERVERS['Server'])) as start:
+        server = start(Blocking)
+        slow, fast = wspy.connect(url(server)), wspy.connect(url(server))
+        slow.send('wait')
+        slow.send('after')
+        for i in range(20):
+            fast.send(str(i))
+            assert fast.recv().payload == str(i)
+        release.set()
+        assert [slow.recv().payload, slow.recv().payload] == ['wait', 'after']
+        slow.close()
+        fast.close()
+
+
+def test_close_from_another_thread_while_the_client_is_idle(serve) -> None:
+    server = serve()
+    conn = wspy.connect(url(server))
+    conn.send('hello')
+    assert conn.recv().payload == 'hello'
+    (client,) = server.clients
+    received: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            conn.recv()
+        except wspy.ConnectionClosed as error:
+            received.append(error)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    start = time.monotonic()
+    client.close(4000, 'bye')  # returns at once on an AsyncServer, once closed on Server
+    assert server.wait_closes(1)[0][1] == 4000
+    assert time.monotonic() - start < 2, 'the close waited for close_timeout'
+    assert client.closed and client.close_code == 4000
+    receiver.join(5)
+    assert received and (received[0].code, received[0].reason) == (4000, 'bye')

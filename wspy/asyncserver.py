@@ -14,6 +14,7 @@ import logging
 import selectors
 import ssl
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from wspy.connection import State
@@ -37,7 +38,7 @@ MAX_BUFFER_SIZE = 16 << 20
 _JOIN_LIMIT = 64 << 10
 
 
-def _unsent(buffers: list[bytes | memoryview], sent: int) -> list[memoryview]:
+def _unsent(buffers: Sequence[bytes | memoryview], sent: int) -> list[memoryview]:
     """What is left of `buffers` after a write that took their first `sent` bytes."""
     for index, buffer in enumerate(buffers):
         if sent < len(buffer):

@@ -448,6 +448,10 @@ class Connection:
             self.send_ping(payload)
         except ConnectionClosed:
             return None
+        except OSError as error:  # the receiving side finds the connection broken too
+            logger.debug('%s: keepalive ping failed: %s', self, error)
+            self.abort()
+            return None
         self._ping_pending = (payload, now)
         interval = self.ping_interval or 0.0
         self._next_ping = now + interval
@@ -563,7 +567,7 @@ class Connection:
         """
         parser = self.sock.parser
         assert parser is not None
-        if self.state is State.CLOSED:
+        if self.closed:
             return False
         while readable or parser.ready() or self.sock.pending():
             readable = False
@@ -574,7 +578,7 @@ class Connection:
                     self._callback(self.onmessage, message)
                 finally:
                     self._recv_lock.acquire()
-            if self.state is State.CLOSED:
+            if self.closed:
                 return False
         try:
             self._check_partial(parser)  # fail now, not when the rest arrives

@@ -337,7 +337,7 @@ class FrameParser:
         return frame
 
     def ready(self) -> bool:
-        """Whether `next_frame()` has a frame to return (or an error to raise) without more bytes."""
+        """Whether `next_frame()` has a frame (or an error) to give without more bytes."""
         try:
             header = self._header or self._parse_header()
         except ProtocolError:

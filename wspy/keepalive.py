@@ -35,13 +35,14 @@ class Scheduler:
     def schedule(self, connection: _Keepalive, delay: float) -> None:
         """Call `connection._keepalive()` in `delay` seconds."""
         with self._condition:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order),
-                                        weakref.ref(connection)))
+            entry = (time.monotonic() + delay, next(self._order), weakref.ref(connection))
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name='wspy-keepalive',
                                                 daemon=True)
                 self._thread.start()
-            self._condition.notify()
+            if self._heap[0] is entry:  # else the thread wakes up before it is due anyway
+                self._condition.notify()
 
     def _run(self) -> None:
         while True:

@@ -307,6 +307,7 @@ class Server(BaseServer):
         self._wake_r.setblocking(False)
         # Clients whose pool thread is done with them, to watch again (see _woken).
         self._parked: deque[ServerConnection] = deque()
+        self._woken_up = False  # a wake-up byte is on its way: no need for another
         self._stopping = False
         self._run_thread: int | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -446,7 +447,9 @@ class Server(BaseServer):
             is_open = False
         if is_open:
             self._parked.append(client)
-            self._wake()
+            if not self._woken_up:
+                self._woken_up = True
+                self._wake()
             return
         with self._lock:
             self.clients.discard(client)
@@ -465,6 +468,9 @@ class Server(BaseServer):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        # After the bytes are read, before the parked are taken: a client parked
+        # from now on is either taken below or sends a new byte.
+        self._woken_up = False
         assert self._selector is not None
         while self._parked:
             client = self._parked.popleft()

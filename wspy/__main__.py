@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                               help='largest message and frame accepted, in bytes '
                                    '(default: 16 MiB)')
     serve_parser.add_argument('--threaded', action='store_true',
-                              help='a thread per client (Server) instead of the event loop')
+                              help='Server (a pool of threads) instead of the event loop')
     serve_parser.add_argument('--workers', type=int, default=1, metavar='N',
                               help='serve from N processes sharing the port (default: 1)')
     serve_parser.add_argument('--unix', metavar='PATH',

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -27,6 +28,8 @@ from wspy.websocket import LINGER_TIME, websocket
 logger = logging.getLogger('wspy')
 
 SHUTDOWN_REASON = 'server shutting down'
+#: Default `Server.hold_time`.
+HOLD_TIME = 0.002
 #: The answer to a connection over `max_connections`.
 BUSY = HandshakeError('server busy: too many connections, try again later', 503,
                       [('Retry-After', '1')])
@@ -87,6 +90,13 @@ def remove_stale_unix_socket(path: str) -> None:
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f'a server is already listening on {path}')
+
+
+def _readable_within(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` turns readable (or fails) within `timeout` seconds."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class Callbacks:
@@ -312,6 +322,9 @@ class Server(BaseServer):
         self._run_thread: int | None = None
         self._selector: selectors.BaseSelector | None = None
         self._refused: dict[websocket, float] = {}  # answered 503, draining until this time
+        #: Seconds a pool thread waits for more from a client that went quiet before it
+        #: hands the client back to the selector (0: at once).
+        self.hold_time = HOLD_TIME
 
     def run(self) -> None:
         """Accept and serve clients until `shutdown()` (or Ctrl-C), then close them all."""
@@ -437,9 +450,16 @@ class Server(BaseServer):
         self._serve(client, readable=False)  # frames that came with the request
 
     def _serve(self, client: ServerConnection, readable: bool = True) -> None:
-        """Apply what has arrived for `client`, then watch it again (or forget it, closed)."""
+        """Apply what arrives for `client` while it is busy; then watch it again (or forget it).
+
+        A client that sends again within `hold_time` keeps its thread: a
+        conversation of quick exchanges does not go through the selector
+        (and to another thread) for each message.
+        """
         try:
             is_open = client._receive_ready(readable)
+            while is_open and self.hold_time and _readable_within(client.sock, self.hold_time):
+                is_open = client._receive_ready()
         except Exception:
             logger.exception('unexpected error serving %s', client)
             client.abort()

@@ -28,7 +28,7 @@ _T = TypeVar('_T')
 
 #: Default time allowed for a whole opening handshake, in seconds.
 HANDSHAKE_TIMEOUT = 10.0
-_RECV_SIZE = 65536
+_RECV_SIZE = 1 << 17
 _TLS_RECV_SIZE = 1 << 18
 _MAX_ERROR_BODY = 65536
 #: How long, and how much, a rejected client's further input is read and dropped.

@@ -2,7 +2,7 @@
  *
  *   loadgen PORT echo SIZE CONNS INFLIGHT SECONDS   echo messages, keep INFLIGHT per connection
  *   loadgen PORT rtt SIZE COUNT                     one connection, one message at a time
- *   loadgen PORT handshake CONCURRENCY SECONDS      open, upgrade, close, as fast as possible
+ *   loadgen PORT handshake CONCURRENCY SECONDS      open, upgrade, reset (no TIME_WAIT), as fast as possible
  *   loadgen PORT idle CONNS                         open CONNS, print "ready", hold until stdin ends
  *
  * Prints one line of "key=value" figures. Frames are binary, masked with a zero key so

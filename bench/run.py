@@ -134,8 +134,9 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--only', nargs='*', default=list(SCENARIOS))
-    parser.add_argument('--servers', nargs='*', default=list(SERVERS))
+    parser.add_argument('--only', nargs='*', default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument('--servers', nargs='*', default=list(SERVERS),
+                        choices=[*SERVERS, *WORKERS])
     parser.add_argument('--workers', action='store_true',
                         help='1 against 2 worker processes, nothing pinned')
     args = parser.parse_args()

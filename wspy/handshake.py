@@ -40,6 +40,7 @@ _HEADER_BLOCK = re.compile(f'(?:{_HEADER_LINE.pattern})*')
 _HTTP_VERSION = re.compile(r'HTTP/1\.\d')
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def accept_key(key: str) -> str:
@@ -154,12 +155,7 @@ class Response:
         self.headers = headers if isinstance(headers, Headers) else Headers(
             check_header_items(headers))
         self.body = body
-        if not reason:
-            try:
-                reason = HTTPStatus(status).phrase
-            except ValueError:
-                reason = 'Unknown'
-        self.reason = reason
+        self.reason = reason or _REASONS.get(status, 'Unknown')
 
     def __repr__(self) -> str:
         return f'Response({self.status}, {self.headers!r}, {len(self.body)} bytes)'

@@ -210,3 +210,44 @@ def test_overflow_keeps_the_frame_in_flight_whole(aserve) -> None:
         for _ in range(400):
             assert conn.recv().payload == b'x' * 65536
     assert info.value.code == wspy.CLOSE_POLICY_VIOLATION  # a clean close frame, not 1006
+
+
+def test_cancelled_timers_are_swept_out_of_the_heap() -> None:
+    from wspy.loop import Loop
+
+    loop = Loop()
+    fired: list[int] = []
+    kept = [loop.call_later(0.05, fired.append, i) for i in range(3)]
+    for _ in range(5000):
+        loop.call_later(60, fired.append, -1).cancel()
+    loop.call_later(0.2, loop.stop)
+    loop.run()
+    loop.close()
+    assert fired == [0, 1, 2] and all(not timer.cancelled for timer in kept)
+    assert len(loop._timers) < 300  # not 5,000 cancelled timers waiting to be due
+
+
+def test_closed_clients_leave_no_timers_behind(aserve) -> None:
+    # Each open client has a keepalive timer; a closed one must not keep it (nor itself
+    # through it) for ping_interval seconds.
+    server = aserve(ping_interval=30)
+    for _ in range(20):
+        conns = [wspy.connect(url(server), ping_interval=None) for _ in range(50)]
+        for conn in conns:
+            conn.close()
+    server.wait_closes(1000)
+    live = []
+    server.call_soon_threadsafe(lambda: live.append(len(server.loop._timers)))
+    deadline = time.monotonic() + 5
+    while not live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live and live[0] < 300
+
+
+def test_epoll_is_used_directly_by_default(aserve) -> None:
+    import select
+    server = aserve()
+    if not hasattr(select, 'epoll'):
+        pytest.skip('no epoll here')
+    assert isinstance(server.loop.selector, select.epoll)
+    assert_echoes(server)

@@ -105,6 +105,34 @@ def test_any_http_head_parses_or_raises_a_handshake_error(data: bytes) -> None:
         assert not data[:1].isalpha()
 
 
+header_lines = st.lists(st.tuples(
+    st.sampled_from(['Host', 'X-a', 'upgrade', 'A:b', '', 'Sp ace', 'é']),
+    st.text(alphabet=' \tabc,\x7f\xe9\x00\r\n:', max_size=8)), max_size=6)
+
+
+@settings(max_examples=500)
+@given(header_lines, st.sampled_from(['\r\n\r\n', '\r\n', '', '\r\n\r\n\r\n']))
+def test_header_lines_parse_as_they_do_one_by_one(lines: list[tuple[str, str]],
+                                                  end: str) -> None:
+    # A usual head is parsed by one regular expression; any head must come out as the
+    # line-by-line parser reads it (or fail as it does).
+    from wspy.handshake import _parse_header_lines
+    text = 'GET / HTTP/1.1' + ''.join(f'\r\n{name}:{value}' for name, value in lines) + end
+    head = text.encode('utf-8')
+    split = head.split(b'\r\n')
+    while split and split[-1] == b'':
+        split.pop()
+    try:
+        expected = _parse_header_lines(split[1:], wspy.InvalidRequest).items()
+    except wspy.InvalidRequest:
+        expected = None
+    try:
+        parsed = parse_request(head).headers.items()
+    except wspy.InvalidRequest:
+        parsed = None
+    assert parsed == expected
+
+
 auth_values = st.one_of(
     st.text(max_size=200),
     st.lists(st.sampled_from(['Digest', 'Basic', 'username="alice"', 'realm="wspy"', 'uri="/"',

@@ -26,8 +26,7 @@ from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
                         ControlFrame, Frame, FrameParser, close_payload, pack_unmasked,
-                        unmasked_header,
-                        parse_close)
+                        parse_close, unmasked_header)
 from wspy.keepalive import scheduler
 from wspy.message import BinaryMessage, Message, TextMessage
 from wspy.websocket import websocket

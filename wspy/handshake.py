@@ -54,6 +54,19 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(16)).decode('ascii')
 
 
+_NAMES: dict[str, tuple[str, str]] = {}
+
+
+def _names(name: str) -> tuple[str, str]:
+    """A header name and its lower-cased form, shared by every request that sends it."""
+    names = _NAMES.get(name)
+    if names is None:
+        names = (name, name.lower())
+        if len(_NAMES) < 1024:  # the usual names; not every name a client can make up
+            _NAMES[name] = names
+    return names
+
+
 class Headers:
     """HTTP headers: case-insensitive names, order kept, repeats allowed."""
 
@@ -61,30 +74,37 @@ class Headers:
 
     def __init__(self, items: HeaderItems = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        # Lower-cased name -> its values in order: a handshake looks up a dozen names.
-        self._by_name: dict[str, list[str]] = {}
+        # Lower-cased name -> its value, or its values when it repeats: a handshake
+        # looks up a dozen names, and an idle connection keeps its request.
+        self._by_name: dict[str, str | list[str]] = {}
         for name, value in (items.items() if isinstance(items, Mapping) else items):
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
         """Append a header."""
+        name, key = _names(name)
         self._items.append((name, value))
-        values = self._by_name.get(name.lower())
+        values = self._by_name.get(key)
         if values is None:
-            self._by_name[name.lower()] = [value]
-        else:
+            self._by_name[key] = value
+        elif isinstance(values, list):
             values.append(value)
+        else:
+            self._by_name[key] = [values, value]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """All values of `name` joined with ', ' (RFC 9110 5.3), or `default`."""
         values = self._by_name.get(name.lower())
         if values is None:
             return default
-        return values[0] if len(values) == 1 else ', '.join(values)
+        return ', '.join(values) if isinstance(values, list) else values
 
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`, in order."""
-        return list(self._by_name.get(name.lower(), ()))
+        values = self._by_name.get(name.lower())
+        if values is None:
+            return []
+        return list(values) if isinstance(values, list) else [values]
 
     def tokens(self, name: str) -> list[str]:
         """The comma-separated elements of `name`, lower-cased, empties dropped."""

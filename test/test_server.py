@@ -444,13 +444,14 @@ def test_idle_clients_hold_no_thread() -> None:
     server._pool.idle_timeout = 0.2
     server.start()
     try:
-        before = threading.active_count()
+        before = set(threading.enumerate())
         conns = [wspy.connect(url(server)) for _ in range(100)]
         deadline = time.monotonic() + 5
         while server._pool.threads and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server._pool.threads == 0
-        assert threading.active_count() <= before  # 100 clients open, no thread for any
+        new = [t for t in threading.enumerate() if t not in before]
+        assert all(t.name == 'wspy-keepalive' for t in new), new  # 100 clients, no thread
         for i, conn in enumerate(conns):
             conn.send(f'still here {i}')
         assert [conn.recv().payload for conn in conns] == [f'still here {i}' for i in range(100)]

@@ -88,18 +88,23 @@ class _Selector:
         self.selector = selector
 
     def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Watch `sock` for `events`; `handler(mask)` when ready."""
         self.selector.register(sock, events, handler)
 
     def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Change what `sock` is watched for, and its handler."""
         self.selector.modify(sock, events, handler)
 
     def unregister(self, sock: socket.socket) -> None:
+        """Stop watching `sock`."""
         self.selector.unregister(sock)
 
     def select(self, timeout: float | None) -> list[tuple[Handler, int]]:
+        """Wait up to `timeout` seconds (None: no limit); the ready handlers and masks."""
         return [(key.data, mask) for key, mask in self.selector.select(timeout)]
 
     def close(self) -> None:
+        """Release the selector."""
         self.selector.close()
 
 
@@ -117,12 +122,14 @@ class _Epoll:
         self._events: dict[int, int] = {}
 
     def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Watch `sock` for `events`; `handler(mask)` when ready."""
         fd = sock.fileno()
         self.selector.register(fd, _EPOLL_EVENTS[events])
         self._handlers[fd] = handler
         self._events[fd] = events
 
     def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
+        """Change what `sock` is watched for, and its handler."""
         fd = sock.fileno()
         if fd not in self._handlers:
             raise KeyError(f'{sock!r} is not registered')
@@ -132,12 +139,14 @@ class _Epoll:
         self._handlers[fd] = handler
 
     def unregister(self, sock: socket.socket) -> None:
+        """Stop watching `sock`."""
         fd = sock.fileno()
         del self._handlers[fd]
         del self._events[fd]
         self.selector.unregister(fd)
 
     def select(self, timeout: float | None) -> list[tuple[Handler, int]]:
+        """Wait up to `timeout` seconds (None: no limit); the ready handlers and masks."""
         handlers = self._handlers
         events = self._events
         ready = []
@@ -150,6 +159,7 @@ class _Epoll:
         return ready
 
     def close(self) -> None:
+        """Release the selector."""
         self.selector.close()
 
 

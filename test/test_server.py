@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -508,3 +509,23 @@ def test_close_from_another_thread_while_the_client_is_idle(serve) -> None:
     assert client.closed and client.close_code == 4000
     receiver.join(5)
     assert received and (received[0].code, received[0].reason) == (4000, 'bye')
+
+
+def test_a_connection_class_that_fails_costs_only_its_client(serve, caplog) -> None:
+    server = serve()
+
+    class Picky(server.connection_class):
+        def __init__(self, owner, sock, **options):
+            if sock.request.path == '/bad':
+                raise RuntimeError('no thanks')
+            super().__init__(owner, sock, **options)
+
+    server.connection_class = Picky
+    start = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger='wspy'), \
+            pytest.raises((wspy.WebSocketError, OSError)):
+        wspy.connect(url(server, '/bad'), timeout=5).recv()
+    assert time.monotonic() - start < 2, 'the client was left waiting'
+    assert 'could not set up the connection' in caplog.text
+    assert_echoes(server)
+    assert not getattr(server, '_handshaking', None) and not getattr(server, '_handshakes', None)

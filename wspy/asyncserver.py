@@ -717,7 +717,13 @@ class AsyncServer(BaseServer, LoopClients):
     def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
         self._handshakes.discard(handshake)
         handshake.sock.opened(True, handshake.reader.rest)
-        self._opened(self._adopt(handshake.sock, response))
+        try:
+            client = self._adopt(handshake.sock, response)
+        except Exception:  # a connection_class of the application's
+            logger.exception('could not set up the connection from %s', handshake.address)
+            handshake._drop()
+            return
+        self._opened(client)
 
     # -- for applications, from any thread ----------------------------------------------
 

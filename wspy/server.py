@@ -436,11 +436,19 @@ class Server(BaseServer):
                 self._handshaking.discard(sock)
             sock.close()
             return
-        client = self.connection_class(self, sock, **self.connection_options)
+        try:
+            client = self.connection_class(self, sock, **self.connection_options)
+        except Exception:  # a connection_class of the application's
+            logger.exception('could not set up the connection from %s', address)
+            client = None
         with self._lock:
             self._handshaking.discard(sock)
-            self.clients.add(client)
+            if client is not None:
+                self.clients.add(client)
             stopping = self._stopping
+        if client is None:
+            sock.close()
+            return
         if stopping:
             client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         client._callback(client.onopen)

@@ -8,6 +8,7 @@ wake the loop with a byte on a socketpair.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import select
@@ -67,6 +68,7 @@ class Timer:
         return self.when < other.when
 
 
+@functools.cache  # the allocator is the process's: once is enough
 def _keep_freed_memory() -> None:
     """Have the C allocator keep freed memory for reuse rather than hand it back at once.
 

@@ -23,7 +23,10 @@ def reference(key: bytes, data: bytes, offset: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
-@pytest.mark.parametrize('size', [0, 1, 3, 4, 7, 8, 9, 63, 255, 256, 257, 1000, 65537])
+# Around the widths of the C loops (8, 16 and 32 bytes a step), the fallback's switch at
+# 256 bytes, and the C size from which the GIL is released (64 KiB).
+@pytest.mark.parametrize('size', [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 95, 255, 256,
+                                  257, 1000, 65535, 65536, 65537])
 @pytest.mark.parametrize('offset', [0, 1, 2, 3, 6])
 def test_mask_matches_the_rfc(implementation, size: int, offset: int) -> None:
     key = os.urandom(4)
@@ -46,6 +49,18 @@ def test_mask_rejects_bad_keys(implementation) -> None:
         implementation(b'abc', b'data')
     with pytest.raises(ValueError):
         implementation(b'abcd', b'data', -1)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
+def test_mask_rejects_bad_arguments(implementation) -> None:
+    with pytest.raises(TypeError):
+        implementation(b'abcd')
+    with pytest.raises(TypeError):
+        implementation(b'abcd', b'data', 0, 1)
+    with pytest.raises(TypeError):
+        implementation(b'abcd', 'text')
+    with pytest.raises(TypeError):
+        implementation(b'abcd', b'data', 1.0)
 
 
 def test_environment_variable_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -643,14 +643,18 @@ class Connection:
     def _callback(self, callback: Callable[..., object], *args: object) -> None:
         try:
             callback(*args)
-        except ConnectionClosed as error:
-            logger.debug('%s: %s in %s', self, error, callback.__name__)
         except Exception as error:
-            if callback == self.onerror:
-                logger.exception('%s: error in onerror', self)
-            else:
-                logger.debug('%s: error in %s', self, callback.__name__, exc_info=True)
-                self._callback(self.onerror, error)
+            self._callback_failed(callback, error)
+
+    def _callback_failed(self, callback: Callable[..., object], error: Exception) -> None:
+        """Report an exception from a callback (to `onerror`, unless it came from there)."""
+        if isinstance(error, ConnectionClosed):
+            logger.debug('%s: %s in %s', self, error, callback.__name__)
+        elif callback == self.onerror:
+            logger.exception('%s: error in onerror', self)
+        else:
+            logger.debug('%s: error in %s', self, callback.__name__, exc_info=True)
+            self._callback(self.onerror, error)
 
     def onopen(self) -> None:
         """Called when `receive_forever()` starts on the open connection."""

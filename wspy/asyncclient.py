@@ -200,7 +200,7 @@ class _ClientHandshake(_Channel):
             sock.bind(source)
         error = sock.connect_ex(address)
         if error == 0:
-            loop.register(sock, READ, self._on_event)
+            loop.register(sock, READ, self._on_readable)
             self._connected()
         elif error in _CONNECT_IN_PROGRESS and sock.family != socket.AF_UNIX:
             loop.register(sock, WRITE, self._on_connect_event)
@@ -214,7 +214,7 @@ class _ClientHandshake(_Channel):
             self.connecting._address_failed(OSError(error, os.strerror(error)))
             return
         self._events = READ
-        self.loop.modify(self.sock, READ, self._on_event)
+        self.loop.modify(self.sock, READ, self._on_readable)
         self._connected()
 
     def _connected(self) -> None:
@@ -249,7 +249,7 @@ class _ClientHandshake(_Channel):
                                    protocols=sock.protocols, extensions=sock.extensions,
                                    headers=sock.headers))
 
-    def _on_readable(self) -> None:
+    def _on_readable(self, mask: int = READ) -> None:
         if not self._tls_handshaking:
             super()._on_readable()
             return

@@ -44,7 +44,7 @@ _plain_send = socket.socket.send
 _plain_sendmsg = socket.socket.sendmsg
 
 
-def _unsent(buffers: Sequence[bytes | memoryview], sent: int) -> list[memoryview]:
+def _unsent(buffers: Sequence[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
     """What is left of `buffers` after a write that took their first `sent` bytes."""
     for index, buffer in enumerate(buffers):
         if sent < len(buffer):
@@ -87,7 +87,7 @@ class _Channel:
         self._out: deque[bytes | memoryview] | None = None
         # The unsent tail of a write the socket took only part of: it goes
         # out before anything else, and is never dropped (the peer has its start).
-        self._out_partial: list[memoryview] = []
+        self._out_partial: list[bytes | memoryview] = []
         self._out_size = 0
         self._queued = 0
         self._written = 0
@@ -151,8 +151,16 @@ class _Channel:
             if self._dropped:
                 return
             out = self._out
-            while out or self._out_partial:
-                buffers = self._out_partial or self._take_buffers()
+            while True:
+                buffers: list[bytes | memoryview]
+                if self._out_partial:
+                    buffers = self._out_partial
+                elif not out:
+                    break
+                elif len(out) == 1:
+                    buffers = [out.popleft()]
+                else:
+                    buffers = self._take_buffers()
                 self._out_partial = []
                 try:
                     if len(buffers) != 1:  # never under TLS (see _take_buffers)
@@ -204,16 +212,21 @@ class _Channel:
     def _watch(self, events: int) -> None:
         if events != self._events and not self._dropped:
             self._events = events
-            self.loop.modify(self.sock, events, self._on_event)
+            self.loop.modify(self.sock, events,
+                             self._on_event if events & WRITE else self._on_readable)
 
     def _on_event(self, mask: int) -> None:
+        """The loop's handler while the socket is watched for writing too."""
         if mask & WRITE:
             self._flush()
         if mask & READ and not self._dropped:
             self._on_readable()
 
-    def _on_readable(self) -> None:
-        """Read into the server's buffer; hand what came to `_received`."""
+    def _on_readable(self, mask: int = READ) -> None:
+        """Read into the server's buffer; hand what came to `_received`.
+
+        The loop's handler while the socket is watched for reading only.
+        """
         sock = self.sock
         try:
             if sock.tls is None:  # the plain socket's method: one Python call less a read
@@ -395,13 +408,13 @@ class AsyncConnection(_Channel, ServerConnection):
             self._flush_queued()
 
     def _flush_queued(self) -> None:
-        """Write what was queued while `_flush_scheduled` was held: now if it is large,
-        else at the end of the loop's turn."""
+        """Write what was queued while `_flush_scheduled` was held: now if it is large or
+        no other socket is ready, else at the end of the loop's turn."""
         with self._send_lock:
             if self._out is None and not self._out_partial:
                 self._flush_scheduled = False  # a later send schedules a flush again
                 return
-            if self._out_size < _JOIN_LIMIT:
+            if self._out_size < _JOIN_LIMIT and self.loop.events_left:
                 # Small replies wait for the other sockets' reads: writing them at once
                 # wakes the peer sooner, and it then sends smaller batches (measured).
                 self.loop.call_soon(self._flush)
@@ -522,7 +535,7 @@ class _Handshake(_Channel):
         self.timer = None
         if sock.handshake_timeout is not None:
             self.timer = self.loop.call_later(sock.handshake_timeout, self._timed_out)
-        self.loop.register(sock, READ, self._on_event)
+        self.loop.register(sock, READ, self._on_readable)
 
     def _received(self, count: int) -> None:
         try:
@@ -605,7 +618,7 @@ class LoopClients(Callbacks):
         if first:
             with client._send_lock:
                 client._queue(first)
-        self.loop.modify(sock, READ, client._on_event)
+        self.loop.modify(sock, READ, client._on_readable)
         self.clients.add(client)
         return client
 

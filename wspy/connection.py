@@ -40,6 +40,7 @@ PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
+_new_object = object.__new__
 
 
 class State(enum.IntEnum):
@@ -199,7 +200,9 @@ class Connection:
             mask = not self.sock.server_side
         if not mask and fragment_size is None and not self._hooks:
             # The common case of a server: one frame, built without a Frame object.
-            if isinstance(message, str):
+            if type(message) is BinaryMessage:  # an echo: no call to encode()
+                opcode, payload = OPCODE_BINARY, message.payload
+            elif isinstance(message, str):
                 opcode, payload = OPCODE_TEXT, message.encode()
             elif isinstance(message, Message):
                 opcode, payload = message.opcode, message.encode()
@@ -328,12 +331,18 @@ class Connection:
             limit = self.max_message_size
             if limit is not None and len(payload) > limit:
                 raise PayloadTooBig(f'message over {limit} bytes')
+            # The payload is known good: fill the slots without __init__'s checks.
             if opcode == OPCODE_TEXT:
+                message: Message = _new_object(TextMessage)
                 try:
-                    return TextMessage(payload.decode('utf-8'))
+                    message.payload = payload.decode('utf-8')
                 except UnicodeDecodeError:
                     raise InvalidPayload('invalid UTF-8 in a text message') from None
-            return BinaryMessage(payload)
+            else:
+                message = _new_object(BinaryMessage)
+                message.payload = payload
+            message.opcode = opcode
+            return message
         else:
             fragments = self._fragments = []
             self._fragments_opcode = opcode

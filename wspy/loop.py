@@ -193,6 +193,8 @@ class Loop:
         self._poller.register(self._wake_r, READ, self._drain_wake)
         self._thread: int | None = None
         self._stopping = False
+        #: How many ready sockets of this turn are still to be handled after the current one.
+        self.events_left = 0
         #: One receive buffer for every socket on this loop: a handler parses what it
         #: read before it returns, so the next handler can read into it again.
         self.buffer = bytearray(RECEIVE_BUFFER_SIZE)
@@ -273,7 +275,10 @@ class Loop:
                 timeout = max(0.0, timers[0].when - time.monotonic())
             else:
                 timeout = None
-            for handler, mask in select(timeout):
+            events = select(timeout)
+            self.events_left = len(events)
+            for handler, mask in events:
+                self.events_left -= 1
                 try:
                     handler(mask)
                 except Exception:

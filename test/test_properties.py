@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -131,6 +134,30 @@ def test_header_lines_parse_as_they_do_one_by_one(lines: list[tuple[str, str]],
     except wspy.InvalidRequest:
         parsed = None
     assert parsed == expected
+
+
+def _is_16_bytes_of_base64(key: str) -> bool:
+    """RFC 6455 4.2.1: "a base64-encoded value that, when decoded, is 16 bytes in length"."""
+    try:
+        return len(base64.b64decode(key.encode('ascii'), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+
+
+@settings(max_examples=500)
+@given(st.one_of(
+    st.binary(min_size=14, max_size=18).map(lambda raw: base64.b64encode(raw).decode()),
+    st.text(alphabet='AB+/=9, \t\xe9', min_size=20, max_size=28)))
+@example('dGhlIHNhbXBsZSBub25jZQ==')
+def test_the_key_check_accepts_exactly_16_bytes_of_base64(key: str) -> None:
+    headers = Headers([('Host', 'x'), ('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                       ('Sec-WebSocket-Version', '13'), ('Sec-WebSocket-Key', key)])
+    try:
+        ServerHandshake().check(Request('GET', '/', headers))
+        accepted = True
+    except wspy.InvalidRequest:
+        accepted = False
+    assert accepted == _is_16_bytes_of_base64(key)
 
 
 auth_values = st.one_of(

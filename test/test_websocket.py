@@ -85,6 +85,36 @@ def test_accept_without_handshake_and_unopened_sockets(listener) -> None:
     raw.close()
 
 
+def test_accepted_sockets_get_the_options_and_fresh_state(listener) -> None:
+    listener.locations = ['/chat']
+    listener.hooks.append('listener state')  # never copied to an accepted socket
+    raw = socket.create_connection(listener.getsockname())
+    sock, address = listener.accept(handshake=False)
+    assert type(sock) is wspy.websocket and sock.fileno() >= 0
+    assert (sock.family, sock.type) == (listener.family, listener.type)
+    assert sock.options() == listener.options()
+    assert sock.protocols is not listener.protocols  # each socket its own lists
+    assert sock.locations is not listener.locations
+    assert (sock.hooks, sock.request, sock.tls, sock.peer_address()) == ([], None, None, address)
+    sock.close()
+    raw.close()
+
+
+def test_a_subclass_with_its_own_init_gets_it_called_on_accept() -> None:
+    class Tagged(wspy.websocket):
+        def __init__(self, *args, tag: str = 'listener', **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.tag = tag if kwargs.get('fileno') is None else 'accepted'
+
+    with Tagged(protocols=['chat']) as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            sock, _ = listener.accept(handshake=False)
+            assert (type(sock), sock.tag, sock.protocols) == (Tagged, 'accepted', ['chat'])
+            sock.close()
+
+
 def test_bytes_after_the_request_are_kept(listener) -> None:
     result = {}
 

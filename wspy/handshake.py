@@ -38,6 +38,8 @@ _SAFE_VALUE = re.compile(r'[^\r\n\x00]*')
 _HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e\x80-\xff]*)\r\n")
 _HEADER_BLOCK = re.compile(f'(?:{_HEADER_LINE.pattern})*')
 _HTTP_VERSION = re.compile(r'HTTP/1\.\d')
+# A Sec-WebSocket-Key: 16 bytes in base64 are 22 characters and two of padding.
+_KEY = re.compile(r'[A-Za-z0-9+/]{22}==')
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -46,7 +48,7 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 def accept_key(key: str) -> str:
     """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key."""
     digest = hashlib.sha1((key + GUID).encode('ascii')).digest()
-    return base64.b64encode(digest).decode('ascii')
+    return binascii.b2a_base64(digest, newline=False).decode('ascii')
 
 
 def new_key() -> str:
@@ -77,20 +79,27 @@ class Headers:
         # Lower-cased name -> its value, or its values when it repeats: a handshake
         # looks up a dozen names, and an idle connection keeps its request.
         self._by_name: dict[str, str | list[str]] = {}
-        for name, value in (items.items() if isinstance(items, Mapping) else items):
-            self.add(name, value)
+        if items:
+            self._extend(items.items() if isinstance(items, Mapping) else items)
+
+    def _extend(self, items: Iterable[tuple[str, str]]) -> None:
+        """Append headers: `add` for each, in one call."""
+        pairs = self._items
+        by_name = self._by_name
+        for name, value in items:
+            name, key = _NAMES.get(name) or _names(name)
+            pairs.append((name, value))
+            values = by_name.get(key)
+            if values is None:
+                by_name[key] = value
+            elif isinstance(values, list):
+                values.append(value)
+            else:
+                by_name[key] = [values, value]
 
     def add(self, name: str, value: str) -> None:
         """Append a header."""
-        name, key = _names(name)
-        self._items.append((name, value))
-        values = self._by_name.get(key)
-        if values is None:
-            self._by_name[key] = value
-        elif isinstance(values, list):
-            values.append(value)
-        else:
-            self._by_name[key] = [values, value]
+        self._extend(((name, value),))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """All values of `name` joined with ', ' (RFC 9110 5.3), or `default`."""
@@ -278,8 +287,7 @@ def _parse_head(head: bytes, error: type[HandshakeError]) -> tuple[bytes, Header
     text = rest.decode('latin-1')
     if first and _HEADER_BLOCK.fullmatch(text):  # the usual head: every line at once
         headers = Headers()
-        for name, value in _HEADER_LINE.findall(text):
-            headers.add(name, value.strip(' \t'))
+        headers._extend([(name, value.strip(' \t')) for name, value in _HEADER_LINE.findall(text)])
         return first, headers
     # Anything else, line by line: empty lines at the end allowed, errors precise.
     lines = head.split(b'\r\n')
@@ -293,10 +301,10 @@ def _parse_head(head: bytes, error: type[HandshakeError]) -> tuple[bytes, Header
 def parse_request(head: bytes) -> Request:
     """Parse a request head; `InvalidRequest` (with the HTTP status) if malformed."""
     line, headers = _parse_head(head, InvalidRequest)
-    parts = line.split(b' ')
+    parts = line.decode('latin-1').split(' ')
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise InvalidRequest(f'malformed request line {line[:80]!r}')
-    method, target, version = (p.decode('latin-1') for p in parts)
+    method, target, version = parts
     if not _HTTP_VERSION.fullmatch(version):
         raise InvalidRequest(f'unsupported HTTP version {version[:20]!r}', 505)
     return Request(method, target, headers, version)
@@ -324,11 +332,7 @@ def check_header_items(items: HeaderItems) -> list[tuple[str, str]]:
 def _decode_key(key: str | None) -> str:
     if key is None:
         raise InvalidRequest('missing Sec-WebSocket-Key')
-    try:
-        raw = base64.b64decode(key.encode('ascii'), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raw = b''
-    if len(raw) != 16 or ',' in key:
+    if not _KEY.fullmatch(key):
         raise InvalidRequest('Sec-WebSocket-Key is not 16 bytes in base64')
     return key
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import logging
 import select
 import selectors
@@ -63,9 +64,6 @@ class Timer:
         self.args = ()
         if self.loop is not None:
             self.loop._cancelled_timers += 1
-
-    def __lt__(self, other: Timer) -> bool:
-        return self.when < other.when
 
 
 @functools.cache  # the allocator is the process's: once is enough
@@ -182,7 +180,9 @@ class Loop:
                         else _Selector(selector()))
         #: The selector underneath (a `select.epoll` when epoll is used directly).
         self.selector: Any = self._poller.selector
-        self._timers: list[Timer] = []
+        # (when, sequence, timer): the heap compares floats and ints, never timers.
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._sequence = itertools.count()
         # Cancelled timers still in the heap (approximate: other threads cancel too).
         self._cancelled_timers = 0
         self._ready: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -238,10 +238,11 @@ class Loop:
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread."""
         timer = Timer(time.monotonic() + delay, callback, args, self)
+        entry = (timer.when, next(self._sequence), timer)
         if self.in_loop_thread():
-            heapq.heappush(self._timers, timer)
+            heapq.heappush(self._timers, entry)
         else:
-            self.call_soon_threadsafe(heapq.heappush, self._timers, timer)
+            self.call_soon_threadsafe(heapq.heappush, self._timers, entry)
         return timer
 
     def wake(self) -> None:
@@ -272,7 +273,7 @@ class Loop:
             if ready or threadsafe:
                 timeout: float | None = 0
             elif timers:
-                timeout = max(0.0, timers[0].when - time.monotonic())
+                timeout = max(0.0, timers[0][0] - time.monotonic())
             else:
                 timeout = None
             events = select(timeout)
@@ -285,8 +286,8 @@ class Loop:
                     logger.exception('error in an event handler')
             if timers:
                 now = time.monotonic()
-                while timers and timers[0].when <= now:
-                    timer = heapq.heappop(timers)
+                while timers and timers[0][0] <= now:
+                    timer = heapq.heappop(timers)[2]
                     timer.loop = None
                     if not timer.cancelled:
                         ready.append((timer.callback, timer.args))
@@ -307,7 +308,7 @@ class Loop:
     def _sweep_timers(self) -> None:
         """Drop cancelled timers from the heap: a handshake timer or a keepalive timer is
         usually cancelled long before it is due, and the heap would grow with the churn."""
-        self._timers[:] = [timer for timer in self._timers if not timer.cancelled]
+        self._timers[:] = [entry for entry in self._timers if not entry[2].cancelled]
         heapq.heapify(self._timers)
         self._cancelled_timers = 0
 

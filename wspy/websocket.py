@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import logging
 import socket
 import ssl
@@ -37,6 +38,9 @@ LINGER_BYTES = 1 << 20
 
 
 _per_thread = threading.local()
+# What socket.socket's `family` and `type` properties wrap in enums.
+_plain_family = _socket.socket.family.__get__
+_plain_type = _socket.socket.type.__get__
 
 
 def _receive_buffer() -> bytearray:
@@ -97,6 +101,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.max_line_length = max_line_length
         self.max_headers = max_headers
         self.max_head_size = max_head_size
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """The state of a socket before its handshake."""
         #: True after a server handshake, False after a client handshake.
         self.server_side: bool | None = None
         #: The client's upgrade request (server side).
@@ -133,7 +141,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         is closed and the `HandshakeError` raised.
         """
         fd, address = self._accept()  # type: ignore[attr-defined]
-        sock = type(self)(self.family, self.type, self.proto, fileno=fd, **self.options())
+        sock = self._accepted(fd)
         sock._peer = address  # what accept() tells, no getpeername() needed
         if socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
@@ -146,6 +154,23 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 sock.close()
                 raise
         return sock, address
+
+    def _accepted(self, fd: int) -> websocket:
+        """A socket for the connection `fd` accepted on this one, with this one's options."""
+        cls = type(self)
+        family, kind = _plain_family(self), _plain_type(self)  # ints: no enum lookups
+        if cls.__init__ is not websocket.__init__:  # a subclass's own __init__ must run
+            return cls(family, kind, self.proto, fileno=fd, **self.options())
+        # The options were checked when this socket was made: copy them, not check again.
+        sock = cls.__new__(cls)
+        socket.socket.__init__(sock, family, kind, self.proto, fd)
+        sock.__dict__.update(self.__dict__)
+        sock._init_state()
+        for name in ('protocols', 'extensions', 'trusted_origins', 'locations'):
+            value = getattr(self, name)
+            if value is not None:  # each socket its own list, as __init__ makes
+                setattr(sock, name, list(value))
+        return sock
 
     def server_handshake(self) -> Request:
         """Read the client's upgrade request and answer it (101 or an HTTP error)."""

@@ -244,6 +244,21 @@ def test_closed_clients_leave_no_timers_behind(aserve) -> None:
     assert live and live[0] < 300
 
 
+def test_open_clients_leave_no_handshake_timers_behind(aserve) -> None:
+    # Each open client has a live keepalive timer and a cancelled handshake timer: the
+    # cancelled ones are a third of the heap, never half, and must still be swept.
+    server = aserve(ping_interval=30)
+    conns = [wspy.connect(url(server), ping_interval=None) for _ in range(600)]
+    sizes = []
+    server.call_soon_threadsafe(lambda: sizes.append(len(server.loop._timers)))
+    deadline = time.monotonic() + 5
+    while not sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for conn in conns:
+        conn.close()
+    assert sizes and sizes[0] < 600 + 300  # not 1,200
+
+
 def test_epoll_is_used_directly_by_default(aserve) -> None:
     import select
     server = aserve()

@@ -26,7 +26,9 @@ logger = logging.getLogger('wspy')
 Handler = Callable[[int], None]
 #: Size of the receive buffer that the sockets on one loop share.
 RECEIVE_BUFFER_SIZE = 1 << 20
-# Cancelled timers the heap may hold before they are swept out (when they are the majority).
+# Cancelled timers the heap may hold before they are swept out, once they are also a third
+# of it. (Not half: each open connection leaves a cancelled handshake timer beside its live
+# keepalive timer, so idle connections would never reach half.)
 _SWEEP_AT = 256
 
 READ = selectors.EVENT_READ
@@ -293,7 +295,7 @@ class Loop:
                         ready.append((timer.callback, timer.args))
                     else:
                         self._cancelled_timers -= 1
-                if self._cancelled_timers > _SWEEP_AT and 2 * self._cancelled_timers > len(timers):
+                if self._cancelled_timers > _SWEEP_AT and 3 * self._cancelled_timers > len(timers):
                     self._sweep_timers()
             while threadsafe:
                 ready.append(threadsafe.popleft())

@@ -38,6 +38,11 @@ LINGER_BYTES = 1 << 20
 
 
 _per_thread = threading.local()
+# The keyword options of a websocket, in the order __init__ sets them.
+_OPTIONS = ('location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
+            'process_request', 'auth', 'trusted_origins', 'locations', 'trusted_proxies',
+            'max_frame_size', 'handshake_timeout', 'max_line_length', 'max_headers',
+            'max_head_size')
 # What socket.socket's `family` and `type` properties wrap in enums.
 _plain_family = _socket.socket.family.__get__
 _plain_type = _socket.socket.type.__get__
@@ -126,11 +131,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
 
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
-        return {name: getattr(self, name) for name in (
-            'location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
-            'process_request', 'auth', 'trusted_origins', 'locations', 'trusted_proxies',
-            'max_frame_size',
-            'handshake_timeout', 'max_line_length', 'max_headers', 'max_head_size')}
+        return {name: getattr(self, name) for name in _OPTIONS}
 
     # -- handshakes ---------------------------------------------------------
 
@@ -162,14 +163,14 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         if cls.__init__ is not websocket.__init__:  # a subclass's own __init__ must run
             return cls(family, kind, self.proto, fileno=fd, **self.options())
         # The options were checked when this socket was made: copy them, not check again.
+        # (In the order __init__ sets them, and not through __dict__: then the attributes
+        # take the compact form Python gives an instance's usual attributes.)
         sock = cls.__new__(cls)
         socket.socket.__init__(sock, family, kind, self.proto, fd)
-        sock.__dict__.update(self.__dict__)
-        sock._init_state()
-        for name in ('protocols', 'extensions', 'trusted_origins', 'locations'):
+        for name in _OPTIONS:
             value = getattr(self, name)
-            if value is not None:  # each socket its own list, as __init__ makes
-                setattr(sock, name, list(value))
+            setattr(sock, name, list(value) if type(value) is list else value)
+        sock._init_state()
         return sock
 
     def server_handshake(self) -> Request:

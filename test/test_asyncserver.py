@@ -81,6 +81,27 @@ def test_client_that_never_reads_is_closed_at_the_high_water_mark(aserve, raw_cl
     assert len(server.clients) == 0 or all(c.buffered_amount < (1 << 20) for c in server.clients)
 
 
+def test_a_slow_reader_gets_every_message_whole_and_in_order(aserve) -> None:
+    # The queue goes out in writes that the socket takes only part of: what is left of
+    # a message begun must go first, then the rest of the queue, in order.
+    sizes = [(i * 7919) % 40_000 + 1 for i in range(200)]  # 4 MB, below max_buffer_size
+
+    class Burst(EchoServer):
+        def onmessage(self, client, message):
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            for index, size in enumerate(sizes):
+                client.send(bytes([index % 256]) * size)
+
+    server = aserve(Burst)
+    conn = wspy.connect(url(server), max_message_size=1 << 20, **NO_KEEPALIVE)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    conn.send('go')
+    time.sleep(0.3)  # the server's writes stall on the full socket meanwhile
+    for index, size in enumerate(sizes):
+        assert conn.recv().payload == bytes([index % 256]) * size
+    conn.close()
+
+
 def test_buffered_amount_and_onsent(aserve) -> None:
     sent = []
     done = threading.Event()

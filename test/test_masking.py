@@ -24,9 +24,9 @@ def reference(key: bytes, data: bytes, offset: int = 0) -> bytes:
 
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS, ids=lambda f: f.__module__)
 # Around the widths of the C loops (8, 16 and 32 bytes a step), the fallback's switch at
-# 256 bytes, and the C size from which the GIL is released (64 KiB).
+# 256 bytes, and the C size from which the GIL is released (256 KiB).
 @pytest.mark.parametrize('size', [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 95, 255, 256,
-                                  257, 1000, 65535, 65536, 65537])
+                                  257, 1000, 65535, 65536, 65537, 262143, 262144, 262145])
 @pytest.mark.parametrize('offset', [0, 1, 2, 3, 6])
 def test_mask_matches_the_rfc(implementation, size: int, offset: int) -> None:
     key = os.urandom(4)

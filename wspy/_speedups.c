@@ -10,8 +10,9 @@
 #include <immintrin.h>
 #endif
 
-/* Payloads from this size on are masked with the GIL released. */
-#define RELEASE_GIL_FROM (64 * 1024)
+/* Payloads from this size on are masked with the GIL released (below it, releasing and
+   taking the GIL back costs more than the masking lets other threads do). */
+#define RELEASE_GIL_FROM (256 * 1024)
 
 /* XOR in[i] with key[i & 7] into out[i] for i < n; key is the 4-byte key, twice. */
 static void

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import selectors
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 from wspy.connection import State
@@ -35,22 +35,16 @@ WRITE = selectors.EVENT_WRITE
 #: Least default limit on the bytes queued for one client before it counts as not
 #: reading; the default is twice `max_message_size` when that is larger.
 MAX_BUFFER_SIZE = 16 << 20
-# Queued chunks smaller than this are joined into one write; larger ones go alone.
+# Under TLS, queued chunks smaller than this are joined into one write; larger ones go alone.
+# Replies of this size are also written at once, without waiting for the end of the turn.
 _JOIN_LIMIT = 64 << 10
+# The most buffers one sendmsg takes.
+_IOV_MAX = os.sysconf('SC_IOV_MAX') if hasattr(os, 'sysconf') else 1024
 
 
 _plain_recv_into = socket.socket.recv_into
 _plain_send = socket.socket.send
 _plain_sendmsg = socket.socket.sendmsg
-
-
-def _unsent(buffers: Sequence[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
-    """What is left of `buffers` after a write that took their first `sent` bytes."""
-    for index, buffer in enumerate(buffers):
-        if sent < len(buffer):
-            return [memoryview(buffer)[sent:], *[memoryview(b) for b in buffers[index + 1:]]]
-        sent -= len(buffer)
-    return []
 
 
 class Default(enum.Enum):
@@ -103,43 +97,55 @@ class _Channel:
         """Bytes queued for this peer and not yet written to the socket."""
         return self._out_size
 
-    def _queue(self, data: bytes, more: bytes | None = None) -> None:
-        """Append bytes to write, then `more`; under the send lock, or on the loop thread."""
+    def _queue(self, data: bytes, payload: bytes = b'') -> None:
+        """Append bytes to write, then `payload`; under the send lock, or on the loop thread."""
         out = self._out
         if out is None:
             out = self._out = deque()
         out.append(data)
         size = len(data)
-        if more is not None:
-            out.append(more)
-            size += len(more)
+        if payload:
+            out.append(payload)
+            size += len(payload)
         self._out_size += size
         self._queued += size
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon_threadsafe(self._flush)
 
-    def _take_buffers(self) -> list[bytes | memoryview]:
-        """The next write: small chunks joined, and a large chunk after them, if any.
-
-        A large chunk (a big payload, queued after its frame header) is never
-        copied: header and payload go out together with `sendmsg`.
-        """
+    def _take_tls_buffer(self) -> bytes | memoryview:
+        """The next write under TLS, which encrypts one buffer at a time: small chunks
+        joined, a large one alone."""
         out = self._out
         assert out is not None
         first = out.popleft()
         if len(first) >= _JOIN_LIMIT:
-            return [first]
+            return first
         parts = [first]
         size = len(first)
         while out and size < _JOIN_LIMIT and len(out[0]) < _JOIN_LIMIT:
             chunk = out.popleft()
             parts.append(chunk)
             size += len(chunk)
-        joined = parts[0] if len(parts) == 1 else b''.join(parts)
-        if out and len(out[0]) >= _JOIN_LIMIT and self.sock.tls is None:
-            return [joined, out.popleft()]
-        return [joined]
+        return parts[0] if len(parts) == 1 else b''.join(parts)
+
+    def _requeue(self, buffers: list[bytes | memoryview],
+                 sent: int) -> deque[bytes | memoryview]:
+        """After a write that took only the first `sent` bytes of `buffers`: the rest of a
+        chunk begun stays first, and is never dropped (the peer has its start); the
+        chunks not begun go back to the front of the queue. Returns the queue."""
+        index = 0
+        while index < len(buffers) and sent >= len(buffers[index]):
+            sent -= len(buffers[index])
+            index += 1
+        if sent:
+            self._out_partial = [memoryview(buffers[index])[sent:]]
+            index += 1
+        out = self._out
+        if out is None:
+            out = self._out = deque()
+        out.extendleft(reversed(buffers[index:]))
+        return out
 
     def _flush(self) -> None:
         """Write as much of the queue as the socket takes (loop thread)."""
@@ -155,26 +161,27 @@ class _Channel:
                 buffers: list[bytes | memoryview]
                 if self._out_partial:
                     buffers = self._out_partial
+                    self._out_partial = []
                 elif not out:
                     break
-                elif len(out) == 1:
-                    buffers = [out.popleft()]
+                elif tls is not None:
+                    buffers = [self._take_tls_buffer()]
+                elif len(out) <= _IOV_MAX:  # the whole queue in one write, nothing copied
+                    buffers = list(out)
+                    out.clear()
                 else:
-                    buffers = self._take_buffers()
-                self._out_partial = []
+                    buffers = [out.popleft() for _ in range(_IOV_MAX)]
+                # This write holds all that is queued, or its sizes are added up.
+                size = sum(map(len, buffers)) if out else self._out_size
                 try:
-                    if len(buffers) != 1:  # never under TLS (see _take_buffers)
+                    if len(buffers) != 1:  # never under TLS
                         sent = _plain_sendmsg(sock, buffers)
-                        size = len(buffers[0]) + len(buffers[1]) + sum(map(len, buffers[2:]))
                     elif tls is None:
                         sent = _plain_send(sock, buffers[0])
-                        size = len(buffers[0])
                     else:
                         sent = sock.send_bytes(buffers[0])
-                        size = len(buffers[0])
                 except (BlockingIOError, InterruptedError):
                     sent = 0
-                    size = 1
                 except OSError as exc:
                     error = exc
                     self._out = out = None
@@ -183,7 +190,7 @@ class _Channel:
                 self._out_size -= sent
                 self._written += sent
                 if sent < size:
-                    self._out_partial = _unsent(buffers, sent)
+                    out = self._requeue(buffers, sent)
                     if tls is None or sock.unsent():
                         # A short write means a full socket, except that TLS takes at
                         # most CHUNK_SIZE a call: go on while its output all went out.
@@ -201,6 +208,8 @@ class _Channel:
             return
         if self._tracks_messages:
             self._wrote()
+        if pending:
+            self._backlogged()
         if pending or self._events != READ:
             self._watch(READ | WRITE if pending else READ)
         if not pending and self._lingering:
@@ -303,6 +312,9 @@ class _Channel:
     def _wrote(self) -> None:
         """Called after each flush, when `_tracks_messages`."""
 
+    def _backlogged(self) -> None:
+        """Called after a flush that left bytes queued (the socket took no more)."""
+
     def _lost(self, error: Exception) -> None:
         """The connection failed under us."""
         self._drop()
@@ -347,15 +359,8 @@ class AsyncConnection(_Channel, ServerConnection):
         else:  # no copy of a large payload: the header goes out with it (sendmsg)
             self._send_packed_frame(frames[0].header(), frames[0].payload)
 
-    def _send_packed_frame(self, data: bytes, payload: bytes = b'') -> None:
-        if payload:
-            self._queue(data, payload)
-        else:
-            self._queue(data)
-        limit = self.server.max_buffer_size
-        if limit is not None and self._out_size > limit and not self._overflowed:
-            self._overflowed = True
-            self.loop.call_soon_threadsafe(self._overflow)
+    # A frame, or a header and its payload, goes to the queue; `_backlogged` checks its size.
+    _send_packed_frame = _Channel._queue
 
     def _send_packed(self, data: bytes, message: Message) -> None:
         """Queue an already packed message (a broadcast); skipped unless open."""
@@ -364,6 +369,12 @@ class AsyncConnection(_Channel, ServerConnection):
                 return
             self._send_packed_frame(data)
             self._message_queued(message)
+
+    def _backlogged(self) -> None:
+        limit = self.server.max_buffer_size
+        if limit is not None and self._out_size > limit and not self._overflowed:
+            self._overflowed = True
+            self.loop.call_soon(self._overflow)
 
     def _overflow(self) -> None:
         if self.state is State.CLOSED:
@@ -410,15 +421,18 @@ class AsyncConnection(_Channel, ServerConnection):
     def _flush_queued(self) -> None:
         """Write what was queued while `_flush_scheduled` was held: now if it is large or
         no other socket is ready, else at the end of the loop's turn."""
-        with self._send_lock:
-            if self._out is None and not self._out_partial:
-                self._flush_scheduled = False  # a later send schedules a flush again
-                return
-            if self._out_size < _JOIN_LIMIT and self.loop.events_left:
-                # Small replies wait for the other sockets' reads: writing them at once
-                # wakes the peer sooner, and it then sends smaller batches (measured).
-                self.loop.call_soon(self._flush)
-                return
+        # Other threads only ever add to the queue: once it is seen to hold something,
+        # it still does when `_flush` runs.
+        if self._out is None and not self._out_partial:
+            with self._send_lock:
+                if self._out is None:
+                    self._flush_scheduled = False  # a later send schedules a flush again
+                    return
+        if self._out_size < _JOIN_LIMIT and self.loop.events_left:
+            # Small replies wait for the other sockets' reads: writing them at once
+            # wakes the peer sooner, and it then sends smaller batches (measured).
+            self.loop.call_soon(self._flush)
+            return
         self._flush()
 
     def _process(self, parser: Any) -> None:

@@ -58,6 +58,7 @@ _HEAD16 = struct.Struct('!BBH')
 _HEAD64 = struct.Struct('!BBQ')
 _UINT16 = struct.Struct('!H')
 _UINT64 = struct.Struct('!Q')
+_KEY = struct.Struct('4s')
 _new_object = object.__new__
 #: The largest payload `pack_unmasked` takes: beyond it, header and payload go apart.
 PACK_LIMIT = 0x10000
@@ -320,11 +321,12 @@ class FrameParser:
         buf = self._buf
         if len(buf) < end:
             return None
-        view = memoryview(buf)
+        # A view of the payload (the lent buffer is one already): not a copy.
+        data = buf[start:end] if type(buf) is memoryview else memoryview(buf)[start:end]
         try:
-            payload = mask(key, view[start:end]) if key else bytes(view[start:end])
+            payload = mask(key, data) if key else bytes(data)
         finally:
-            view.release()
+            data.release()
         self._pos = end
         self._header = None
         self._peeked = 0
@@ -419,7 +421,7 @@ class FrameParser:
         if masked:
             if available < header_length + 4:
                 return None
-            key = bytes(buf[pos + header_length:pos + header_length + 4])
+            key = _KEY.unpack_from(buf, pos + header_length)[0]
             header_length += 4
         header = self._header = (b1, key, length, header_length)
         return header

@@ -18,7 +18,7 @@ import ssl
 from collections import deque
 from typing import Any
 
-from wspy.connection import State
+from wspy.connection import _CLOSED, _OPEN
 from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, InvalidState,
                          ProtocolError, SocketClosed)
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
@@ -365,7 +365,7 @@ class AsyncConnection(_Channel, ServerConnection):
     def _send_packed(self, data: bytes, message: Message) -> None:
         """Queue an already packed message (a broadcast); skipped unless open."""
         with self._send_lock:
-            if self.close_sent is not None or self.state is not State.OPEN:
+            if self.close_sent is not None or self.state is not _OPEN:
                 return
             self._send_packed_frame(data)
             self._message_queued(message)
@@ -377,7 +377,7 @@ class AsyncConnection(_Channel, ServerConnection):
             self.loop.call_soon(self._overflow)
 
     def _overflow(self) -> None:
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         limit = self.server.max_buffer_size
         if limit is None or self._out_size <= limit:
@@ -451,7 +451,7 @@ class AsyncConnection(_Channel, ServerConnection):
                         self.onmessage(message)
                     except Exception as error:
                         self._callback_failed(self.onmessage, error)
-                if self.state is State.CLOSED:
+                if self.state is _CLOSED:
                     return
             if parser.buffered:
                 self._check_partial(parser)
@@ -460,7 +460,7 @@ class AsyncConnection(_Channel, ServerConnection):
             self._finish()
 
     def _lost(self, error: Exception) -> None:
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             self._drop()
             return
         if self.close_sent is None and self.close_received is None:
@@ -485,11 +485,11 @@ class AsyncConnection(_Channel, ServerConnection):
         self.close(code, reason)
 
     def _arm_close_timer(self) -> None:
-        if self.state is not State.CLOSED and self._close_timer is None:
+        if self.state is not _CLOSED and self._close_timer is None:
             self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
-        if self.state is not State.CLOSED:
+        if self.state is not _CLOSED:
             logger.info('%s: no close handshake within close_timeout, dropping', self)
             self._broken = True
             self._finish()
@@ -500,7 +500,7 @@ class AsyncConnection(_Channel, ServerConnection):
 
     def _abort(self) -> None:
         self._broken = True
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             self._drop()
         else:
             self._finish()

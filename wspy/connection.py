@@ -52,6 +52,11 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+# The states as globals: in Python 3.11, looking a member up on its enum class costs ten
+# times as much, and the state is checked for every message.
+_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+
+
 def _check_utf8_tail(decoder: codecs.IncrementalDecoder) -> None:
     # CPython's decoder waits for more bytes after a lead byte 0xED followed
     # by 0xA0-0xBF, although that can only become a surrogate: fail now.
@@ -100,7 +105,7 @@ class Connection:
         self._hooks = list(sock.hooks)
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
-        self.state = State.OPEN
+        self.state = _OPEN
         #: (code, reason) of the close frame sent and received, once they are.
         self.close_sent: tuple[int | None, str] | None = None
         self.close_received: tuple[int | None, str] | None = None
@@ -160,7 +165,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """Whether the connection is fully closed."""
-        return self.state is State.CLOSED
+        return self.state is _CLOSED
 
     @property
     def close_code(self) -> int:
@@ -209,7 +214,7 @@ class Connection:
             else:
                 opcode, payload = OPCODE_BINARY, bytes(message)
             with self._send_lock:
-                if self.close_sent is not None or self.state is State.CLOSED:
+                if self.close_sent is not None or self.state is _CLOSED:
                     raise self._closed_exception()
                 if len(payload) < PACK_LIMIT:
                     self._send_packed_frame(pack_unmasked(opcode, payload))
@@ -258,7 +263,7 @@ class Connection:
                    message: Message | None = None) -> None:
         """Send frames, or the frames a function builds, under the send lock."""
         with self._send_lock:
-            if self.close_sent is not None or self.state is State.CLOSED:
+            if self.close_sent is not None or self.state is _CLOSED:
                 raise self._closed_exception()
             self._send_frames(frames if isinstance(frames, list) else frames())
             if message is not None:
@@ -290,12 +295,12 @@ class Connection:
     def _send_close(self, code: int | None, reason: str) -> None:
         """Send a close frame, once; the state becomes CLOSING."""
         with self._send_lock:
-            if self.close_sent is not None or self.state is State.CLOSED:
+            if self.close_sent is not None or self.state is _CLOSED:
                 return
             payload = close_payload(code, reason)
             self.close_sent = (code, reason)
-            if self.state is State.OPEN:
-                self.state = State.CLOSING
+            if self.state is _OPEN:
+                self.state = _CLOSING
             try:
                 self._send_frames([self._control_frame(OPCODE_CLOSE, payload)])
             except OSError as error:
@@ -411,7 +416,7 @@ class Connection:
             # RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST
             # send a Pong frame in response", unless it already sent a close.
             with self._send_lock:
-                if self.close_sent is None and self.state is State.OPEN:
+                if self.close_sent is None and self.state is _OPEN:
                     self._send_frames([self._control_frame(OPCODE_PONG, frame.payload)])
             self._callback(self.onping, frame.payload)
         elif opcode == OPCODE_PONG:
@@ -425,7 +430,7 @@ class Connection:
             self.close_received = (code, reason)
             # RFC 6455 5.5.1: the answer "typically echos the status code it received".
             self._send_close(code, '')
-            self.state = State.CLOSING
+            self.state = _CLOSING
 
     # -- keepalive ------------------------------------------------------------------
 
@@ -439,7 +444,7 @@ class Connection:
         One ping is outstanding at a time: while it is, the next call is at
         its deadline; its pong (see `_handle_control`) clears it.
         """
-        if self.state is not State.OPEN or self.close_sent is not None:
+        if self.state is not _OPEN or self.close_sent is not None:
             return None
         now = time.monotonic()
         pending = self._ping_pending
@@ -482,9 +487,9 @@ class Connection:
     def _finish(self) -> None:
         """End the transport and report the close, once."""
         with self._send_lock:
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 return
-            self.state = State.CLOSED
+            self.state = _CLOSED
         self._close_transport()
         self._fragments = self._decoder = None
         with _EVENT_LOCK:
@@ -535,7 +540,7 @@ class Connection:
             raise ConcurrencyError('another thread is already receiving on this connection')
         try:
             while True:
-                if self.state is State.CLOSED:
+                if self.state is _CLOSED:
                     raise self._closed_exception()
                 message = self._receive_one()
                 if message is not None:
@@ -619,7 +624,7 @@ class Connection:
         if self._recv_lock.acquire(blocking=False):
             try:
                 deadline = time.monotonic() + self.close_timeout
-                while self.state is not State.CLOSED:
+                while self.state is not _CLOSED:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self.abort()

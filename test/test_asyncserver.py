@@ -4,6 +4,7 @@ timers, buffered output and onsent."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -100,6 +101,30 @@ def test_a_slow_reader_gets_every_message_whole_and_in_order(aserve) -> None:
     for index, size in enumerate(sizes):
         assert conn.recv().payload == bytes([index % 256]) * size
     conn.close()
+
+
+@pytest.mark.parametrize('pause_at', [100, 1_500_000, 2_900_000, 3_000_013])
+def test_a_long_frame_that_pauses_anywhere_is_read_and_echoed(aserve, raw_client,
+                                                             pause_at: int) -> None:
+    # While a long frame arrives, the socket wakes the loop only once much of it has come
+    # (SO_RCVLOWAT). A sender that pauses must still be read to the end of the frame, and
+    # then small messages must come through at once again.
+    server = aserve(max_message_size=4 << 20, max_frame_size=4 << 20)
+    client = raw_client(server)
+    client.handshake()
+    payload = os.urandom(3_000_000)
+    data = wspy.Frame(wspy.OPCODE_BINARY, payload, b'abcd').pack()
+    client.send(data[:pause_at])
+    time.sleep(0.2)
+    client.send(data[pause_at:])
+    echo = client.recv_frame()
+    assert echo is not None and echo.payload == payload
+    for text in ('small', 'messages', 'at once'):
+        client.send_frame(wspy.OPCODE_TEXT, text.encode())
+        echo = client.recv_frame()
+        assert echo is not None and echo.payload == text.encode()
+    (connection,) = server.clients
+    assert connection.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
 
 
 def test_buffered_amount_and_onsent(aserve) -> None:

@@ -155,6 +155,18 @@ def test_peek_payload_unmasks_a_frame_as_it_arrives(size: int, step: int) -> Non
     assert parser.peek_payload() == b''
 
 
+def test_missing_counts_the_bytes_a_frame_still_needs() -> None:
+    raw = Frame(wspy.OPCODE_BINARY, b'x' * 70_000, b'abcd').pack()  # a 14-byte header
+    parser = FrameParser(require_mask=True)
+    parser.feed(raw[:10])
+    assert parser.next_frame() is None and parser.missing() == 0  # header not complete
+    parser.feed(raw[10:30_000])
+    assert parser.next_frame() is None and parser.missing() == len(raw) - 30_000
+    parser.feed(raw[30_000:] + raw[:5])  # the frame, and the start of the next
+    assert len(parser.next_frame().payload) == 70_000
+    assert parser.next_frame() is None and parser.missing() == 0
+
+
 def test_fragment() -> None:
     frames = Frame(wspy.OPCODE_TEXT, b'abcdefgh', rsv1=True).fragment(3, mask=True)
     assert [f.payload for f in frames] == [b'abc', b'def', b'gh']

@@ -38,6 +38,9 @@ MAX_BUFFER_SIZE = 16 << 20
 # Under TLS, queued chunks smaller than this are joined into one write; larger ones go alone.
 # Replies of this size are also written at once, without waiting for the end of the turn.
 _JOIN_LIMIT = 64 << 10
+# While a long frame arrives, the socket wakes the loop once this much of it has come.
+_RCVLOWAT = 512 << 10
+_SO_RCVLOWAT = getattr(socket, 'SO_RCVLOWAT', 18)
 # The most buffers one sendmsg takes.
 _IOV_MAX = os.sysconf('SC_IOV_MAX') if hasattr(os, 'sysconf') else 1024
 
@@ -334,7 +337,7 @@ class AsyncConnection(_Channel, ServerConnection):
     """
 
     __slots__ = (*_Channel._CHANNEL_SLOTS, '_broken', '_overflowed', '_close_timer',
-                 '_keepalive_timer', '_sent_markers', '_tracks_messages')
+                 '_keepalive_timer', '_sent_markers', '_tracks_messages', '_rcvlowat')
 
     server: LoopClients
 
@@ -347,6 +350,7 @@ class AsyncConnection(_Channel, ServerConnection):
         self._sent_markers: deque[tuple[int, Message]] | None = (
             deque() if server._tracks_sent else None)
         self._tracks_messages = server._tracks_sent
+        self._rcvlowat = 1  # the socket's SO_RCVLOWAT (see `_await_rest`)
         super().__init__(server, sock, **options)
 
     # -- sending ------------------------------------------------------------------
@@ -455,9 +459,32 @@ class AsyncConnection(_Channel, ServerConnection):
                     return
             if parser.buffered:
                 self._check_partial(parser)
+                self._await_rest(parser.missing())
+            elif self._rcvlowat != 1:
+                self._await_rest(0)
         except ProtocolError as error:
             self._fail(error)
             self._finish()
+
+    def _await_rest(self, missing: int) -> None:
+        """While a long frame arrives, have the socket wake the loop only once a good part
+        of its rest has come (SO_RCVLOWAT): fewer and larger reads.
+
+        Never more than `missing`, the bytes still to come: the peer may send
+        nothing more until it has the answer.
+        """
+        current = self._rcvlowat
+        if current > max(missing, 1):
+            lowat = max(min(missing, _RCVLOWAT), 1)
+        elif current == 1 and missing >= 2 * _RCVLOWAT and self.sock.tls is None:
+            lowat = _RCVLOWAT
+        else:
+            return
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, lowat)
+        except OSError:  # not on this platform, or the socket has gone
+            return
+        self._rcvlowat = lowat
 
     def _lost(self, error: Exception) -> None:
         if self.state is _CLOSED:

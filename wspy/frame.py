@@ -350,6 +350,11 @@ class FrameParser:
             return True
         return header is not None and len(self._buf) >= self._pos + header[3] + header[2]
 
+    def missing(self) -> int:
+        """How many bytes of the frame still arriving are yet to come (0 until its header has)."""
+        header = self._header
+        return 0 if header is None else self._pos + header[3] + header[2] - len(self._buf)
+
     def pending_first_byte(self) -> int | None:
         """The first header byte (FIN, RSV, opcode) of the frame still arriving, if any."""
         header = self._header or self._parse_header()

@@ -40,11 +40,18 @@ MAX_BUFFER_SIZE = 16 << 20
 _JOIN_LIMIT = 64 << 10
 # While a long frame arrives, the socket wakes the loop once this much of it has come.
 _RCVLOWAT = 512 << 10
-_SO_RCVLOWAT = getattr(socket, 'SO_RCVLOWAT', 18)
-# The most buffers one sendmsg takes.
-_IOV_MAX = os.sysconf('SC_IOV_MAX') if hasattr(os, 'sysconf') else 1024
+_SO_RCVLOWAT: int | None = getattr(socket, 'SO_RCVLOWAT', None)
 
 
+def _iov_max() -> int:
+    """The most buffers one sendmsg takes (IOV_MAX; at least 16)."""
+    try:
+        return max(os.sysconf('SC_IOV_MAX'), 16)
+    except (AttributeError, ValueError, OSError):  # no sysconf, or no such name
+        return 16
+
+
+_IOV_MAX = _iov_max()
 _plain_recv_into = socket.socket.recv_into
 _plain_send = socket.socket.send
 _plain_sendmsg = socket.socket.sendmsg
@@ -117,8 +124,7 @@ class _Channel:
             self.loop.call_soon_threadsafe(self._flush)
 
     def _take_tls_buffer(self) -> bytes | memoryview:
-        """The next write under TLS, which encrypts one buffer at a time: small chunks
-        joined, a large one alone."""
+        """The next write under TLS (one buffer): small chunks joined, a large one alone."""
         out = self._out
         assert out is not None
         first = out.popleft()
@@ -134,9 +140,12 @@ class _Channel:
 
     def _requeue(self, buffers: list[bytes | memoryview],
                  sent: int) -> deque[bytes | memoryview]:
-        """After a write that took only the first `sent` bytes of `buffers`: the rest of a
-        chunk begun stays first, and is never dropped (the peer has its start); the
-        chunks not begun go back to the front of the queue. Returns the queue."""
+        """Put back what a write did not take of `buffers`; returns the queue.
+
+        The write took their first `sent` bytes. The rest of a chunk begun
+        goes first, and is never dropped (the peer has its start); the chunks
+        not begun go back to the front of the queue.
+        """
         index = 0
         while index < len(buffers) and sent >= len(buffers[index]):
             sent -= len(buffers[index])
@@ -423,8 +432,11 @@ class AsyncConnection(_Channel, ServerConnection):
             self._flush_queued()
 
     def _flush_queued(self) -> None:
-        """Write what was queued while `_flush_scheduled` was held: now if it is large or
-        no other socket is ready, else at the end of the loop's turn."""
+        """Write what was queued while `_flush_scheduled` was held.
+
+        Now if it is large or no other socket is ready, else at the end of
+        the loop's turn.
+        """
         # Other threads only ever add to the queue: once it is seen to hold something,
         # it still does when `_flush` runs.
         if self._out is None and not self._out_partial:
@@ -476,10 +488,12 @@ class AsyncConnection(_Channel, ServerConnection):
         current = self._rcvlowat
         if current > max(missing, 1):
             lowat = max(min(missing, _RCVLOWAT), 1)
-        elif current == 1 and missing >= 2 * _RCVLOWAT and self.sock.tls is None:
+        elif (current == 1 and missing >= 2 * _RCVLOWAT and self.sock.tls is None
+              and _SO_RCVLOWAT is not None):
             lowat = _RCVLOWAT
         else:
             return
+        assert _SO_RCVLOWAT is not None  # it was raised, so the platform has it
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, lowat)
         except OSError:  # not on this platform, or the socket has gone

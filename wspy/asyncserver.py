@@ -479,11 +479,11 @@ class AsyncConnection(_Channel, ServerConnection):
             self._finish()
 
     def _await_rest(self, missing: int) -> None:
-        """While a long frame arrives, have the socket wake the loop only once a good part
-        of its rest has come (SO_RCVLOWAT): fewer and larger reads.
+        """Set SO_RCVLOWAT for the rest of a long frame: fewer and larger reads.
 
-        Never more than `missing`, the bytes still to come: the peer may send
-        nothing more until it has the answer.
+        While the frame arrives, the socket wakes the loop only once a good
+        part of its rest has come, never more than `missing`, the bytes still
+        to come: the peer may send nothing more until it has the answer.
         """
         current = self._rcvlowat
         if current > max(missing, 1):

@@ -59,13 +59,11 @@ def new_key() -> str:
 _NAMES: dict[str, tuple[str, str]] = {}
 
 
-def _names(name: str) -> tuple[str, str]:
-    """A header name and its lower-cased form, shared by every request that sends it."""
-    names = _NAMES.get(name)
-    if names is None:
-        names = (name, name.lower())
-        if len(_NAMES) < 1024:  # the usual names; not every name a client can make up
-            _NAMES[name] = names
+def _new_names(name: str) -> tuple[str, str]:
+    """A header name not seen yet and its lower-cased form, kept for the next requests."""
+    names = (name, name.lower())
+    if len(_NAMES) < 1024:  # the usual names; not every name a client can make up
+        _NAMES[name] = names
     return names
 
 
@@ -87,7 +85,7 @@ class Headers:
         pairs = self._items
         by_name = self._by_name
         for name, value in items:
-            name, key = _NAMES.get(name) or _names(name)
+            name, key = _NAMES.get(name) or _new_names(name)
             pairs.append((name, value))
             values = by_name.get(key)
             if values is None:

@@ -13,7 +13,7 @@ from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, Con
                          InvalidRequest, InvalidResponse, InvalidState, InvalidStatus, InvalidURI,
                          NegotiationError, NotUpgrade, PayloadTooBig, PingError, ProtocolError,
                          ProxyError, RedirectError, SecurityError, SocketClosed, SSLError,
-                         Unauthorized, UnsupportedVersion, WebSocketError)
+                         Unauthorized, UnsupportedVersion, WebSocketError, WriteTimeout)
 from wspy.extension import Extension, Hook
 from wspy.fanout import RedisFanout
 from wspy.forwarded import TrustedProxies
@@ -51,6 +51,7 @@ __all__ = [
     'InvalidResponse', 'InvalidHeader', 'InvalidStatus', 'NegotiationError', 'RedirectError',
     'InvalidURI',
     'ProtocolError', 'InvalidPayload', 'PayloadTooBig', 'ConnectionClosed', 'ConnectionClosedOK',
-    'ConnectionClosedError', 'SocketClosed', 'InvalidState', 'ConcurrencyError', 'PingError',
+    'ConnectionClosedError', 'SocketClosed', 'WriteTimeout', 'InvalidState', 'ConcurrencyError',
+    'PingError',
     'SSLError', 'Unauthorized', 'BasicAuth', 'DigestAuth', 'ProxyError',
 ]

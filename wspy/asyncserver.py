@@ -559,6 +559,11 @@ class AsyncConnection(_Channel, ServerConnection):
     def _on_dropped(self) -> None:
         self.server._client_gone(self)
 
+    def _lock_for_write(self, wait: bool) -> bool:
+        # Writes only go to the queue: they never block.
+        self._send_lock.acquire()
+        return True
+
     # -- keepalive ------------------------------------------------------------------------
 
     def _start_keepalive(self, delay: float) -> None:

@@ -16,12 +16,13 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, InvalidPayload, PayloadTooBig, PingError,
-                         ProtocolError, SocketClosed, WebSocketError)
+                         ProtocolError, SocketClosed, WebSocketError, WriteTimeout)
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
@@ -38,6 +39,8 @@ CLOSE_TIMEOUT = 10.0
 #: Default keepalive: a ping every `PING_INTERVAL` seconds, answered within `PING_TIMEOUT`.
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
+# Seconds before a keepalive ping that could not be written at once is tried again.
+_KEEPALIVE_RETRY = 1.0
 
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
 _new_object = object.__new__
@@ -80,17 +83,27 @@ class Connection:
 
     Keepalive: every `ping_interval` seconds a ping goes out, and a peer
     that has not answered it within `ping_timeout` is failed with 1011
-    (None turns either off). `latency` holds the last round trip.
+    (None turns either off). `latency` holds the last round trip. While no
+    thread is in `recv()`, the keepalive reads what has arrived (so a
+    connection that only sends sees its pongs) and keeps the messages for
+    `recv()`, up to `max_message_size` bytes of them (then it stops reading
+    until `recv()` takes them).
+
+    A write the peer takes nothing of for the socket's `write_timeout`
+    drops the connection: `send()` raises `WriteTimeout` and `onclose`
+    gets 1006. `close()` returns within about `close_timeout` whatever the
+    peer does.
     """
 
     # Slots: an idle connection is small. `__dict__` keeps subclasses and
     # applications free to add attributes of their own.
     __slots__ = ('__dict__', '__weakref__', '_closed', '_decoder', '_failed_code', '_fragments',
                  '_fragments_compressed', '_fragments_opcode', '_fragments_size', '_hooks',
-                 '_next_ping', '_partial_decoder', '_ping_pending', '_recv_lock', '_send_lock',
-                 '_transport_closed', 'close_received', 'close_sent', 'close_timeout', 'latency',
-                 'max_message_size', 'ping_interval', 'ping_timeout', 'remote_address', 'sock',
-                 'state')
+                 '_inbox', '_inbox_size', '_next_ping', '_partial_decoder', '_ping_blocked_since',
+                 '_ping_pending', '_recv_lock', '_send_lock', '_transport_closed',
+                 '_reading_for_keepalive', 'close_received', 'close_sent', 'close_timeout',
+                 'latency', 'max_message_size', 'ping_interval', 'ping_timeout', 'remote_address',
+                 'sock', 'state')
 
     #: Whether `_message_queued` wants each message sent (for `onsent`).
     _tracks_messages = False
@@ -129,6 +142,12 @@ class Connection:
         #: Round-trip time of the last answered keepalive ping, in seconds.
         self.latency: float | None = None
         self._ping_pending: tuple[bytes, float] | None = None
+        # Since when a due ping could not be sent without blocking (see `_keepalive`).
+        self._ping_blocked_since: float | None = None
+        # Messages the keepalive read while no thread was receiving, for `recv()`.
+        self._inbox: deque[Message] | None = None
+        self._inbox_size = 0
+        self._reading_for_keepalive = False
         self._next_ping = time.monotonic() + (ping_interval or 0.0)
         if ping_interval:
             self._start_keepalive(ping_interval)
@@ -216,15 +235,20 @@ class Connection:
             with self._send_lock:
                 if self.close_sent is not None or self.state is _CLOSED:
                     raise self._closed_exception()
-                if len(payload) < PACK_LIMIT:
-                    self._send_packed_frame(pack_unmasked(opcode, payload))
-                else:  # no copy of a large payload into one buffer with its header
-                    self._send_packed_frame(unmasked_header(opcode, len(payload)), payload)
-                if self._tracks_messages:
-                    self._message_queued(
-                        message if isinstance(message, Message) else TextMessage(message)
-                        if isinstance(message, str) else BinaryMessage(payload))
-            return
+                try:
+                    if len(payload) < PACK_LIMIT:
+                        self._send_packed_frame(pack_unmasked(opcode, payload))
+                    else:  # no copy of a large payload into one buffer with its header
+                        self._send_packed_frame(unmasked_header(opcode, len(payload)), payload)
+                except (OSError, WriteTimeout) as error:
+                    failure: Exception = error
+                else:
+                    if self._tracks_messages:
+                        self._message_queued(
+                            message if isinstance(message, Message) else TextMessage(message)
+                            if isinstance(message, str) else BinaryMessage(payload))
+                    return
+            raise self._write_failed(failure) from failure
         if isinstance(message, str):
             message = TextMessage(message)
         elif not isinstance(message, Message):
@@ -265,9 +289,49 @@ class Connection:
         with self._send_lock:
             if self.close_sent is not None or self.state is _CLOSED:
                 raise self._closed_exception()
-            self._send_frames(frames if isinstance(frames, list) else frames())
-            if message is not None:
-                self._message_queued(message)
+            frames = frames if isinstance(frames, list) else frames()
+            try:
+                self._send_frames(frames)
+            except (OSError, WriteTimeout) as error:
+                failure: Exception = error
+            else:
+                if message is not None:
+                    self._message_queued(message)
+                return
+        raise self._write_failed(failure) from failure
+
+    def _write_failed(self, error: Exception) -> ConnectionClosed:
+        """A write failed or made no progress: drop the connection; what the sender raises.
+
+        The thread receiving, if any, finds the transport gone and reports
+        1006; with none, this thread finishes the connection.
+        """
+        logger.info('%s: write failed, dropping the connection: %s', self, error)
+        self.abort()
+        if self._recv_lock.acquire(blocking=False):
+            try:
+                self._finish()
+            finally:
+                self._recv_lock.release()
+        if isinstance(error, ConnectionClosed):
+            return error
+        return SocketClosed(f'write failed: {error}')
+
+    def _lock_for_write(self, wait: bool) -> bool:
+        """Take the send lock for a control frame; whether it was taken.
+
+        With `wait`, waits up to `close_timeout` for a send under way
+        (itself bounded by `write_timeout`). Without, takes it only if that
+        and the write cannot block: the lock is free and the socket has room.
+        """
+        if wait:
+            return self._send_lock.acquire(timeout=self.close_timeout)
+        if not self._send_lock.acquire(blocking=False):
+            return False
+        if self.sock.writable():
+            return True
+        self._send_lock.release()
+        return False
 
     def _frames_through_hooks(self, message: Message, fragment_size: int | None,
                               mask: bool) -> list[Frame]:
@@ -292,19 +356,28 @@ class Connection:
     def _message_queued(self, message: Message) -> None:
         """Called, with the send lock held, once a message's frames are handed on."""
 
-    def _send_close(self, code: int | None, reason: str) -> None:
-        """Send a close frame, once; the state becomes CLOSING."""
-        with self._send_lock:
+    def _send_close(self, code: int | None, reason: str, wait: bool = True) -> bool:
+        """Send a close frame, once; the state becomes CLOSING.
+
+        Whether a close frame has gone out (now or before); False when the
+        send lock or the socket was not free in time (see `_lock_for_write`).
+        """
+        if not self._lock_for_write(wait):
+            return self.close_sent is not None
+        try:
             if self.close_sent is not None or self.state is _CLOSED:
-                return
+                return self.close_sent is not None
             payload = close_payload(code, reason)
             self.close_sent = (code, reason)
             if self.state is _OPEN:
                 self.state = _CLOSING
             try:
                 self._send_frames([self._control_frame(OPCODE_CLOSE, payload)])
-            except OSError as error:
+            except (OSError, WriteTimeout) as error:
                 logger.debug('%s: could not send close frame: %s', self, error)
+            return True
+        finally:
+            self._send_lock.release()
 
     # -- the protocol state machine -------------------------------------------
 
@@ -415,9 +488,12 @@ class Connection:
         if opcode == OPCODE_PING:
             # RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST
             # send a Pong frame in response", unless it already sent a close.
-            with self._send_lock:
-                if self.close_sent is None and self.state is _OPEN:
-                    self._send_frames([self._control_frame(OPCODE_PONG, frame.payload)])
+            if self._lock_for_write(not self._reading_for_keepalive):
+                try:
+                    if self.close_sent is None and self.state is _OPEN:
+                        self._send_frames([self._control_frame(OPCODE_PONG, frame.payload)])
+                finally:
+                    self._send_lock.release()
             self._callback(self.onping, frame.payload)
         elif opcode == OPCODE_PONG:
             pending = self._ping_pending
@@ -429,7 +505,7 @@ class Connection:
             code, reason = parse_close(frame.payload)
             self.close_received = (code, reason)
             # RFC 6455 5.5.1: the answer "typically echos the status code it received".
-            self._send_close(code, '')
+            self._send_close(code, '', wait=not self._reading_for_keepalive)
             self.state = _CLOSING
 
     # -- keepalive ------------------------------------------------------------------
@@ -442,14 +518,23 @@ class Connection:
         """Send a keepalive ping, or fail if the last went unanswered; when to come back.
 
         One ping is outstanding at a time: while it is, the next call is at
-        its deadline; its pong (see `_handle_control`) clears it.
+        its deadline; its pong (see `_handle_control`) clears it. Nothing
+        here blocks: a ping that cannot be written at once waits for the
+        next call, and one that could not be written for `ping_timeout`
+        fails the connection as an unanswered one would.
         """
         if self.state is not _OPEN or self.close_sent is not None:
             return None
+        self._receive_for_keepalive()
+        if self.state is not _OPEN or self.close_sent is not None:
+            return None
         now = time.monotonic()
+        timeout = self.ping_timeout
         pending = self._ping_pending
-        if pending is not None and self.ping_timeout is not None:
-            due = pending[1] + self.ping_timeout
+        if pending is not None and timeout is not None:
+            due = pending[1] + timeout
+            if self._inbox_full():
+                return timeout  # the application is not reading: pongs cannot be seen
             if now >= due:
                 self._keepalive_failed()
                 return None
@@ -458,30 +543,97 @@ class Connection:
             return self._next_ping - now
         payload = os.urandom(4)
         try:
-            self.send_ping(payload)
+            sent = self._send_ping_nowait(payload)
         except ConnectionClosed:
             return None
-        except OSError as error:  # the receiving side finds the connection broken too
-            logger.debug('%s: keepalive ping failed: %s', self, error)
-            self.abort()
-            return None
+        if not sent:
+            blocked_since = self._ping_blocked_since = self._ping_blocked_since or now
+            if timeout is not None and now - blocked_since >= timeout:
+                self._keepalive_failed()
+                return None
+            return min(_KEEPALIVE_RETRY, timeout or _KEEPALIVE_RETRY)
+        self._ping_blocked_since = None
         self._ping_pending = (payload, now)
         interval = self.ping_interval or 0.0
         self._next_ping = now + interval
-        return interval if self.ping_timeout is None else min(interval, self.ping_timeout)
+        return interval if timeout is None else min(interval, timeout)
+
+    def _send_ping_nowait(self, payload: bytes) -> bool:
+        """Send a keepalive ping if that cannot block; whether it went out."""
+        if not self._lock_for_write(False):
+            return False
+        try:
+            if self.close_sent is not None or self.state is _CLOSED:
+                raise self._closed_exception()
+            try:
+                self._send_frames([self._control_frame(OPCODE_PING, payload)])
+            except (OSError, WriteTimeout) as error:
+                failure: Exception = error
+            else:
+                return True
+        finally:
+            self._send_lock.release()
+        raise self._write_failed(failure) from failure
+
+    def _receive_for_keepalive(self) -> None:
+        """While no thread receives, apply what has arrived without blocking.
+
+        Pings are answered and pongs seen (a connection that only sends is
+        kept alive); messages wait in the inbox for `recv()`. A close frame
+        or the end of the stream is left for `recv()` or `close()` to finish.
+        """
+        parser = self.sock.parser
+        if parser is None or self._inbox_full() or not self._recv_lock.acquire(blocking=False):
+            return
+        self._reading_for_keepalive = True
+        try:
+            while self.close_received is None and not self._inbox_full():
+                frame = parser.next_frame()
+                if frame is None:
+                    data = self.sock.recv_available()
+                    if data is None:
+                        return
+                    if not data:
+                        raise SocketClosed('connection closed by the peer')
+                    parser.feed(data)
+                    continue
+                message = self._receive_frame(frame)
+                if message is not None and self.close_sent is None:
+                    if self._inbox is None:
+                        self._inbox = deque()
+                    self._inbox.append(message)
+                    self._inbox_size += len(message.payload)
+        except ProtocolError as error:
+            self._fail(error, wait=False)
+            self.abort()
+        except (OSError, SocketClosed) as error:
+            logger.debug('%s: connection lost while idle: %s', self, error)
+            self.abort()
+        finally:
+            self._reading_for_keepalive = False
+            self._recv_lock.release()
+
+    def _inbox_full(self) -> bool:
+        """Whether the messages waiting for `recv()` reach the limit the keepalive reads to."""
+        return self._inbox_size >= (self.max_message_size or DEFAULT_MAX_SIZE)
 
     def _keepalive_failed(self) -> None:
         """The peer missed its keepalive pong: fail with 1011 and wake the receiver."""
-        self._fail(ProtocolError('keepalive ping timeout', 1011))
+        self._fail(ProtocolError('keepalive ping timeout', 1011), wait=False)
         self.abort()
 
-    def _fail(self, error: ProtocolError) -> None:
-        """Fail the connection: close frame with the error's code, then end the transport."""
+    def _fail(self, error: ProtocolError, wait: bool = True) -> None:
+        """Fail the connection: close frame with the error's code, then end the transport.
+
+        Without `wait`, the close frame goes only if it can at once (see
+        `_lock_for_write`); the caller then drops the transport.
+        """
         logger.info('%s: failing with %d: %s', self, error.code, error)
         if self.close_sent is None:
             self._failed_code = error.code
         reason = str(error).encode('utf-8')[:120].decode('utf-8', 'ignore')
-        self._send_close(error.code, reason)
+        if not self._send_close(error.code, reason, wait):
+            self.abort()
         self._callback(self.onerror, error)
 
     def _finish(self) -> None:
@@ -540,6 +692,11 @@ class Connection:
             raise ConcurrencyError('another thread is already receiving on this connection')
         try:
             while True:
+                inbox = self._inbox
+                if inbox:
+                    kept = inbox.popleft()
+                    self._inbox_size -= len(kept.payload)
+                    return kept
                 if self.state is _CLOSED:
                     raise self._closed_exception()
                 message = self._receive_one()
@@ -548,10 +705,14 @@ class Connection:
         finally:
             self._recv_lock.release()
 
-    def _receive_one(self) -> Message | None:
-        """Read one frame and apply it; finishes the connection when it ends."""
+    def _receive_one(self, deadline: float | None = None) -> Message | None:
+        """Read one frame (before `deadline`, if given) and apply it; finishes the
+        connection when it ends."""
+        if self.close_received is not None:  # the keepalive read the peer's close
+            self._finish()
+            return None
         try:
-            frame = self.sock.recv(self._check_partial)
+            frame = self.sock.recv(self._check_partial, deadline)
             message = self._receive_frame(frame)
         except ProtocolError as error:
             self._fail(error)
@@ -620,21 +781,20 @@ class Connection:
         another thread is receiving, it sees the close through; otherwise
         this call reads (and drops) frames until the peer's close arrives.
         """
-        self._send_close(code, reason)
+        deadline = time.monotonic() + self.close_timeout
+        if not self._send_close(code, reason):
+            self.abort()  # a send under way has held the socket for close_timeout
         if self._recv_lock.acquire(blocking=False):
             try:
-                deadline = time.monotonic() + self.close_timeout
                 while self.state is not _CLOSED:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if deadline <= time.monotonic():
                         self.abort()
                         self._finish()
                         break
-                    self.sock.settimeout(remaining)
-                    self._receive_one()
+                    self._receive_one(deadline)
             finally:
                 self._recv_lock.release()
-        elif not self.wait_closed(self.close_timeout):
+        elif not self.wait_closed(max(0.0, deadline - time.monotonic())):
             self.abort()
             self.wait_closed(self.close_timeout)
 

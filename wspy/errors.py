@@ -177,6 +177,16 @@ class SocketClosed(ConnectionClosedError):
         super().__init__(1006, reason)
 
 
+class WriteTimeout(SocketClosed):
+    """A write waited `write_timeout` seconds without the peer taking a byte (1006).
+
+    The peer does not read: the connection is dropped.
+    """
+
+    def __init__(self, reason: str = 'write timed out') -> None:
+        super().__init__(reason)
+
+
 class InvalidState(WebSocketError):
     """An operation that the connection's current state does not allow."""
 

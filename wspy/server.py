@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
+import itertools
 import logging
 import os
 import select
@@ -17,9 +19,9 @@ from collections import deque
 from typing import Any
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
-from wspy.errors import HandshakeError, SSLError
+from wspy.errors import HandshakeError, HandshakeTimeout, SSLError, WriteTimeout
 from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
-from wspy.handshake import Request, Response
+from wspy.handshake import HeadReader, Request, Response
 from wspy.message import Message
 from wspy.threadpool import ThreadPool
 from wspy.tls import server_context
@@ -132,6 +134,9 @@ class ServerConnection(Connection):
     def __init__(self, server: Callbacks, sock: websocket, **options: Any) -> None:
         self.server = server
         super().__init__(sock, **options)
+
+    def _receive_for_keepalive(self) -> None:
+        pass  # the server reads its clients as soon as bytes arrive
 
     def onopen(self) -> None:
         """Forwarded to the server's `onopen`."""
@@ -290,6 +295,18 @@ class BaseServer(Callbacks):
         return None
 
 
+class _HeadWait:
+    """A client whose upgrade request is still arriving, read by `Server.run()`'s thread."""
+
+    __slots__ = ('sock', 'address', 'reader', 'deadline')
+
+    def __init__(self, sock: websocket, address: Any, deadline: float | None) -> None:
+        self.sock = sock
+        self.address = address
+        self.reader: HeadReader = sock.head_reader()
+        self.deadline = deadline
+
+
 class Server(BaseServer):
     """A WebSocket server whose clients are served by a pool of threads.
 
@@ -302,8 +319,11 @@ class Server(BaseServer):
     starts another thread). Sending is blocking and safe from any thread.
     `run()` serves until `shutdown()`, which may be called from any thread
     or a signal handler: clients get a 1001 close and up to
-    `max_join_time` seconds for their close handshakes. A handshake that
-    stalls is dropped after `handshake_timeout`.
+    `max_join_time` seconds for their close handshakes (a second
+    `shutdown()`, or a second Ctrl-C, drops them at once). Upgrade requests
+    (and the TLS handshakes before them) are read without a thread, so
+    silent or trickling clients hold none; each is answered (408) and
+    closed after `handshake_timeout`.
     """
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
@@ -322,6 +342,12 @@ class Server(BaseServer):
         self._run_thread: int | None = None
         self._selector: selectors.BaseSelector | None = None
         self._refused: dict[websocket, float] = {}  # answered 503, draining until this time
+        # Clients whose upgrade request is still arriving, and their deadlines in a heap
+        # of (deadline, sequence, socket): entries of clients gone since stay until due.
+        self._heads: dict[websocket, _HeadWait] = {}
+        self._head_deadlines: list[tuple[float, int, websocket]] = []
+        self._sequence = itertools.count()
+        self._forced = False  # a second shutdown(): drop every client at once
         #: Seconds a pool thread waits for more from a client that went quiet before it
         #: hands the client back to the selector (0: at once).
         self.hold_time = HOLD_TIME
@@ -340,10 +366,17 @@ class Server(BaseServer):
                     self._select(None)
             except KeyboardInterrupt:
                 logger.info('interrupted, shutting down')
-            self._close_all()
+            try:
+                self._close_all()
+            except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
+                logger.info('interrupted again, dropping every client')
+                self._drop_all()
         finally:
             for sock in list(self._refused):
                 self._forget_refused(sock)
+            for sock in list(self._heads):
+                self._forget_head(sock)
+                sock.close()
             selector.close()
             self._release()
             self._running = False
@@ -356,16 +389,26 @@ class Server(BaseServer):
         if self._refused:
             until = max(0.0, min(self._refused.values()) - time.monotonic())
             timeout = until if timeout is None else min(timeout, until)
+        if self._head_deadlines:
+            until = max(0.0, self._head_deadlines[0][0] - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
         for key, _ in self._selector.select(timeout):
             if isinstance(key.data, ServerConnection):
                 self._dispatch(key.data)
             else:
                 key.data(key.fileobj)
+        now = time.monotonic()
         if self._refused:
-            now = time.monotonic()
             for sock, until in list(self._refused.items()):
                 if until <= now:
                     self._forget_refused(sock)
+        deadlines = self._head_deadlines
+        while deadlines and deadlines[0][0] <= now:
+            sock = heapq.heappop(deadlines)[2]
+            wait = self._heads.get(sock)
+            if wait is not None and wait.deadline is not None and wait.deadline <= now:
+                self._reject_head(sock, HandshakeTimeout(
+                    f'handshake not completed within {sock.handshake_timeout} s'))
 
     # -- accepting --------------------------------------------------------------------
 
@@ -380,27 +423,95 @@ class Server(BaseServer):
                 logger.error('accept failed: %s', error)
                 time.sleep(0.01)
                 return
+            sock.setblocking(False)
             with self._lock:
-                serving = len(self.clients) + len(self._handshaking)
+                serving = len(self.clients) + len(self._handshaking) + len(self._heads)
             if self._busy(serving):
-                self._refuse(sock)
+                self._refuse(sock, BUSY)
                 continue
+            timeout = sock.handshake_timeout
+            wait = _HeadWait(sock, address,
+                             None if timeout is None else time.monotonic() + timeout)
+            self._heads[sock] = wait
+            if wait.deadline is not None:
+                heapq.heappush(self._head_deadlines, (wait.deadline, next(self._sequence), sock))
+            assert self._selector is not None
+            self._selector.register(sock, selectors.EVENT_READ, self._read_head)
+
+    def _read_head(self, sock: websocket) -> None:
+        """Read what has come of a client's upgrade request (and TLS handshake), no waiting.
+
+        Once the head is complete, a pool thread answers it (`_handshake`).
+        """
+        wait = self._heads[sock]
+        head = None
+        try:
+            while head is None:
+                data = sock.recv_bytes(65536)
+                if not data:
+                    logger.debug('%s closed during its handshake', wait.address)
+                    self._forget_head(sock)
+                    sock.close()
+                    return
+                head = wait.reader.feed(data)
+                if head is None and not sock.pending():
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass  # all read; TLS may have answered a handshake message
+        except HandshakeError as error:  # bad HTTP, or plain HTTP to a TLS port
+            self._reject_head(sock, error)
+            return
+        except OSError as error:
+            logger.log(logging.INFO if isinstance(error, ssl.SSLError) else logging.DEBUG,
+                       'handshake with %s failed: %s', wait.address, error)
+            self._forget_head(sock)
+            sock.close()
+            return
+        if head is not None:
+            self._forget_head(sock)
             sock.setblocking(True)
             with self._lock:
                 self._handshaking.add(sock)
-            self._pool.submit(self._handshake, sock, address)
+            self._pool.submit(self._handshake, sock, wait.address, head, wait.reader.rest)
+            return
+        self._watch_head(sock)
 
-    def _refuse(self, sock: websocket) -> None:
-        """Answer 503 without a thread; keep reading until the client closes (or LINGER_TIME).
+    def _watch_head(self, sock: websocket) -> None:
+        """Watch a client's socket for its request, and for room while TLS output waits."""
+        try:
+            unsent = not sock.send_unsent()
+        except OSError:
+            unsent = False  # the next read tells
+        assert self._selector is not None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0)
+        if self._selector.get_key(sock).events != events:
+            self._selector.modify(sock, events, self._read_head)
 
-        A TLS client could not read a plain 503: it is just disconnected.
+    def _forget_head(self, sock: websocket) -> None:
+        """Stop watching a client whose upgrade request was being read."""
+        del self._heads[sock]
+        assert self._selector is not None
+        self._selector.unregister(sock)
+
+    def _reject_head(self, sock: websocket, error: HandshakeError) -> None:
+        self._forget_head(sock)
+        logger.info('rejected handshake from %s: %s', sock.peer_address(), error)
+        self._refuse(sock, error)
+
+    def _refuse(self, sock: websocket, error: HandshakeError) -> None:
+        """Answer an HTTP error without a thread; keep reading until the client closes
+        (or LINGER_TIME).
+
+        A client whose TLS handshake is not done could not read it: it is just
+        disconnected.
         """
-        if sock.tls is not None:
+        if sock.tls is not None and sock.tls.object.version() is None:
             sock.close()
             return
         try:
-            sock.send_bytes(sock.rejection(BUSY))
-            sock.shutdown(socket.SHUT_WR)
+            sock.send_bytes(sock.rejection(error))
+            sock.send_unsent()
+            sock.shutdown_write()
         except OSError:
             sock.close()
             return
@@ -426,10 +537,11 @@ class Server(BaseServer):
 
     # -- serving, on the pool's threads -------------------------------------------------
 
-    def _handshake(self, sock: websocket, address: Any) -> None:
+    def _handshake(self, sock: websocket, address: Any, head: bytes, rest: bytes) -> None:
+        """Answer a client's upgrade request (on a pool thread), then serve the client."""
         try:
-            sock.server_handshake()
-        except (HandshakeError, OSError) as error:
+            sock.respond(head, rest)
+        except (HandshakeError, OSError, WriteTimeout) as error:
             logger.log(logging.INFO if isinstance(error, SSLError) else logging.DEBUG,
                        'handshake with %s failed: %s', address, error)
             with self._lock:
@@ -520,8 +632,11 @@ class Server(BaseServer):
         """Stop accepting, close every client with 1001 and wait for `run()` to end.
 
         From a signal handler or a callback on the server's own threads it
-        only asks `run()` to stop, and returns at once.
+        only asks `run()` to stop, and returns at once. Called again while
+        the clients' close handshakes are under way, it drops them at once.
         """
+        if self._stopping:
+            self._forced = True
         self._stopping = True
         self._wake()
         if self._running and self._run_thread != threading.get_ident() and \
@@ -533,8 +648,10 @@ class Server(BaseServer):
         assert self._selector is not None
         self._selector.unregister(self.sock)
         self._close_listener()
+        for sock in list(self._heads):
+            self._forget_head(sock)
+            sock.close()
         with self._lock:
-            clients = list(self.clients)
             handshaking = list(self._handshaking)
         for sock in handshaking:
             # Only the reading side: a stalled handshake wakes up and fails,
@@ -543,9 +660,11 @@ class Server(BaseServer):
                 sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-        for client in clients:
-            client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-        self._serve_until_gone(time.monotonic() + self.max_join_time)
+        self._serve_until_gone(time.monotonic() + self.max_join_time, closing=True)
+        self._drop_all()
+
+    def _drop_all(self) -> None:
+        """Drop the clients still there, and give the pool a second to finish them."""
         with self._lock:
             late = list(self.clients)
         for client in late:
@@ -553,10 +672,20 @@ class Server(BaseServer):
             client.abort()  # its socket turns readable: the pool finishes it
         self._serve_until_gone(time.monotonic() + 1.0)
 
-    def _serve_until_gone(self, deadline: float) -> None:
-        while True:
+    def _serve_until_gone(self, deadline: float, closing: bool = False) -> None:
+        """Serve until every client has gone, or `deadline`, or a forced stop.
+
+        With `closing`, 1001 goes to every client that has not had it yet:
+        a close frame is written only when that cannot block (a client that
+        does not read, or one a pool thread is writing to, is tried again).
+        """
+        while not self._forced:
             with self._lock:
+                clients = list(self.clients) if closing else ()
                 gone = not self.clients and not self._handshaking
+            for client in clients:
+                if client.close_sent is None:
+                    client._send_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON, wait=False)
             remaining = deadline - time.monotonic()
             if gone or remaining <= 0:
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _socket
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 from wspy.auth import Authenticator
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
-                         InvalidStatus, SocketClosed, SSLError)
+                         InvalidStatus, SocketClosed, SSLError, WriteTimeout)
 from wspy.extension import Extension, Hook
 from wspy.forwarded import TrustedProxies, client_host
 from wspy.frame import DEFAULT_MAX_SIZE, PACK_LIMIT, Frame, FrameParser, mask
@@ -29,6 +30,10 @@ _T = TypeVar('_T')
 
 #: Default time allowed for a whole opening handshake, in seconds.
 HANDSHAKE_TIMEOUT = 10.0
+#: Default time a write may wait for the peer to take any byte, in seconds.
+WRITE_TIMEOUT = 30.0
+# Sends that never block: a blocking socket stays blocking for the thread reading it.
+_DONTWAIT = getattr(socket, 'MSG_DONTWAIT', 0)
 _RECV_SIZE = 1 << 17
 _TLS_RECV_SIZE = 1 << 18
 _MAX_ERROR_BODY = 65536
@@ -41,8 +46,8 @@ _per_thread = threading.local()
 # The keyword options of a websocket, in the order __init__ sets them.
 _OPTIONS = ('location', 'host', 'origin', 'protocols', 'extensions', 'headers', 'select_protocol',
             'process_request', 'auth', 'trusted_origins', 'locations', 'trusted_proxies',
-            'max_frame_size', 'handshake_timeout', 'max_line_length', 'max_headers',
-            'max_head_size')
+            'max_frame_size', 'handshake_timeout', 'write_timeout', 'max_line_length',
+            'max_headers', 'max_head_size')
 # What socket.socket's `family` and `type` properties wrap in enums.
 _plain_family = _socket.socket.family.__get__
 _plain_type = _socket.socket.type.__get__
@@ -67,8 +72,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `headers`, `trusted_origins`, `locations`, `auth`: a `BasicAuth` or
     `DigestAuth` that requests must pass, `trusted_proxies`: the reverse
     proxies whose `X-Forwarded-For` gives `request.client_address`) and the limits
-    (`max_frame_size`, `handshake_timeout`, `max_line_length`,
-    `max_headers`, `max_head_size`); accepted sockets inherit them.
+    (`max_frame_size`, `handshake_timeout`, `write_timeout`, `max_line_length`,
+    `max_headers`, `max_head_size`); accepted sockets inherit them. A write
+    that the peer takes no byte of for `write_timeout` seconds (None: no
+    limit) raises `WriteTimeout`.
     `enable_ssl()` before the handshake makes it speak TLS (wss).
     """
 
@@ -84,6 +91,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  trusted_proxies: Iterable[str] | TrustedProxies | None = None,
                  max_frame_size: int | None = DEFAULT_MAX_SIZE,
                  handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
+                 write_timeout: float | None = WRITE_TIMEOUT,
                  max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
                  max_head_size: int = MAX_HEAD_SIZE) -> None:
         super().__init__(family, type, proto, fileno)
@@ -103,6 +111,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                 else TrustedProxies(trusted_proxies))
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
+        self.write_timeout = write_timeout
         self.max_line_length = max_line_length
         self.max_headers = max_headers
         self.max_head_size = max_head_size
@@ -128,6 +137,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         #: The TLS session once TLS is on (see `ssl_object` for certificates).
         self.tls: TLS | None = None
         self._peer: Any = None  # the peer's address, once known
+        # The time.monotonic() by which a read must end (see `recv`), if any.
+        self._read_deadline: float | None = None
 
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
@@ -181,20 +192,39 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 head = None
                 while head is None:
                     head = reader.feed(deadline.recv(4096, 'the upgrade request'))
-                response = self.answer(head)
             except HandshakeError as error:
-                rejection = self.rejection(error)
-                try:
-                    self.settimeout(1.0)
-                    self.sendall(rejection)
-                except OSError:
-                    raise error from None
-                self.linger(LINGER_TIME, max_bytes=LINGER_BYTES)
+                self.reject(error)
                 raise
-            self.sendall(response)
-        self.opened(True, reader.rest)
+            return self.respond(head, reader.rest)
+
+    def respond(self, head: bytes, rest: bytes = b'') -> Request:
+        """Answer an upgrade request's head read already: 101, or the HTTP error raised.
+
+        `rest` is what arrived after the head. A rejected request gets its
+        error response (see `reject`) and the `HandshakeError` is raised.
+        """
+        try:
+            response = self.answer(head)
+        except HandshakeError as error:
+            self.reject(error)
+            raise
+        self.sendall(response)
+        self.opened(True, rest)
         assert self.request is not None
         return self.request
+
+    def reject(self, error: HandshakeError) -> None:
+        """Answer a request not upgraded with its HTTP response, then linger briefly.
+
+        Never raises `OSError`: a peer that does not read loses the answer.
+        """
+        rejection = self.rejection(error)
+        try:
+            self.settimeout(1.0)
+            self.sendall(rejection)
+        except (OSError, WriteTimeout):
+            return
+        self.linger(LINGER_TIME, max_bytes=LINGER_BYTES)
 
     def answer(self, head: bytes) -> bytes:
         """Check an upgrade request's head; the 101 response to send.
@@ -399,6 +429,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 count = self._tls_step(tls.read_into, target)
                 if count is not None:
                     return count
+                self._apply_read_deadline()
                 try:
                     tls.feed(super().recv(_TLS_RECV_SIZE))
                 except PlainHTTPOnTLSPort:
@@ -416,7 +447,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """Send all of `data` (encrypted under TLS)."""
         tls = self.tls
         if tls is None:
-            super().sendall(data, flags)
+            self._write_all([data], flags)
             return
         with memoryview(data) as view, view.cast('B') as flat, tls.wire_lock:
             for start in range(0, len(flat), CHUNK_SIZE):
@@ -492,7 +523,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         if tls.backlog:
             data = bytes(tls.backlog) + data
         if self.gettimeout() != 0.0:
-            super().sendall(data)
+            self._write_all([data])
             tls.backlog = memoryview(b'')
             return True
         try:
@@ -527,38 +558,118 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         elif self.tls is not None:
             self.sendall(data + payload)
         else:
-            views = [memoryview(data), memoryview(payload)]
-            while views:
-                sent = self.sendmsg(views)
-                while views and sent >= len(views[0]):
-                    sent -= len(views.pop(0))
-                if sent:
-                    views[0] = views[0][sent:]
+            self._write_all([data, payload])
+
+    def _write_all(self, buffers: list[Any], flags: int = 0) -> None:
+        """Write every byte of `buffers` (one `sendmsg` when the socket takes them all).
+
+        The socket stays blocking for a thread reading it: each send is made
+        not to block, and a wait for room is bounded by `write_timeout`.
+        `WriteTimeout` if the peer takes nothing for that long.
+        """
+        views = [memoryview(buffer).cast('B') for buffer in buffers]
+        while views:
+            try:
+                if len(views) == 1:
+                    sent = _socket.socket.send(self, views[0], flags | _DONTWAIT)
+                else:
+                    sent = self.sendmsg(views, (), flags | _DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                if not self.writable(self.write_timeout):
+                    raise WriteTimeout(f'the peer took nothing for {self.write_timeout} s: '
+                                       f'it does not read') from None
+                continue
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
+
+    def writable(self, timeout: float | None = 0.0) -> bool:
+        """Whether the socket can take more bytes now, or within `timeout` seconds (None: ever).
+
+        True too when the socket has failed: the next write tells why.
+        """
+        poller = select.poll()
+        try:
+            poller.register(self, select.POLLOUT)
+        except ValueError:  # closed: the write tells
+            return True
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+    def recv_available(self) -> bytes | None:
+        """The bytes of the stream that have arrived (decrypted under TLS), without waiting.
+
+        None if none have (or only part of a TLS record), b'' at end of file.
+        """
+        poller = select.poll()
+        try:
+            poller.register(self, select.POLLIN)
+        except ValueError:  # closed under us
+            return b''
+        tls = self.tls
+        if tls is None:
+            if not poller.poll(0):
+                return None
+            try:
+                return _socket.socket.recv(self, _RECV_SIZE, _DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                return None
+        buffer = bytearray(_RECV_SIZE)
+        with memoryview(buffer) as view:
+            while True:
+                count = self._tls_step(tls.read_into, view)
+                if count is not None:
+                    return bytes(buffer[:count])
+                if not poller.poll(0):
+                    return None
+                try:
+                    data = _socket.socket.recv(self, _TLS_RECV_SIZE, _DONTWAIT)
+                except (BlockingIOError, InterruptedError, TimeoutError):
+                    return None
+                tls.feed(data)
 
     def recv(self, on_partial: Callable[[FrameParser], None] | None = None,  # type: ignore[override]
-             ) -> Frame:
+             deadline: float | None = None) -> Frame:
         """Receive the next frame; `SocketClosed` if the peer disconnects.
 
         Raises `ProtocolError` for a frame that breaks RFC 6455. `on_partial`,
         if given, is called with the parser before each wait for more bytes,
-        so that the part of a frame that has arrived can be checked.
+        so that the part of a frame that has arrived can be checked. With a
+        `deadline` (a `time.monotonic()` value), `TimeoutError` once it has
+        passed, however the bytes trickle in.
         """
         parser = self.parser
         if parser is None:
             raise InvalidState('recv() before the handshake')
         frame = parser.next_frame()
-        while frame is None:
-            if on_partial is not None:
-                on_partial(parser)
-            buffer = _receive_buffer()
-            count = self.recv_into(buffer)
-            if not count:
-                raise SocketClosed('connection closed in the middle of a frame'
-                                   if parser.buffered else 'connection closed by the peer')
-            with memoryview(buffer) as view:
-                parser.feed(view[:count])
-            frame = parser.next_frame()
+        if frame is not None:
+            return frame
+        self._read_deadline = deadline
+        try:
+            while frame is None:
+                if on_partial is not None:
+                    on_partial(parser)
+                buffer = _receive_buffer()
+                self._apply_read_deadline()
+                count = self.recv_into(buffer)
+                if not count:
+                    raise SocketClosed('connection closed in the middle of a frame'
+                                       if parser.buffered else 'connection closed by the peer')
+                with memoryview(buffer) as view:
+                    parser.feed(view[:count])
+                frame = parser.next_frame()
+        finally:
+            self._read_deadline = None
         return frame
+
+    def _apply_read_deadline(self) -> None:
+        """Before a wait for input: time out at the read deadline, if one is set."""
+        deadline = self._read_deadline
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError('the read deadline has passed')
+            self.settimeout(remaining)
 
     def recvn(self, n: int) -> list[Frame]:
         """Receive the next `n` frames."""

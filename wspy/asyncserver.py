@@ -802,8 +802,12 @@ class AsyncServer(BaseServer, LoopClients):
                     self.loop.run()
                     break
                 except KeyboardInterrupt:
-                    logger.info('interrupted, shutting down')
-                    self._begin_shutdown()
+                    if self._shutting_down:  # a second Ctrl-C: no more waiting
+                        logger.info('interrupted again, dropping every client')
+                        self._force_stop()
+                    else:
+                        logger.info('interrupted, shutting down')
+                        self._begin_shutdown()
         finally:
             for channel in [*self.clients, *self._handshakes]:
                 channel._drop()
@@ -849,7 +853,9 @@ class AsyncServer(BaseServer, LoopClients):
         """Stop accepting, close every client with 1001, wait up to `max_join_time`.
 
         From another thread it waits for `run()` to end; from the server's
-        own thread (a callback, a signal handler) it returns at once.
+        own thread (a callback, a signal handler) it returns at once. Called
+        again while the clients' close handshakes are under way, it drops
+        them at once.
         """
         self.loop.call_soon_threadsafe(self._begin_shutdown)
         self.loop.wake()  # from a signal handler, the loop may be inside select()
@@ -857,7 +863,8 @@ class AsyncServer(BaseServer, LoopClients):
             self._stopped.wait()
 
     def _begin_shutdown(self) -> None:
-        if self._shutting_down:
+        if self._shutting_down:  # asked twice: drop the clients still closing
+            self._force_stop()
             return
         self.loop.unregister(self.sock)
         self._close_listener()

@@ -41,6 +41,9 @@ PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 # Seconds before a keepalive ping that could not be written at once is tried again.
 _KEEPALIVE_RETRY = 1.0
+# Seconds after a ping before the keepalive first reads for its pong (for a connection
+# no thread receives on); it then looks again after half the time elapsed.
+_PONG_FIRST_LOOK = 0.001
 
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
 _new_object = object.__new__
@@ -525,7 +528,7 @@ class Connection:
         """
         if self.state is not _OPEN or self.close_sent is not None:
             return None
-        self._receive_for_keepalive()
+        reads = self._receive_for_keepalive()
         if self.state is not _OPEN or self.close_sent is not None:
             return None
         now = time.monotonic()
@@ -538,6 +541,8 @@ class Connection:
             if now >= due:
                 self._keepalive_failed()
                 return None
+            if reads:  # look for the pong soon: `latency` within half of itself
+                return min(due - now, max(_PONG_FIRST_LOOK, (now - pending[1]) / 2))
             return due - now
         if now < self._next_ping:
             return self._next_ping - now
@@ -556,7 +561,9 @@ class Connection:
         self._ping_pending = (payload, now)
         interval = self.ping_interval or 0.0
         self._next_ping = now + interval
-        return interval if timeout is None else min(interval, timeout)
+        if timeout is None:
+            return interval
+        return _PONG_FIRST_LOOK if reads else min(interval, timeout)
 
     def _send_ping_nowait(self, payload: bytes) -> bool:
         """Send a keepalive ping if that cannot block; whether it went out."""
@@ -575,8 +582,8 @@ class Connection:
             self._send_lock.release()
         raise self._write_failed(failure) from failure
 
-    def _receive_for_keepalive(self) -> None:
-        """While no thread receives, apply what has arrived without blocking.
+    def _receive_for_keepalive(self) -> bool:
+        """While no thread receives, apply what has arrived without blocking; whether it could.
 
         Pings are answered and pongs seen (a connection that only sends is
         kept alive); messages wait in the inbox for `recv()`. A close frame
@@ -584,7 +591,7 @@ class Connection:
         """
         parser = self.sock.parser
         if parser is None or self._inbox_full() or not self._recv_lock.acquire(blocking=False):
-            return
+            return False
         self._reading_for_keepalive = True
         try:
             while self.close_received is None and not self._inbox_full():
@@ -592,7 +599,7 @@ class Connection:
                 if frame is None:
                     data = self.sock.recv_available()
                     if data is None:
-                        return
+                        break
                     if not data:
                         raise SocketClosed('connection closed by the peer')
                     parser.feed(data)
@@ -612,6 +619,7 @@ class Connection:
         finally:
             self._reading_for_keepalive = False
             self._recv_lock.release()
+        return True
 
     def _inbox_full(self) -> bool:
         """Whether the messages waiting for `recv()` reach the limit the keepalive reads to."""

@@ -264,9 +264,17 @@ class Loop:
     # -- running ----------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until `stop()`; each turn handles ready sockets, due timers, then callbacks."""
+        """Run until `stop()`; each turn handles ready sockets, due timers, then callbacks.
+
+        A `stop()` that came before (from a signal handler, say) ends it at once.
+        """
         self._thread = threading.get_ident()
-        self._stopping = False
+        try:
+            self._run()
+        finally:
+            self._stopping = False  # the next run() goes on until its own stop()
+
+    def _run(self) -> None:
         select = self._poller.select
         ready = self._ready
         threadsafe = self._threadsafe

@@ -135,8 +135,8 @@ class ServerConnection(Connection):
         self.server = server
         super().__init__(sock, **options)
 
-    def _receive_for_keepalive(self) -> None:
-        pass  # the server reads its clients as soon as bytes arrive
+    def _receive_for_keepalive(self) -> bool:
+        return False  # the server reads its clients as soon as bytes arrive
 
     def onopen(self) -> None:
         """Forwarded to the server's `onopen`."""

@@ -22,7 +22,7 @@ from test_tls import server_tls, trusting
 #: How long a trickling peer goes on at most: the old code waited for all of it.
 TRICKLE_FOR = 6.0
 #: What a bounded wait may take beyond its timeout, on a busy machine.
-SLACK = 1.5
+SLACK = 2.5
 
 
 class RawServer:

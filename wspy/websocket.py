@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from wspy.auth import Authenticator
+from wspy.auth import Authenticator, basic_authorization
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError, WriteTimeout)
 from wspy.extension import Extension, Hook
@@ -69,14 +69,21 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `connect(address)` performs the client handshake. After that,
     `send(*frames)` and `recv() -> Frame` exchange frames. Keyword options
     configure the handshake (`location`, `host`, `origin`, `protocols`,
-    `headers`, `trusted_origins`, `locations`, `auth`: a `BasicAuth` or
-    `DigestAuth` that requests must pass, `trusted_proxies`: the reverse
-    proxies whose `X-Forwarded-For` gives `request.client_address`) and the limits
-    (`max_frame_size`, `handshake_timeout`, `write_timeout`, `max_line_length`,
-    `max_headers`, `max_head_size`); accepted sockets inherit them. A write
-    that the peer takes no byte of for `write_timeout` seconds (None: no
-    limit) raises `WriteTimeout`.
-    `enable_ssl()` before the handshake makes it speak TLS (wss).
+    `headers`, `trusted_origins`, `locations`, `auth`, `trusted_proxies`:
+    the reverse proxies whose `X-Forwarded-For` gives
+    `request.client_address`) and the limits (`max_frame_size`,
+    `handshake_timeout`, `write_timeout`, `max_line_length`, `max_headers`,
+    `max_head_size`); accepted sockets inherit them. A write that the peer
+    takes no byte of for `write_timeout` seconds (None: no limit) raises
+    `WriteTimeout`. `enable_ssl()` before the handshake makes it speak TLS
+    (wss).
+
+    `auth` on a server (a listening or accepted socket) is a `BasicAuth` or
+    `DigestAuth` that requests must pass. On a client it is the
+    `(user, password)` to log in with: they go with the upgrade request as
+    Basic credentials, and only over TLS that checks the server's
+    certificate (`InvalidState` otherwise: never in plain text). Anything
+    else is a `TypeError` when the socket is made or starts listening.
     """
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
@@ -85,7 +92,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  extensions: Iterable[Extension] = (), headers: HeaderItems = (),
                  select_protocol: Callable[[list[str], list[str]], str | None] = first_supported,
                  process_request: Callable[[Request], Response | None] | None = None,
-                 auth: Authenticator | None = None,
+                 auth: Authenticator | tuple[str, str] | None = None,
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
                  trusted_proxies: Iterable[str] | TrustedProxies | None = None,
@@ -103,7 +110,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self.headers = check_header_items(headers)
         self.select_protocol = select_protocol
         self.process_request = process_request
-        self.auth = auth
+        self.auth = _checked_auth(auth, self.headers)
+        if isinstance(auth, tuple) and fileno is not None and self._listening():
+            raise TypeError(_SERVER_AUTH)
         self.trusted_origins = None if trusted_origins is None else list(trusted_origins)
         self.locations = None if locations is None else list(locations)
         self.trusted_proxies = (trusted_proxies if trusted_proxies is None
@@ -140,6 +149,20 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         # The time.monotonic() by which a read must end (see `recv`), if any.
         self._read_deadline: float | None = None
 
+    def _listening(self) -> bool:
+        """Whether this socket (made from a file descriptor) listens already."""
+        accepting = getattr(socket, 'SO_ACCEPTCONN', None)
+        try:
+            return accepting is not None and bool(self.getsockopt(socket.SOL_SOCKET, accepting))
+        except OSError:
+            return False
+
+    def listen(self, *backlog: int) -> None:
+        """Listen for connections, as `socket.listen`; the sockets it accepts are servers."""
+        if isinstance(self.auth, tuple):
+            raise TypeError(_SERVER_AUTH)
+        super().listen(*backlog)
+
     def options(self) -> dict[str, Any]:
         """The keyword options this socket was made with, for a socket like it."""
         return {name: getattr(self, name) for name in _OPTIONS}
@@ -152,6 +175,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         A rejected handshake is answered with its HTTP error, the new socket
         is closed and the `HandshakeError` raised.
         """
+        if isinstance(self.auth, tuple):
+            raise TypeError(_SERVER_AUTH)
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = self._accepted(fd)
         sock._peer = address  # what accept() tells, no getpeername() needed
@@ -195,6 +220,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             except HandshakeError as error:
                 self.reject(error)
                 raise
+            deadline.refresh()
             return self.respond(head, reader.rest)
 
     def respond(self, head: bytes, rest: bytes = b'') -> Request:
@@ -238,8 +264,11 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                              self.trusted_proxies)
         self.request = request
         try:
-            if self.auth is not None:
-                request.user = self.auth.authenticate(request)
+            auth = self.auth
+            if auth is not None:
+                if not isinstance(auth, Authenticator):  # listen() and accept() refuse it
+                    raise TypeError(_SERVER_AUTH)
+                request.user = auth.authenticate(request)
             response = None if self.process_request is None else self.process_request(request)
         except HandshakeError:
             raise
@@ -289,22 +318,31 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             pass
 
     def connect(self, address: Any) -> None:
-        """Connect to `address` and do the client handshake (TLS first, after `enable_ssl`)."""
-        with _Deadline(self, self.handshake_timeout):
+        """Connect to `address` and do the client handshake (TLS first, after `enable_ssl`).
+
+        `handshake_timeout` bounds the whole: TCP connect, TLS and handshake.
+        """
+        deadline = _Deadline(self, self.handshake_timeout)
+        with deadline:
             super().connect(address)
         if self.ssl_context is not None and self.tls is None:
             self._start_tls()
-        self.client_handshake()
+        self._client_handshake(None, deadline)
 
     def client_handshake(self, secure: bool | None = None) -> None:
         """Send the upgrade request on a connected socket and check the response.
 
         After `enable_ssl()`, the TLS handshake comes first. `secure` (whether
         the URL is wss://, for the Host header's default port) defaults to
-        whether TLS is on.
+        whether TLS is on. `handshake_timeout` bounds the whole.
         """
+        self._client_handshake(secure, _Deadline(self, self.handshake_timeout))
+
+    def _client_handshake(self, secure: bool | None, deadline: _Deadline) -> None:
+        """The client handshake, within `deadline`."""
         if secure is None:
             secure = self.tls is not None
+        request_headers = self.headers + self._credentials()
         host = self.host
         if host is None:
             peer = self.getpeername()
@@ -314,12 +352,13 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         key = new_key()
         request = client_request(host, self.location, key, origin=self.origin,
                                  protocols=self.protocols, extensions=self.extensions,
-                                 headers=self.headers)
-        with _Deadline(self, self.handshake_timeout) as deadline:
+                                 headers=request_headers)
+        with deadline:
             tls = self.tls
             if tls is not None:
                 while not self._tls_step(tls.handshake):
                     tls.feed(deadline.recv(_TLS_RECV_SIZE, 'the TLS handshake', raw=True))
+            deadline.refresh()
             self.sendall(request)
             reader = self.head_reader()
             head = None
@@ -334,6 +373,20 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                                        self.extensions)
         self.response_headers = headers.items()
         self.opened(False, reader.rest)
+
+    def _credentials(self) -> list[tuple[str, str]]:
+        """The Authorization header for a client's `auth`: Basic, over checked TLS only."""
+        auth = self.auth
+        if auth is None:
+            return []
+        if not isinstance(auth, tuple):
+            raise TypeError('a client takes auth=(user, password); a BasicAuth or DigestAuth '
+                            'is for a server')
+        if self.tls is None or self.tls.object.context.verify_mode == ssl.CERT_NONE:
+            raise InvalidState('auth=(user, password) is sent only over TLS that checks the '
+                               "server's certificate (enable_ssl()); to answer a server's "
+                               'challenge over ws://, use wspy.connect(url, auth=...)')
+        return [('Authorization', basic_authorization(*auth))]
 
     def _read_body(self, deadline: _Deadline, data: bytes, length: str | None) -> bytes:
         try:
@@ -688,7 +741,12 @@ def _peer(sock: socket.socket) -> str:
 
 
 class _Deadline:
-    """Applies one overall timeout to a series of blocking calls on a socket."""
+    """One overall timeout for the blocking calls of a handshake on a socket.
+
+    Each wait gets only the time left, and so does each read of the network
+    that TLS needs to complete a record: a peer that trickles its bytes
+    (TLS records, the HTTP head, a body) cannot stretch the handshake.
+    """
 
     def __init__(self, sock: websocket, timeout: float | None) -> None:
         self.sock = sock
@@ -697,7 +755,7 @@ class _Deadline:
 
     def __enter__(self) -> _Deadline:
         self.saved = self.sock.gettimeout()
-        self._apply()
+        self.refresh()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -711,7 +769,8 @@ class _Deadline:
         if isinstance(exc, ssl.SSLError):
             raise SSLError(f'TLS failed: {exc}') from exc
 
-    def _apply(self) -> None:
+    def refresh(self) -> None:
+        """Give the socket's next blocking call the time left; `HandshakeTimeout` if none is."""
         if self.end is None:
             return
         remaining = self.end - time.monotonic()
@@ -723,14 +782,39 @@ class _Deadline:
     def recv(self, size: int, what: str, raw: bool = False) -> bytes:
         """Receive up to `size` bytes before the deadline; EOF is a handshake error.
 
-        `raw` reads the socket itself, not through TLS.
+        Under TLS the bytes are decrypted (each read of the network that a
+        record needs gets only the time left), unless `raw` asks for the
+        socket's own.
         """
-        self._apply()
+        self.refresh()
+        sock = self.sock
+        sock._read_deadline = self.end
         try:
-            data = (super(websocket, self.sock).recv(size) if raw
-                    else self.sock.recv_bytes(size))
+            data = socket.socket.recv(sock, size) if raw else sock.recv_bytes(size)
         except TimeoutError:
             raise HandshakeTimeout(f'timed out waiting for {what}') from None
+        finally:
+            sock._read_deadline = None
         if not data:
             raise HandshakeError(f'connection closed while waiting for {what}')
         return data
+
+
+_SERVER_AUTH = ('a server takes auth=wspy.BasicAuth(...) or wspy.DigestAuth(...) (an '
+                'Authenticator); auth=(user, password) is for a client')
+
+
+def _checked_auth(auth: object, headers: list[tuple[str, str]],
+                  ) -> Authenticator | tuple[str, str] | None:
+    """`auth` if it is an `Authenticator`, a (user, password) tuple of str, or None."""
+    if auth is None or isinstance(auth, Authenticator):
+        return auth
+    if (isinstance(auth, tuple) and len(auth) == 2
+            and all(isinstance(part, str) for part in auth)):
+        if any(name.lower() == 'authorization' for name, _ in headers):
+            raise TypeError('give a client auth=(user, password) or an Authorization header, '
+                            'not both')
+        return (auth[0], auth[1])
+    # Not the value itself in the message: it may hold a password.
+    raise TypeError('auth takes a wspy.BasicAuth or wspy.DigestAuth on a server, or a '
+                    f'(user, password) tuple of str on a client, not a {type(auth).__name__}')

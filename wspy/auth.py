@@ -34,51 +34,79 @@ DIGEST_ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
 NONCE_LIFETIME = 300.0
 _MAX_TRACKED_NONCES = 100_000
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*(?:,|$)')
-_SCHEME = re.compile(rf'\s*,?\s*({_TOKEN})(?:\s+|$|(?=,))')
-_TOKEN68 = re.compile(r'\s*([A-Za-z0-9\-._~+/]+=*)\s*(?:,|$)')
+# The header grammar of RFC 9110 section 11, scanned left to right. In every pattern below
+# two neighbouring runs share no character (or a fixed one stands between them), so a match
+# can split its text only one way and costs time linear in what it reads; the scanner tries
+# a bounded number of patterns at one place before it moves past what they read or stops.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# Spaces, then a comma and any empty list elements after it (RFC 9110 5.6.1), or the end.
+_ELEMENT_END = r'[ \t]*(?:,[ \t,]*|\Z)'
+# A scheme, then the end of the challenge (group 2 is not None) or the spaces before its
+# parameters.
+_SCHEME = re.compile(rf'({_TOKEN_CHARS})(?:({_ELEMENT_END})|[ \t]+)')
+_TOKEN68 = re.compile(rf'([A-Za-z0-9\-._~+/]+=*){_ELEMENT_END}')
+_PARAM = re.compile(rf'({_TOKEN_CHARS})[ \t]*=[ \t]*'
+                    rf'(?:"([^"\\]*(?:\\.[^"\\]*)*)"|({_TOKEN_CHARS})){_ELEMENT_END}',
+                    re.DOTALL)
+_ESCAPED = re.compile(r'\\(.)', re.DOTALL)
 
-
-# -- header grammar --------------------------------------------------------------------
 
 def parse_challenges(values: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
     """Parse WWW-Authenticate (or Authorization) values into (scheme, parameters) pairs.
 
-    Schemes are in lower case; a token68 (as Basic credentials) is the
-    parameter ''. Several challenges may share one header; parsing a header
-    stops at anything malformed.
+    Schemes and parameter names are in lower case; a token68 (as Basic
+    credentials) is the parameter ''. Several challenges may share one
+    header; parsing a header stops at anything malformed, keeping what came
+    before. Takes time linear in the length of the values.
     """
     challenges: list[tuple[str, dict[str, str]]] = []
     for value in values:
-        position = 0
-        while (scheme := _SCHEME.match(value, position)) is not None:
-            position = scheme.end()
-            params: dict[str, str] = {}
-            token = _TOKEN68.match(value, position)
-            if token is not None and _PARAM.match(value, position) is None:
-                params[''] = token.group(1)
-                position = token.end()
-            while (param := _PARAM.match(value, position)) is not None:
-                params[param.group(1).lower()] = _unquote(param.group(2))
-                position = param.end()
-            challenges.append((scheme.group(1).lower(), params))
+        challenges.extend(_parse_header(value)[0])
     return challenges
 
 
 def parse_credentials(value: str) -> tuple[str, dict[str, str]]:
-    """Parse an Authorization value: (scheme in lower case, parameters; token68 under '')."""
-    parsed = parse_challenges([value])
-    if len(parsed) != 1:
+    """Parse an Authorization value: (scheme in lower case, parameters; token68 under '').
+
+    `HandshakeError` if the value is not exactly one well-formed credentials.
+    """
+    parsed, well_formed = _parse_header(value)
+    if not well_formed or len(parsed) != 1:
         raise HandshakeError('malformed Authorization header')
     return parsed[0]
 
 
-def _unquote(value: str) -> str:
-    if value.startswith('"'):
-        return re.sub(r'\\(.)', r'\1', value[1:-1])
-    return value
+def _parse_header(value: str) -> tuple[list[tuple[str, dict[str, str]]], bool]:
+    """The challenges of one header value, and whether all of it was well formed."""
+    challenges: list[tuple[str, dict[str, str]]] = []
+    position = len(value) - len(value.lstrip(' \t,'))  # empty list elements
+    while position < len(value):
+        scheme = _SCHEME.match(value, position)
+        if scheme is None:
+            return challenges, False
+        params: dict[str, str] = {}
+        challenges.append((scheme.group(1).lower(), params))
+        position = scheme.end()
+        if scheme.group(2) is None:  # spaces: a token68 or parameters follow
+            position = _parse_challenge_params(value, position, params)
+            if position < 0:
+                return challenges, False
+    return challenges, True
+
+
+def _parse_challenge_params(value: str, position: int, params: dict[str, str]) -> int:
+    """Read a token68 or auth-params into `params`: where the next challenge starts (or the
+    end of the value); -1 if they are malformed."""
+    token68 = _TOKEN68.match(value, position)
+    if token68 is not None:
+        params[''] = token68.group(1)
+        return token68.end()
+    next_position = -1
+    while (param := _PARAM.match(value, position)) is not None:
+        name, quoted, token = param.groups()
+        params[name.lower()] = token if quoted is None else _ESCAPED.sub(r'\1', quoted)
+        position = next_position = param.end()
+    return next_position
 
 
 def _quote(value: str) -> str:

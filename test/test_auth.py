@@ -13,7 +13,7 @@ from wspy.auth import (authorization, basic_authorization, digest_response, pars
                        parse_credentials)
 from wspy.handshake import Headers, Request
 
-from conftest import TIMEOUT, EchoServer, upgrade_request, url
+from conftest import EchoServer, upgrade_request, url
 
 USERS = {'alice': 'wonder land', 'bob': 'b0b', 'zoë': 'ünïcode'}
 

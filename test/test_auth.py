@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import struct
 import time
 from collections.abc import Callable
 
 import pytest
 
 import wspy
-from wspy.auth import (authorization, basic_authorization, digest_response, parse_challenges,
-                       parse_credentials)
+from wspy.auth import (_NonceRecord, _Verdict, authorization, basic_authorization,
+                       digest_response, parse_challenges, parse_credentials)
 from wspy.handshake import Headers, Request
 
-from conftest import EchoServer, upgrade_request, url
+from conftest import TIMEOUT, EchoServer, upgrade_request, url
 
 USERS = {'alice': 'wonder land', 'bob': 'b0b', 'zoë': 'ünïcode'}
 
@@ -158,6 +160,43 @@ def test_replayed_nonce_count_is_refused(serve, raw_client) -> None:
     assert raw_handshake(raw_client, server, digest_for(challenge, '00000002'))[0] == 401
 
 
+def test_a_forked_process_shares_the_record_of_used_nonces() -> None:
+    auth = wspy.DigestAuth(USERS)
+    header = digest_for(auth.challenges()[0])
+    name, _, value = header.strip().partition(': ')
+    request = Request('GET', '/', Headers([(name, value)]))
+
+    def accept() -> None:
+        assert auth.authenticate(request) == 'alice'
+
+    child = multiprocessing.get_context('fork').Process(target=accept)
+    child.start()
+    child.join(TIMEOUT)
+    assert child.exitcode == 0
+    with pytest.raises(wspy.Unauthorized, match='replayed'):
+        auth.authenticate(request)  # here, after the child accepted it
+
+
+def test_the_record_of_used_nonces_is_bounded() -> None:
+    record = _NonceRecord(16, os.urandom(32))  # one bucket of 16 slots
+    now = time.time()
+    nonces = [struct.pack('!d', now + seconds) + os.urandom(8) for seconds in range(18)]
+    unexpired = now - 300
+    for nonce in nonces[1:17]:
+        assert record.record(nonce, 1, unexpired) is _Verdict.ACCEPTED
+    assert len(record._memory) == 8 + 16 * 20  # as big as it was made, full now
+    # Older than all it remembers: refused (stale), and nothing is forgotten for it.
+    assert record.record(nonces[0], 1, unexpired) is _Verdict.FORGOTTEN
+    # A newer nonce takes the oldest's place; the oldest is refused from then on.
+    assert record.record(nonces[17], 1, unexpired) is _Verdict.ACCEPTED
+    assert record.record(nonces[1], 2, unexpired) is _Verdict.FORGOTTEN
+    # The others are remembered: each count once, in increasing order.
+    assert record.record(nonces[2], 1, unexpired) is _Verdict.REPLAYED
+    assert record.record(nonces[2], 3, unexpired) is _Verdict.ACCEPTED
+    assert record.record(nonces[2], 2, unexpired) is _Verdict.REPLAYED
+    assert record.record(nonces[17], 1, unexpired) is _Verdict.REPLAYED
+
+
 def test_stale_nonce(serve, raw_client) -> None:
     server = serve(auth=wspy.DigestAuth(USERS, nonce_lifetime=0.2))
     challenge = raw_handshake(raw_client, server)[1].get_all('WWW-Authenticate')[0]
@@ -204,6 +243,8 @@ def test_bad_configuration() -> None:
         wspy.DigestAuth(USERS, algorithms=['SHA-1'])
     with pytest.raises(ValueError, match='realm'):
         wspy.BasicAuth(USERS, realm='a"b')
+    with pytest.raises(ValueError, match='tracked_nonces'):
+        wspy.DigestAuth(USERS, tracked_nonces=0)
 
 
 # -- hostile header values: parsed in linear time ------------------------------------------

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import struct
 import time
+from collections.abc import Callable
 
 import pytest
 
 import wspy
-from wspy.auth import (authorization, basic_authorization, digest_response, parse_challenges,
-                       parse_credentials)
+from wspy.auth import (_NonceRecord, _Verdict, authorization, basic_authorization,
+                       digest_response, parse_challenges, parse_credentials)
 from wspy.handshake import Headers, Request
 
-from conftest import EchoServer, upgrade_request, url
+from conftest import TIMEOUT, EchoServer, upgrade_request, url
 
 USERS = {'alice': 'wonder land', 'bob': 'b0b', 'zoë': 'ünïcode'}
 
@@ -156,6 +160,43 @@ def test_replayed_nonce_count_is_refused(serve, raw_client) -> None:
     assert raw_handshake(raw_client, server, digest_for(challenge, '00000002'))[0] == 401
 
 
+def test_a_forked_process_shares_the_record_of_used_nonces() -> None:
+    auth = wspy.DigestAuth(USERS)
+    header = digest_for(auth.challenges()[0])
+    name, _, value = header.strip().partition(': ')
+    request = Request('GET', '/', Headers([(name, value)]))
+
+    def accept() -> None:
+        assert auth.authenticate(request) == 'alice'
+
+    child = multiprocessing.get_context('fork').Process(target=accept)
+    child.start()
+    child.join(TIMEOUT)
+    assert child.exitcode == 0
+    with pytest.raises(wspy.Unauthorized, match='replayed'):
+        auth.authenticate(request)  # here, after the child accepted it
+
+
+def test_the_record_of_used_nonces_is_bounded() -> None:
+    record = _NonceRecord(16, os.urandom(32))  # one bucket of 16 slots
+    now = time.time()
+    nonces = [struct.pack('!d', now + seconds) + os.urandom(8) for seconds in range(18)]
+    unexpired = now - 300
+    for nonce in nonces[1:17]:
+        assert record.record(nonce, 1, unexpired) is _Verdict.ACCEPTED
+    assert len(record._memory) == 8 + 16 * 20  # as big as it was made, full now
+    # Older than all it remembers: refused (stale), and nothing is forgotten for it.
+    assert record.record(nonces[0], 1, unexpired) is _Verdict.FORGOTTEN
+    # A newer nonce takes the oldest's place; the oldest is refused from then on.
+    assert record.record(nonces[17], 1, unexpired) is _Verdict.ACCEPTED
+    assert record.record(nonces[1], 2, unexpired) is _Verdict.FORGOTTEN
+    # The others are remembered: each count once, in increasing order.
+    assert record.record(nonces[2], 1, unexpired) is _Verdict.REPLAYED
+    assert record.record(nonces[2], 3, unexpired) is _Verdict.ACCEPTED
+    assert record.record(nonces[2], 2, unexpired) is _Verdict.REPLAYED
+    assert record.record(nonces[17], 1, unexpired) is _Verdict.REPLAYED
+
+
 def test_stale_nonce(serve, raw_client) -> None:
     server = serve(auth=wspy.DigestAuth(USERS, nonce_lifetime=0.2))
     challenge = raw_handshake(raw_client, server)[1].get_all('WWW-Authenticate')[0]
@@ -202,3 +243,88 @@ def test_bad_configuration() -> None:
         wspy.DigestAuth(USERS, algorithms=['SHA-1'])
     with pytest.raises(ValueError, match='realm'):
         wspy.BasicAuth(USERS, realm='a"b')
+    with pytest.raises(ValueError, match='tracked_nonces'):
+        wspy.DigestAuth(USERS, tracked_nonces=0)
+
+
+# -- hostile header values: parsed in linear time ------------------------------------------
+
+N = 1_000_000  # far over any head limit: a parser quadratic in this takes hours
+HOSTILE_VALUES = {
+    'spaces before a quote': 'Digest a=b,' + ' ' * N + '"',
+    'leading spaces': ' ' * N + '"',
+    'commas and spaces': 'Digest a=b' + ', ' * (N // 2) + '"',
+    'commas then spaces': ',' * N + ' ' * N + '"',
+    'unterminated quote': 'Digest a="' + 'x' * N,
+    'backslashes': 'Digest a="' + '\\' * N,
+    'escaped quotes': 'Digest a="' + '\\"' * (N // 2),
+    'spaces, no equals': 'Digest a' + ' ' * N + 'x',
+    'spaces around equals': 'Digest a' + ' ' * N + '=' + ' ' * N,
+    'token68 then spaces': 'Basic ' + 'A' * N + ' ' * N + '!',
+    'many parameters': 'Digest ' + 'a=b, ' * (N // 5) + '"',
+    'many schemes': 'Basic, ' * (N // 20) + '"',
+}
+
+
+def runs_within(seconds: float, function: Callable[[], None]) -> bool:
+    """Whether `function` returns (without an exception) within `seconds`, run in a child
+    process that is killed when it overstays (a regular expression cannot be interrupted)."""
+    child = multiprocessing.get_context('fork').Process(target=function)
+    child.start()
+    child.join(seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return False
+    return child.exitcode == 0
+
+
+@pytest.mark.parametrize('shape', HOSTILE_VALUES)
+def test_hostile_header_values_are_parsed_in_linear_time(shape: str) -> None:
+    value = HOSTILE_VALUES[shape]
+
+    def parse_both_ways() -> None:
+        parse_challenges([value])  # as the client reads WWW-Authenticate
+        request = Request('GET', '/', Headers([('Authorization', value)]))
+        with pytest.raises(wspy.Unauthorized, match='malformed'):
+            wspy.DigestAuth(USERS).authenticate(request)
+
+    # About 0.1 s here; a parser quadratic in the length would take hours.
+    assert runs_within(2.0, parse_both_ways)
+
+
+def test_slow_to_parse_authorizations_get_quick_401s(serve, raw_client) -> None:
+    server = serve(auth=wspy.DigestAuth(USERS))
+    # As long as a header line may be: the former parser spent 0.7 s of CPU on each.
+    hostile = 'Authorization: Digest a=b,' + ' ' * 8100 + '"\r\n'
+    started = time.monotonic()
+    for _ in range(12):
+        assert raw_handshake(raw_client, server, hostile)[0] == 401
+    assert time.monotonic() - started < 4.0  # some milliseconds each
+    assert_echoes_with(server, ('alice', 'wonder land'))
+
+
+def test_a_malformed_challenge_is_a_clear_client_error(serve) -> None:
+    class Hostile:
+        def process_request(self, request: Request) -> wspy.Response:
+            return wspy.Response(401, [('WWW-Authenticate', 'Digest a=b,' + ' ' * 8000 + '"'),
+                                       ('WWW-Authenticate', '"junk')])
+
+    server = serve(type('Hostile', (Hostile, EchoServer), {}))
+    with pytest.raises(wspy.InvalidStatus, match='scheme wspy does not speak') as info:
+        wspy.connect(url(server), auth=('alice', 'wonder land'))
+    assert info.value.status == 401
+
+
+def test_challenge_parsing_edge_cases() -> None:
+    # Empty list elements are skipped; a token68 and parameters may share one header.
+    assert parse_challenges([' , Basic abc== , ,Digest a = "x\\\\y" ,, b=c, , Bearer,']) == [
+        ('basic', {'': 'abc=='}), ('digest', {'a': 'x\\y', 'b': 'c'}), ('bearer', {})]
+    # What follows something malformed is not read.
+    for value in ['Digest a=b x, Basic realm="r"', 'Digest a="b, Basic realm="r"',
+                  'Basic=x, Basic realm="r"', 'Digest a=b c=d, Basic realm="r"']:
+        assert ('basic', {'realm': 'r'}) not in parse_challenges([value])
+        with pytest.raises(wspy.HandshakeError):
+            parse_credentials(value)
+    assert parse_credentials('DIGEST Username="a", NC=00000001') == (
+        'digest', {'username': 'a', 'nc': '00000001'})

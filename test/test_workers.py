@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 import wspy
+from wspy.auth import authorization, parse_challenges
 
-from conftest import TIMEOUT, connections_to, free_port
+from conftest import TIMEOUT, App, connections_to, free_port, pid_of
+from worker_app import USERS
 
 
 def test_two_workers_share_the_port(app: Any) -> None:
@@ -102,3 +104,66 @@ def test_serve_command_with_workers(tmp_path: Path) -> None:
 def test_workers_need_one_at_least() -> None:
     with pytest.raises(ValueError, match='at least 1'):
         wspy.Workers(wspy.AsyncServer, ('127.0.0.1', 0), workers=0)
+
+
+# -- Digest authentication shared by the workers ---------------------------------------------
+
+CREDENTIALS = ('alice', USERS['alice'])
+
+
+def captured_authorization(served: App) -> str:
+    """A valid Authorization header answering a real challenge, not sent yet."""
+    with pytest.raises(wspy.InvalidStatus) as info:
+        wspy.connect(f'ws://{served.address}/')
+    assert info.value.status == 401
+    challenges = parse_challenges(value for name, value in info.value.headers
+                                  if name.lower() == 'www-authenticate')
+    value = authorization(challenges, *CREDENTIALS, 'GET', '/')
+    assert value is not None and value.startswith('Digest ')
+    return value
+
+
+def accepting_workers(served: App, authorization_value: str, times: int) -> list[int]:
+    """Send the same Authorization on `times` new connections: the pids that accepted it."""
+    accepted = []
+    for _ in range(times):
+        try:
+            conn = wspy.connect(f'ws://{served.address}/',
+                                headers=[('Authorization', authorization_value)])
+        except wspy.InvalidStatus as error:
+            assert error.status == 401
+            continue
+        accepted.append(pid_of(conn))
+        conn.close()
+    return accepted
+
+
+def authenticated_workers(served: App, count: int, exclude: set[int] = frozenset()) -> set[int]:
+    """Authenticate afresh until `count` workers (none in `exclude`) have let us in."""
+    found: set[int] = set()
+    deadline = time.monotonic() + TIMEOUT
+    while len(found) < count:
+        assert time.monotonic() < deadline, f'only reached workers {sorted(found)}'
+        conn = served.connect(auth=CREDENTIALS)  # every fresh authentication succeeds
+        pid = pid_of(conn)
+        conn.close()
+        if pid not in exclude:
+            found.add(pid)
+    return found
+
+
+def test_a_captured_digest_request_is_accepted_once_by_all_workers(app: Any) -> None:
+    served = app(None, 'digest')
+    workers = authenticated_workers(served, 2)
+    captured = captured_authorization(served)
+    # 30 connections reach both workers (the kernel spreads them): one accepts, once.
+    assert len(accepting_workers(served, captured, 30)) == 1
+    victim, survivor = workers
+    os.kill(victim, signal.SIGKILL)
+    [replacement] = authenticated_workers(served, 1, exclude=workers)
+    # The replacement refuses it as well, and so does the survivor.
+    assert accepting_workers(served, captured, 30) == []
+    # Legitimate clients still get in on both, their retry landing on either worker.
+    assert authenticated_workers(served, 2) == {survivor, replacement}
+    assert served.stop() == 0
+    assert 'Traceback' not in served.logged()

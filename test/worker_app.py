@@ -1,8 +1,9 @@
-"""The server the worker tests run: `python test/worker_app.py ADDRESS [REDIS_URL]`.
+"""The server the worker tests run: `python test/worker_app.py ADDRESS [REDIS_URL | digest]`.
 
 ADDRESS is host:port or a Unix socket path. A message 'pid' is answered
 with the worker's process id; with REDIS_URL every other message is
-published to all workers' clients, without it echoed.
+published to all workers' clients, without it echoed. With `digest` the
+workers ask for Digest credentials (`USERS`), checked by one `DigestAuth`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from typing import Any
 
 import wspy
+
+USERS = {'alice': 'wonder land'}
 
 
 class App(wspy.AsyncServer):
@@ -39,9 +42,11 @@ def main() -> None:
     if not where.startswith('/'):
         host, port = where.rsplit(':', 1)
         address = (host, int(port))
-    redis_url = sys.argv[2] if len(sys.argv) > 2 else None
-    workers = wspy.Workers(App, address, workers=2, redis_url=redis_url, max_join_time=1.0,
-                           ping_interval=None)
+    extra = sys.argv[2] if len(sys.argv) > 2 else None
+    options: dict[str, Any] = {'auth': wspy.DigestAuth(USERS)} if extra == 'digest' else {
+        'redis_url': extra}
+    workers = wspy.Workers(App, address, workers=2, max_join_time=1.0, ping_interval=None,
+                           **options)
     print('ready', flush=True)
     workers.run()
 

@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import enum
 import hashlib
 import hmac
+import mmap
 import os
 import re
 import secrets
 import struct
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO
 from urllib.parse import quote, unquote
 
 from wspy.errors import HandshakeError, Unauthorized
 from wspy.handshake import Request
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no fork either, and a lock between threads is enough
+    fcntl = None  # type: ignore[assignment]
 
 #: Digest algorithms, strongest first, and their hash functions.
 DIGEST_ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
@@ -32,53 +42,82 @@ DIGEST_ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
 }
 #: Default lifetime of a Digest nonce, in seconds.
 NONCE_LIFETIME = 300.0
-_MAX_TRACKED_NONCES = 100_000
+#: How many used nonces a DigestAuth remembers by default (see `tracked_nonces`).
+TRACKED_NONCES = 100_000
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*(?:,|$)')
-_SCHEME = re.compile(rf'\s*,?\s*({_TOKEN})(?:\s+|$|(?=,))')
-_TOKEN68 = re.compile(r'\s*([A-Za-z0-9\-._~+/]+=*)\s*(?:,|$)')
+# The header grammar of RFC 9110 section 11, scanned left to right. In every pattern below
+# two neighbouring runs share no character (or a fixed one stands between them), so a match
+# can split its text only one way and costs time linear in what it reads; the scanner tries
+# a bounded number of patterns at one place before it moves past what they read or stops.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# Spaces, then a comma and any empty list elements after it (RFC 9110 5.6.1), or the end.
+_ELEMENT_END = r'[ \t]*(?:,[ \t,]*|\Z)'
+# A scheme, then the end of the challenge (group 2 is not None) or the spaces before its
+# parameters.
+_SCHEME = re.compile(rf'({_TOKEN_CHARS})(?:({_ELEMENT_END})|[ \t]+)')
+_TOKEN68 = re.compile(rf'([A-Za-z0-9\-._~+/]+=*){_ELEMENT_END}')
+_PARAM = re.compile(rf'({_TOKEN_CHARS})[ \t]*=[ \t]*'
+                    rf'(?:"([^"\\]*(?:\\.[^"\\]*)*)"|({_TOKEN_CHARS})){_ELEMENT_END}',
+                    re.DOTALL)
+_ESCAPED = re.compile(r'\\(.)', re.DOTALL)
 
-
-# -- header grammar --------------------------------------------------------------------
 
 def parse_challenges(values: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
     """Parse WWW-Authenticate (or Authorization) values into (scheme, parameters) pairs.
 
-    Schemes are in lower case; a token68 (as Basic credentials) is the
-    parameter ''. Several challenges may share one header; parsing a header
-    stops at anything malformed.
+    Schemes and parameter names are in lower case; a token68 (as Basic
+    credentials) is the parameter ''. Several challenges may share one
+    header; parsing a header stops at anything malformed, keeping what came
+    before. Takes time linear in the length of the values.
     """
     challenges: list[tuple[str, dict[str, str]]] = []
     for value in values:
-        position = 0
-        while (scheme := _SCHEME.match(value, position)) is not None:
-            position = scheme.end()
-            params: dict[str, str] = {}
-            token = _TOKEN68.match(value, position)
-            if token is not None and _PARAM.match(value, position) is None:
-                params[''] = token.group(1)
-                position = token.end()
-            while (param := _PARAM.match(value, position)) is not None:
-                params[param.group(1).lower()] = _unquote(param.group(2))
-                position = param.end()
-            challenges.append((scheme.group(1).lower(), params))
+        challenges.extend(_parse_header(value)[0])
     return challenges
 
 
 def parse_credentials(value: str) -> tuple[str, dict[str, str]]:
-    """Parse an Authorization value: (scheme in lower case, parameters; token68 under '')."""
-    parsed = parse_challenges([value])
-    if len(parsed) != 1:
+    """Parse an Authorization value: (scheme in lower case, parameters; token68 under '').
+
+    `HandshakeError` if the value is not exactly one well-formed credentials.
+    """
+    parsed, well_formed = _parse_header(value)
+    if not well_formed or len(parsed) != 1:
         raise HandshakeError('malformed Authorization header')
     return parsed[0]
 
 
-def _unquote(value: str) -> str:
-    if value.startswith('"'):
-        return re.sub(r'\\(.)', r'\1', value[1:-1])
-    return value
+def _parse_header(value: str) -> tuple[list[tuple[str, dict[str, str]]], bool]:
+    """The challenges of one header value, and whether all of it was well formed."""
+    challenges: list[tuple[str, dict[str, str]]] = []
+    position = len(value) - len(value.lstrip(' \t,'))  # empty list elements
+    while position < len(value):
+        scheme = _SCHEME.match(value, position)
+        if scheme is None:
+            return challenges, False
+        params: dict[str, str] = {}
+        challenges.append((scheme.group(1).lower(), params))
+        position = scheme.end()
+        if scheme.group(2) is None:  # spaces: a token68 or parameters follow
+            position = _parse_challenge_params(value, position, params)
+            if position < 0:
+                return challenges, False
+    return challenges, True
+
+
+def _parse_challenge_params(value: str, position: int, params: dict[str, str]) -> int:
+    """Read a token68 or auth-params into `params`: where the next challenge starts (or the
+    end of the value); -1 if they are malformed."""
+    token68 = _TOKEN68.match(value, position)
+    if token68 is not None:
+        params[''] = token68.group(1)
+        return token68.end()
+    next_position = -1
+    while (param := _PARAM.match(value, position)) is not None:
+        name, quoted, token = param.groups()
+        params[name.lower()] = token if quoted is None else _ESCAPED.sub(r'\1', quoted)
+        position = next_position = param.end()
+    return next_position
 
 
 def _quote(value: str) -> str:
@@ -236,12 +275,18 @@ class DigestAuth(Authenticator):
     preference (SHA-256 and MD5 by default: browsers know only MD5). A
     nonce is good for `nonce_lifetime` seconds (then the client is told
     `stale=true` and retries without asking the user) and each nonce count
-    is accepted once, so a captured request cannot be replayed.
+    is accepted once, so a captured request cannot be replayed: also not by
+    another process forked after this object was made (the workers of
+    `Workers` given it as `auth`), which shares the record of counts used.
+    The record holds `tracked_nonces` nonces (20 bytes each, allocated
+    here); when it is full, the oldest nonce makes room and the nonces
+    issued before it are refused as stale.
     """
 
     def __init__(self, credentials: Mapping[str, str] | Callable[[str], str | None],
                  realm: str = 'wspy', algorithms: Iterable[str] = ('SHA-256', 'MD5'),
-                 nonce_lifetime: float = NONCE_LIFETIME) -> None:
+                 nonce_lifetime: float = NONCE_LIFETIME,
+                 tracked_nonces: int = TRACKED_NONCES) -> None:
         super().__init__(realm)
         self.credentials = credentials
         self.algorithms = list(algorithms)
@@ -249,12 +294,13 @@ class DigestAuth(Authenticator):
             if algorithm not in DIGEST_ALGORITHMS:
                 raise ValueError(f'unknown Digest algorithm {algorithm!r} '
                                  f'(known: {", ".join(DIGEST_ALGORITHMS)})')
+        if tracked_nonces < 1:
+            raise ValueError(f'tracked_nonces must be at least 1, not {tracked_nonces}')
         self.nonce_lifetime = nonce_lifetime
         self.opaque = secrets.token_hex(16)
         self._secret = os.urandom(32)
-        self._lock = threading.Lock()
-        self._last_count: dict[str, int] = {}  # nonce -> highest nonce count seen
-        self._forgotten_before = 0.0  # nonces issued up to then are no longer tracked
+        # Made here, before any fork: the workers of a `Workers` share the record.
+        self._used = _NonceRecord(tracked_nonces, self._secret)
 
     def new_nonce(self) -> str:
         """A nonce that carries its own issue time, signed with this server's secret."""
@@ -262,8 +308,8 @@ class DigestAuth(Authenticator):
         signature = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(body + signature).decode('ascii')
 
-    def _nonce_time(self, nonce: str) -> float | None:
-        """When a nonce of ours was issued; None if it is not one of ours."""
+    def _nonce_body(self, nonce: str) -> bytes | None:
+        """The issue time and random part of a nonce of ours; None if it is not one of ours."""
         try:
             raw = base64.urlsafe_b64decode(nonce.encode('ascii'))
         except (binascii.Error, ValueError):
@@ -274,8 +320,7 @@ class DigestAuth(Authenticator):
         if not hmac.compare_digest(signature,
                                    hmac.new(self._secret, body, hashlib.sha256).digest()[:16]):
             return None
-        issued: float = struct.unpack('!d', body[:8])[0]
-        return issued
+        return body
 
     def challenges(self, stale: bool = False) -> list[str]:
         """The WWW-Authenticate values of a 401: one per algorithm, a fresh nonce each."""
@@ -305,9 +350,10 @@ class DigestAuth(Authenticator):
             raise self._refuse('unsupported qop or malformed nonce count')
         if params['uri'] != request.target:
             raise self._refuse('credentials for another URI')
-        issued = self._nonce_time(params['nonce'])
-        if issued is None:
+        nonce = self._nonce_body(params['nonce'])
+        if nonce is None:
             raise self._refuse('unknown nonce')
+        issued = _issue_time(nonce)
         password = self._password(username)
         expected = digest_response(algorithm, username, self.realm, password or '',
                                    request.method, params['uri'], params['nonce'], params['nc'],
@@ -315,9 +361,14 @@ class DigestAuth(Authenticator):
         if not hmac.compare_digest(expected.encode(), params['response'].lower().encode()) \
                 or password is None:
             raise self._refuse(f'wrong user name or password for {username!r}')
-        if time.time() - issued > self.nonce_lifetime:
+        now = time.time()
+        if now - issued > self.nonce_lifetime:
             raise self._refuse('nonce expired', stale=True)
-        self._count(params['nonce'], int(params['nc'], 16), issued)
+        verdict = self._used.record(nonce, int(params['nc'], 16), now - self.nonce_lifetime)
+        if verdict is _Verdict.REPLAYED:
+            raise self._refuse('nonce count replayed')
+        if verdict is _Verdict.FORGOTTEN:
+            raise self._refuse('nonce no longer tracked', stale=True)
         return username
 
     def _password(self, username: str) -> str | None:
@@ -325,20 +376,91 @@ class DigestAuth(Authenticator):
             return self.credentials(username)
         return self.credentials.get(username)
 
-    def _count(self, nonce: str, count: int, issued: float) -> None:
-        """Accept each nonce count once: a replayed request is refused."""
-        with self._lock:
-            if count <= self._last_count.get(nonce, 0):
-                raise self._refuse('nonce count replayed')
-            if issued <= self._forgotten_before:
-                raise self._refuse('nonce no longer tracked', stale=True)
-            if len(self._last_count) >= _MAX_TRACKED_NONCES:
-                self._forget_oldest()
-            self._last_count[nonce] = count
 
-    def _forget_oldest(self) -> None:
-        """Stop tracking the older half of the nonces; those are refused as stale from now."""
-        nonces = list(self._last_count)
-        for old in nonces[:len(nonces) // 2]:
-            self._forgotten_before = max(self._forgotten_before, self._nonce_time(old) or 0.0)
-            del self._last_count[old]
+def _issue_time(nonce: bytes) -> float:
+    """When a nonce (its body: issue time, random part) was issued."""
+    issued: float = struct.unpack_from('!d', nonce)[0]
+    return issued
+
+
+class _Verdict(enum.Enum):
+    """What the record of used nonces says of a nonce count."""
+
+    ACCEPTED = 'accepted'
+    REPLAYED = 'replayed'  # this nonce count (or a higher one) was accepted before
+    FORGOTTEN = 'forgotten'  # the nonce is older than the record remembers
+
+
+class _NonceRecord:
+    """The highest nonce count accepted for each nonce, in memory of a fixed size.
+
+    The memory is a shared mapping, and a file lock (which the kernel drops
+    when its holder dies) guards it: processes forked from the one that made
+    the record (the workers of `Workers`, restarted ones too) share both, so
+    a request accepted by one is refused by all. The nonces are spread over
+    buckets of `_WAYS` slots by a keyed hash. A nonce that finds its bucket
+    full takes the slot of the oldest nonce there, and every nonce issued
+    before that one is refused from then on (`forgotten_before`): a
+    nonce leaves the record only together with its acceptance. Nonces that
+    have expired anyway leave it first.
+    """
+
+    _WAYS = 16
+    _HEADER = struct.Struct('!d')  # forgotten_before: nonces issued up to then are refused
+    _SLOT = struct.Struct('!16sI')  # a nonce's body (issue time first), its highest count
+
+    def __init__(self, capacity: int, hash_key: bytes) -> None:
+        self._buckets = max(1, capacity // self._WAYS)
+        self._bucket_size = self._WAYS * self._SLOT.size
+        self._memory = mmap.mmap(-1, self._HEADER.size + self._buckets * self._bucket_size)
+        self._hash_key = hash_key
+        self._thread_lock = threading.Lock()
+        # Open as long as the record lives; it is never written, only locked.
+        self._lock_file: IO[bytes] | None = (
+            None if fcntl is None else tempfile.TemporaryFile())  # noqa: SIM115
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Held by one thread of one process at a time."""
+        with self._thread_lock:
+            if self._lock_file is None:
+                yield
+                return
+            fcntl.lockf(self._lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(self._lock_file.fileno(), fcntl.LOCK_UN)
+
+    def record(self, nonce: bytes, count: int, expired_before: float) -> _Verdict:
+        """Accept `count` for `nonce` if it is higher than any accepted before, and record it.
+
+        Nonces issued before `expired_before` are refused by the caller, so
+        their slots may be taken.
+        """
+        issued = _issue_time(nonce)
+        bucket = self._HEADER.size + self._bucket_of(nonce) * self._bucket_size
+        with self._locked():
+            victim, victim_issued = bucket, float('inf')
+            for slot in range(bucket, bucket + self._bucket_size, self._SLOT.size):
+                held, last_count = self._SLOT.unpack_from(self._memory, slot)
+                if held == nonce:
+                    if count <= last_count:
+                        return _Verdict.REPLAYED
+                    self._SLOT.pack_into(self._memory, slot, nonce, count)
+                    return _Verdict.ACCEPTED
+                held_issued = _issue_time(held)  # 0 for an empty slot
+                if held_issued < victim_issued:
+                    victim, victim_issued = slot, held_issued
+            forgotten_before: float = self._HEADER.unpack_from(self._memory)[0]
+            if issued <= forgotten_before or (victim_issued >= issued
+                                              and victim_issued >= expired_before):
+                return _Verdict.FORGOTTEN  # older than all the bucket remembers
+            if victim_issued > forgotten_before:
+                self._HEADER.pack_into(self._memory, 0, victim_issued)
+            self._SLOT.pack_into(self._memory, victim, nonce, count)
+            return _Verdict.ACCEPTED
+
+    def _bucket_of(self, nonce: bytes) -> int:
+        digest = hashlib.blake2b(nonce, key=self._hash_key, digest_size=8).digest()
+        return int.from_bytes(digest, 'big') % self._buckets

@@ -53,7 +53,11 @@ class Workers:
     dying at start is replaced after a growing delay (up to
     `MAX_RESTART_DELAY`). The server is made in each worker process, so
     whatever it starts (threads, connections to Redis) belongs to that
-    worker. `address` may be a Unix socket path. POSIX only (`os.fork`).
+    worker; the options are made once, here, and every worker inherits
+    them at the fork, so a `DigestAuth` given as `auth` is one for all
+    (its nonces are good on any worker and each is accepted once by all,
+    restarted workers included). `address` may be a Unix socket path.
+    POSIX only (`os.fork`).
     """
 
     def __init__(self, server_class: Callable[..., BaseServer], address: tuple[Any, ...] | str,

@@ -16,9 +16,10 @@ import pytest
 
 import wspy
 from wspy.frame import OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, ControlFrame, read_frame
-from wspy.handshake import HeadReader, parse_response
+from wspy.handshake import HeadReader, error_response, parse_response
 
-from conftest import TIMEOUT, EchoServer, running, server_factory, url
+from conftest import (TIMEOUT, EchoServer, RawClient, running, server_factory, upgrade_request,
+                      url)
 
 KINDS = {'Server': wspy.Server, 'AsyncServer': wspy.AsyncServer}
 NO_KEEPALIVE = {'ping_interval': None}
@@ -173,6 +174,21 @@ def test_426_says_connection_close_only(serve: Any) -> None:
     assert headers.get_all('Connection') == ['close']
     assert headers.get('Upgrade') == 'websocket'
     assert headers.get('Sec-WebSocket-Version') == '13'
+    client = RawClient(server)
+    try:
+        status, headers, _ = client.handshake(upgrade_request(version='8'))
+    finally:
+        client.close()
+    assert status == 426
+    assert headers.get_all('Connection') == ['close']
+    assert headers.get('Upgrade') == 'websocket'
+    assert headers.get('Sec-WebSocket-Version') == '13'
+
+
+def test_error_response_keeps_one_connection_header() -> None:
+    response = error_response(426, 'no', [('Connection', 'Upgrade'), ('Upgrade', 'websocket')])
+    assert response.headers.get_all('Connection') == ['close']
+    assert response.headers.get('Upgrade') == 'websocket'
 
 
 class NamesClients(EchoServer):

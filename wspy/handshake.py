@@ -384,8 +384,10 @@ class ServerHandshake:
         if version is None:
             raise InvalidRequest('missing Sec-WebSocket-Version')
         if version.strip() != WS_VERSION:
+            # RFC 9110 15.5.22: a 426 names the protocol to upgrade to.
             raise UnsupportedVersion(f'WebSocket version {version[:20]!r} not supported',
-                                     headers=[('Sec-WebSocket-Version', WS_VERSION)])
+                                     headers=[('Upgrade', 'websocket'),
+                                              ('Sec-WebSocket-Version', WS_VERSION)])
         keys = headers.get_all('Sec-WebSocket-Key')
         if len(keys) > 1:
             raise InvalidRequest('more than one Sec-WebSocket-Key')

@@ -188,9 +188,9 @@ class BaseServer(Callbacks):
     networks, 'unix') are the reverse proxies whose `X-Forwarded-For` gives
     `client.client_address`. `loglevel` sets the level of the 'wspy'
     logger and, when logging is not configured, shows it on stderr (see
-    `use_loglevel`). Keyword options go to the connections (`max_message_size`, `close_timeout`,
-    `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
-    and limits).
+    `use_loglevel`). Keyword options go to the connections
+    (`max_message_size`, `close_timeout`, `ping_interval`, `ping_timeout`)
+    and to `websocket` (handshake options and limits).
     """
 
     connection_class: type[ServerConnection] = ServerConnection

@@ -23,7 +23,7 @@ from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, Inv
                          ProtocolError, SocketClosed)
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import Loop, Timer
-from wspy.message import BinaryMessage, Message, TextMessage
+from wspy.message import Message, as_message
 from wspy.server import BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
 from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
 
@@ -726,16 +726,14 @@ class LoopClients(Callbacks):
         if self._owns_loop:
             self.loop.stop()
 
-    def broadcast(self, message: Message | str | bytes) -> None:
+    def broadcast(self, message: Message | str | bytes | bytearray | memoryview) -> None:
         """Send one message to every open client: framed once, queued to each.
 
-        A client that does not read only fills its own queue (and is closed
-        at `max_buffer_size`); the others are not held up.
+        A `str` is sent as text, a bytes-like object as binary; anything else
+        is a `TypeError`. A client that does not read only fills its own queue
+        (and is closed at `max_buffer_size`); the others are not held up.
         """
-        if isinstance(message, str):
-            message = TextMessage(message)
-        elif not isinstance(message, Message):
-            message = BinaryMessage(message)
+        message = as_message(message)
         data = message.frame().pack()
         if self.loop.in_loop_thread():
             self._broadcast(data, message)

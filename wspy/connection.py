@@ -26,10 +26,10 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedErr
 from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
                         DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                         OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
-                        ControlFrame, Frame, FrameParser, close_payload, pack_unmasked,
-                        parse_close, unmasked_header)
+                        ControlFrame, Frame, FrameParser, bytes_like, close_payload,
+                        pack_unmasked, parse_close, unmasked_header)
 from wspy.keepalive import scheduler
-from wspy.message import BinaryMessage, Message, TextMessage
+from wspy.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
 from wspy.websocket import websocket
 
 logger = logging.getLogger('wspy')
@@ -120,6 +120,7 @@ class Connection:
         self.sock = sock
         self._hooks = list(sock.hooks)
         self.max_message_size = max_message_size
+        sock.limit_messages(max_message_size)  # frames follow, unless max_frame_size is set
         self.close_timeout = close_timeout
         self.state = _OPEN
         #: (code, reason) of the close frame sent and received, once they are.
@@ -215,13 +216,13 @@ class Connection:
 
     # -- sending ------------------------------------------------------------
 
-    def send(self, message: Message | str | bytes, fragment_size: int | None = None,
-             mask: bool | None = None) -> None:
-        """Send a message (a `str` is sent as text, `bytes` as binary).
+    def send(self, message: Message | str | bytes | bytearray | memoryview,
+             fragment_size: int | None = None, mask: bool | None = None) -> None:
+        """Send a message (a `str` is sent as text, a bytes-like object as binary).
 
-        With `fragment_size`, the message goes out in frames of at most that
-        many payload bytes. Frames are masked on the client side unless
-        `mask` says otherwise.
+        Anything else is a `TypeError`. With `fragment_size`, the message
+        goes out in frames of at most that many payload bytes. Frames are
+        masked on the client side unless `mask` says otherwise.
         """
         if mask is None:
             mask = not self.sock.server_side
@@ -234,7 +235,7 @@ class Connection:
             elif isinstance(message, Message):
                 opcode, payload = message.opcode, message.encode()
             else:
-                opcode, payload = OPCODE_BINARY, bytes(message)
+                opcode, payload = OPCODE_BINARY, bytes_like(message, 'a message', SENDABLE)
             with self._send_lock:
                 if self.close_sent is not None or self.state is _CLOSED:
                     raise self._closed_exception()
@@ -252,10 +253,7 @@ class Connection:
                             if isinstance(message, str) else BinaryMessage(payload))
                     return
             raise self._write_failed(failure) from failure
-        if isinstance(message, str):
-            message = TextMessage(message)
-        elif not isinstance(message, Message):
-            message = BinaryMessage(message)
+        message = as_message(message)
         if self._hooks:
             self._send_data(lambda: self._frames_through_hooks(message, fragment_size, mask),
                             message)

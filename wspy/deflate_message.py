@@ -97,10 +97,22 @@ class DeflateHook(Hook):
         return out
 
     def send(self, frame: Frame) -> Frame:
-        """Compress a whole message (unless it is under the threshold); RSV1 marks it."""
-        if len(frame.payload) < self.threshold:
+        """Compress a whole message (unless it is under the threshold); RSV1 marks it.
+
+        A payload that does not shrink (random or already compressed data)
+        goes out as it is: a peer that limits frames by their size on the
+        wire would refuse it, grown by deflate's block headers.
+        """
+        payload = frame.payload
+        if len(payload) < self.threshold:
             return frame
-        return Frame(frame.opcode, self.compress(frame.payload), final=frame.final, rsv1=True)
+        compressed = self.compress(payload)
+        if len(compressed) >= len(payload):
+            # The peer never sees this payload in its window: our compressor must
+            # forget it too, so that later messages do not refer to it.
+            self._compressor = None
+            return frame
+        return Frame(frame.opcode, compressed, final=frame.final, rsv1=True)
 
     def recv(self, frame: Frame, max_size: int | None) -> Frame:
         """Inflate the frames of a compressed message, as they arrive."""

@@ -6,15 +6,18 @@ no I/O, so the blocking `websocket` and the event-loop server share it.
 
 from __future__ import annotations
 
+import enum
 import os
 import struct
+from typing import Any
 
-from wspy.errors import InvalidPayload, PayloadTooBig, ProtocolError
+from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
 from wspy.masking import mask
 
 __all__ = [
-    'DEFAULT_MAX_SIZE', 'OPCODE_BINARY', 'OPCODE_CLOSE', 'OPCODE_CONTINUATION', 'OPCODE_PING',
-    'OPCODE_PONG', 'OPCODE_TEXT', 'ControlFrame', 'Frame', 'FrameParser', 'close_payload',
+    'BYTES_LIKE', 'DEFAULT_MAX_SIZE', 'MESSAGE_LIMIT', 'OPCODE_BINARY', 'OPCODE_CLOSE',
+    'OPCODE_CONTINUATION', 'OPCODE_PING', 'OPCODE_PONG', 'OPCODE_TEXT', 'ControlFrame', 'Frame',
+    'FrameParser', 'MessageLimit', 'bytes_like', 'close_payload', 'compressed_size_bound',
     'contains_frame', 'is_valid_close_code', 'mask', 'parse_close', 'pop_frame', 'read_frame',
 ]
 
@@ -44,6 +47,19 @@ CLOSE_TLS_HANDSHAKE = 1015
 
 #: Default limit on the size of one frame and of one message: 1 MiB.
 DEFAULT_MAX_SIZE = 1 << 20
+
+
+class MessageLimit(enum.Enum):
+    """The type of `MESSAGE_LIMIT`."""
+
+    MESSAGE_LIMIT = 'MESSAGE_LIMIT'
+
+
+#: The default `max_frame_size` of a `websocket`: frames are limited as messages are, by
+#: the `max_message_size` of the `Connection` over it (`DEFAULT_MAX_SIZE` without one).
+MESSAGE_LIMIT = MessageLimit.MESSAGE_LIMIT
+# RSV1: the bit permessage-deflate and deflate-frame set on a compressed frame.
+_RSV1 = 0x40
 
 MAX_CONTROL_PAYLOAD = 125
 
@@ -79,6 +95,37 @@ def unmasked_header(opcode: int, length: int) -> bytes:
     if length < 0x10000:
         return _HEAD16.pack(0x80 | opcode, 126, length)
     return _HEAD64.pack(0x80 | opcode, 127, length)
+
+
+#: What `bytes_like` takes, for its TypeError.
+BYTES_LIKE = 'bytes-like (bytes, bytearray, memoryview)'
+
+
+def compressed_size_bound(size: int) -> int:
+    """The most bytes a deflate compressor may turn `size` bytes into.
+
+    zlib's conservative `deflateBound` (any window and memory level): data
+    that does not compress goes out in stored blocks of 5 bytes of header
+    each, and a small memory level makes those blocks small (128 bytes at
+    level 1); fixed Huffman codes grow random data by 1/8 at worst.
+    """
+    return size + ((size + 7) >> 3) + ((size + 63) >> 6) + 16
+
+
+def bytes_like(data: Any, what: str = 'a payload', expected: str = BYTES_LIKE) -> bytes:
+    """The bytes of a bytes-like object (bytes, bytearray, memoryview, array, ...).
+
+    Anything else, an `int` above all (`bytes(10**9)` would allocate a
+    gigabyte of zeros), is a `TypeError`: "`what` must be `expected`".
+    """
+    if type(data) is bytes:
+        return data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f'{what} must be {expected}, not {type(data).__name__}') from None
+    with view:
+        return view.tobytes()
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -132,7 +179,8 @@ class Frame:
             raise ValueError('masking key must be empty or 4 bytes')
         self.opcode = opcode
         if type(payload) is not bytes:
-            payload = payload.encode('utf-8') if isinstance(payload, str) else bytes(payload)
+            payload = (payload.encode('utf-8') if isinstance(payload, str)
+                       else bytes_like(payload, 'a frame payload'))
         self.payload: bytes = payload
         self.masking_key = masking_key
         self.final = final
@@ -204,9 +252,22 @@ class Frame:
 
 
 class ControlFrame(Frame):
-    """A close, ping or pong frame (payload at most 125 bytes, never fragmented)."""
+    """A close, ping or pong frame (payload at most 125 bytes, never fragmented).
+
+    A longer payload is refused when the frame is built: `PingError` for a
+    ping or pong, `ValueError` otherwise (no parser would accept the frame).
+    """
 
     __slots__ = ()
+
+    def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
+                 masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
+                 rsv2: bool = False, rsv3: bool = False) -> None:
+        super().__init__(opcode, payload, masking_key, final, rsv1, rsv2, rsv3)
+        if len(self.payload) > MAX_CONTROL_PAYLOAD:
+            error = PingError if opcode in (OPCODE_PING, OPCODE_PONG) else ValueError
+            raise error(f'control frame payload of {len(self.payload)} bytes, over '
+                        f'{MAX_CONTROL_PAYLOAD}')
 
     @classmethod
     def close(cls, code: int | None = None, reason: str = '',
@@ -222,7 +283,9 @@ class FrameParser:
     on a client (server frames must not be) and None to accept both.
     `rsv_allowed` holds the RSV bits (0x40, 0x20, 0x10) that negotiated
     extensions may set. A frame over `max_frame_size` is refused from its
-    header, before its payload is read.
+    header, before its payload is read; a compressed one (RSV1 negotiated and
+    set) is judged by the size it inflates to, which the extension bounds,
+    and may take up to `compressed_size_bound(max_frame_size)` on the wire.
     """
 
     __slots__ = (
@@ -419,9 +482,10 @@ class FrameParser:
             if length >> 63:
                 raise ProtocolError('payload length with the most significant bit set')
             header_length = 10
-        if self.max_frame_size is not None and length > self.max_frame_size:
-            raise PayloadTooBig(f'frame of {length} bytes over the limit of '
-                                f'{self.max_frame_size}')
+        limit = self.max_frame_size
+        if limit is not None and length > limit and not (
+                b1 & _RSV1 & self.rsv_allowed and length <= compressed_size_bound(limit)):
+            raise PayloadTooBig(f'frame of {length} bytes over the limit of {limit}')
         key = b''
         if masked:
             if available < header_length + 4:

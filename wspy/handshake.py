@@ -374,7 +374,7 @@ class ServerHandshake:
             raise InvalidRequest(f'{request.version} cannot upgrade, HTTP/1.1 required')
         if 'websocket' not in headers.tokens('Upgrade'):
             raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
-                             headers=[('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                             headers=[('Upgrade', 'websocket'),
                                       ('Sec-WebSocket-Version', WS_VERSION)])
         if 'upgrade' not in headers.tokens('Connection'):
             raise InvalidRequest('Connection header lacks "upgrade"')
@@ -384,8 +384,10 @@ class ServerHandshake:
         if version is None:
             raise InvalidRequest('missing Sec-WebSocket-Version')
         if version.strip() != WS_VERSION:
+            # RFC 9110 15.5.22: a 426 names the protocol to upgrade to.
             raise UnsupportedVersion(f'WebSocket version {version[:20]!r} not supported',
-                                     headers=[('Sec-WebSocket-Version', WS_VERSION)])
+                                     headers=[('Upgrade', 'websocket'),
+                                              ('Sec-WebSocket-Version', WS_VERSION)])
         keys = headers.get_all('Sec-WebSocket-Key')
         if len(keys) > 1:
             raise InvalidRequest('more than one Sec-WebSocket-Key')
@@ -431,12 +433,17 @@ def complete_response(response: Response) -> Response:
 
 def error_response(status: int, message: str,
                    headers: Iterable[tuple[str, str]] = ()) -> Response:
-    """A plain-text HTTP error response that closes the connection."""
+    """A plain-text HTTP error response that closes the connection.
+
+    It says `Connection: close` and nothing else: a `Connection` among
+    `headers` is left out.
+    """
     body = (message + '\n').encode('utf-8')
     all_headers = Headers([('Content-Type', 'text/plain; charset=utf-8'),
                            ('Content-Length', str(len(body))), ('Connection', 'close')])
     for name, value in headers:
-        all_headers.add(name, value)
+        if name.lower() != 'connection':
+            all_headers.add(name, value)
     return Response(status, all_headers, body)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from wspy.frame import OPCODE_BINARY, OPCODE_TEXT, Frame
+from wspy.frame import OPCODE_BINARY, OPCODE_TEXT, Frame, bytes_like
+
+#: What `Connection.send` and `broadcast` take, for their TypeError.
+SENDABLE = 'a str, a bytes-like object (bytes, bytearray, memoryview) or a Message'
 
 
 class Message:
@@ -55,16 +59,23 @@ class TextMessage(Message):
 
 
 class BinaryMessage(Message):
-    """A binary message; `payload` is `bytes`."""
+    """A binary message; `payload` is `bytes` (made from any bytes-like object)."""
 
     __slots__ = ()
     payload: bytes
 
     def __init__(self, payload: bytes | bytearray | memoryview) -> None:
-        if isinstance(payload, str):
-            raise TypeError('BinaryMessage payload must be bytes, not str')
         self.opcode = OPCODE_BINARY
-        self.payload = bytes(payload)
+        self.payload = bytes_like(payload, 'a BinaryMessage payload')
+
+
+def as_message(data: Any) -> Message:
+    """`data` as a message: a `str` is text, a bytes-like object binary; else `TypeError`."""
+    if isinstance(data, Message):
+        return data
+    if isinstance(data, str):
+        return TextMessage(data)
+    return BinaryMessage(bytes_like(data, 'a message', SENDABLE))
 
 
 def create_message(opcode: int, payload: bytes) -> Message:

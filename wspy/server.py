@@ -37,6 +37,20 @@ BUSY = HandshakeError('server busy: too many connections, try again later', 503,
                       [('Retry-After', '1')])
 
 
+def use_loglevel(level: int) -> None:
+    """Set the level of the 'wspy' logger, and make its log show if nothing else would.
+
+    When logging is not configured (no handler on the 'wspy' logger nor on
+    the root logger), a handler writing to stderr is attached to the 'wspy'
+    logger, once; the root logger is left alone.
+    """
+    logger.setLevel(level)
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
+        logger.addHandler(handler)
+
+
 def address_family(address: tuple[Any, ...] | str) -> int:
     """The socket family for an address: a string is a Unix socket path."""
     if isinstance(address, str):
@@ -177,10 +191,11 @@ class BaseServer(Callbacks):
     `listener` is a listening socket to serve instead of binding `address`
     (one inherited from a parent process). `trusted_proxies` (addresses,
     networks, 'unix') are the reverse proxies whose `X-Forwarded-For` gives
-    `client.client_address`. Keyword
-    options go to the connections (`max_message_size`, `close_timeout`,
-    `ping_interval`, `ping_timeout`) and to `websocket` (handshake options
-    and limits).
+    `client.client_address`. `loglevel` sets the level of the 'wspy'
+    logger and, when logging is not configured, shows it on stderr (see
+    `use_loglevel`). Keyword options go to the connections
+    (`max_message_size`, `close_timeout`, `ping_interval`, `ping_timeout`)
+    and to `websocket` (handshake options and limits).
     """
 
     connection_class: type[ServerConnection] = ServerConnection
@@ -201,7 +216,7 @@ class BaseServer(Callbacks):
         #: The server's `SSLContext` when it serves wss://.
         self.ssl_context = ssl_context
         if loglevel is not None:
-            logger.setLevel(loglevel)
+            use_loglevel(loglevel)
         self.max_join_time = max_join_time
         #: The most connections (open or in their handshake) served at once; more get 503.
         self.max_connections = max_connections

@@ -18,7 +18,8 @@ from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, Inval
                          InvalidStatus, SocketClosed, SSLError, WriteTimeout)
 from wspy.extension import Extension, Hook
 from wspy.forwarded import TrustedProxies, client_host
-from wspy.frame import DEFAULT_MAX_SIZE, PACK_LIMIT, Frame, FrameParser, mask
+from wspy.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, PACK_LIMIT, Frame, FrameParser,
+                        MessageLimit, mask)
 from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
                             Request, Response, ServerHandshake, check_header_items,
                             check_response, client_request, complete_response, error_response,
@@ -75,7 +76,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     `handshake_timeout`, `write_timeout`, `max_line_length`, `max_headers`,
     `max_head_size`); accepted sockets inherit them. A write that the peer
     takes no byte of for `write_timeout` seconds (None: no limit) raises
-    `WriteTimeout`. `enable_ssl()` before the handshake makes it speak TLS
+    `WriteTimeout`. `max_frame_size` defaults to `MESSAGE_LIMIT`: the
+    `max_message_size` of the `Connection` made over the socket (1 MiB for
+    raw frames). `enable_ssl()` before the handshake makes it speak TLS
     (wss).
 
     `auth` on a server (a listening or accepted socket) is a `BasicAuth` or
@@ -96,7 +99,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  trusted_origins: Iterable[str | None] | None = None,
                  locations: Iterable[str] | None = None,
                  trusted_proxies: Iterable[str] | TrustedProxies | None = None,
-                 max_frame_size: int | None = DEFAULT_MAX_SIZE,
+                 max_frame_size: int | MessageLimit | None = MESSAGE_LIMIT,
                  handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
                  write_timeout: float | None = WRITE_TIMEOUT,
                  max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
@@ -179,7 +182,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             raise TypeError(_SERVER_AUTH)
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = self._accepted(fd)
-        sock._peer = address  # what accept() tells, no getpeername() needed
+        # What accept() tells, no getpeername() needed; a Unix socket's client has no
+        # name of its own (''): it is named after the server's path.
+        sock._peer = address or self.unix_name()
         if socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
         if self.ssl_context is not None:
@@ -400,6 +405,18 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             pass
         return data[:wanted]
 
+    def unix_name(self) -> str:
+        """'unix:' and the path this socket is bound to (an abstract name after '@')."""
+        try:
+            path = self.getsockname()
+        except OSError:
+            path = ''
+        if isinstance(path, bytes):  # an abstract name on Linux: a NUL, then bytes
+            path = path.decode('utf-8', 'backslashreplace')
+        if isinstance(path, str) and path.startswith('\0'):
+            path = '@' + path[1:]
+        return f'unix:{path}'
+
     def peer_address(self) -> Any:
         """The peer's address, as `accept()` gave it or the socket tells; None if unconnected."""
         if self._peer is None:
@@ -419,9 +436,20 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         rsv_allowed = 0
         for hook in self.hooks:
             rsv_allowed |= hook.rsv_bits
-        self.parser = FrameParser(require_mask=server_side, max_frame_size=self.max_frame_size,
+        max_frame_size = self.max_frame_size
+        if max_frame_size is MESSAGE_LIMIT:
+            max_frame_size = DEFAULT_MAX_SIZE  # until a Connection gives its message limit
+        self.parser = FrameParser(require_mask=server_side, max_frame_size=max_frame_size,
                                   rsv_allowed=rsv_allowed)
         self.parser.feed(rest)
+
+    def limit_messages(self, max_message_size: int | None) -> None:
+        """Take the message limit of the `Connection` over this socket, once open.
+
+        Frames then follow it too, unless `max_frame_size` was given.
+        """
+        if self.max_frame_size is MESSAGE_LIMIT and self.parser is not None:
+            self.parser.max_frame_size = max_message_size
 
     # -- TLS ----------------------------------------------------------------
 
@@ -733,11 +761,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         return f'<wspy.websocket fd={self.fileno()} {side} peer={_peer(self)}>'
 
 
-def _peer(sock: socket.socket) -> str:
-    try:
-        return str(sock.getpeername())
-    except OSError:
-        return '?'
+def _peer(sock: websocket) -> str:
+    address = sock.peer_address()
+    return '?' if address is None else str(address)
 
 
 class _Deadline:

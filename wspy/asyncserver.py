@@ -24,7 +24,7 @@ from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, Inv
 from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import Loop, Timer
 from wspy.message import Message, as_message
-from wspy.server import BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
+from wspy.server import BACKLOG, BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
 from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
 
 logger = logging.getLogger('wspy')
@@ -781,7 +781,7 @@ class AsyncServer(BaseServer, LoopClients):
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = 128, *, selector: type[selectors.BaseSelector] | None = None,
+                 backlog_size: int = BACKLOG, *, selector: type[selectors.BaseSelector] | None = None,
                  max_buffer_size: int | Default | None = DEFAULT, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._on_loop(Loop(selector), max_buffer_size)

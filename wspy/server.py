@@ -30,6 +30,10 @@ from wspy.websocket import LINGER_TIME, websocket
 logger = logging.getLogger('wspy')
 
 SHUTDOWN_REASON = 'server shutting down'
+#: Default length of the queue of connections the kernel holds until they are accepted:
+#: the most the system allows (a burst of 2,000 connections overflowed 128, and those left
+#: out waited for the kernel's retries, seconds later).
+BACKLOG = socket.SOMAXCONN
 #: Default `Server.hold_time`.
 HOLD_TIME = 0.002
 #: The answer to a connection over `max_connections`.
@@ -202,7 +206,7 @@ class BaseServer(Callbacks):
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = 128, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
+                 backlog_size: int = BACKLOG, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
                  close_timeout: float = CLOSE_TIMEOUT,
                  ping_interval: float | None = PING_INTERVAL,
                  ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
@@ -343,7 +347,7 @@ class Server(BaseServer):
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = 128, **options: Any) -> None:
+                 backlog_size: int = BACKLOG, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._lock = threading.Lock()
         self._handshaking: set[websocket] = set()
@@ -393,6 +397,7 @@ class Server(BaseServer):
                 self._forget_head(sock)
                 sock.close()
             selector.close()
+            self._pool.close()
             self._release()
             self._running = False
             self._stopped.set()

@@ -20,6 +20,10 @@ logger = logging.getLogger('wspy')
 IDLE_TIMEOUT = 10.0
 
 
+def _retire() -> None:
+    """Queued by `ThreadPool.close()`: the thread that takes it ends."""
+
+
 class ThreadPool:
     """Runs `submit()`ted calls on daemon threads; `join()` waits for the calls under way."""
 
@@ -58,6 +62,13 @@ class ThreadPool:
         with self._all_idle:
             return self._all_idle.wait_for(lambda: not self._busy, timeout)
 
+    def close(self) -> None:
+        """Retire every thread once it is done with the call it runs, if any."""
+        with self._lock:
+            count = len(self._threads)
+        for _ in range(count):
+            self._calls.put((_retire, ()))
+
     def _work(self) -> None:
         while True:
             try:
@@ -66,8 +77,11 @@ class ThreadPool:
                 with self._lock:
                     if not self._calls.empty():
                         continue  # submitted just now, counting on this thread
-                    self._idle -= 1
-                    self._threads.discard(threading.current_thread())
+                    self._retire_current()
+                    return
+            if call is _retire:
+                with self._lock:
+                    self._retire_current()
                     return
             try:
                 call(*args)
@@ -78,6 +92,11 @@ class ThreadPool:
                 self._busy -= 1
                 if not self._busy:
                     self._all_idle.notify_all()
+
+    def _retire_current(self) -> None:
+        """Forget the calling thread, which ends (the lock held)."""
+        self._idle -= 1
+        self._threads.discard(threading.current_thread())
 
     def owns_current_thread(self) -> bool:
         """Whether the caller runs on one of the pool's threads."""

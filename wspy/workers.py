@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from wspy.server import BaseServer, address_family, bind_listener, close_listener
+from wspy.server import BACKLOG, BaseServer, address_family, bind_listener, close_listener
 
 logger = logging.getLogger('wspy')
 
@@ -61,7 +61,7 @@ class Workers:
     """
 
     def __init__(self, server_class: Callable[..., BaseServer], address: tuple[Any, ...] | str,
-                 workers: int = 2, *, stop_timeout: float = 5.0, backlog_size: int = 128,
+                 workers: int = 2, *, stop_timeout: float = 5.0, backlog_size: int = BACKLOG,
                  **options: Any) -> None:
         if workers < 1:
             raise ValueError(f'workers must be at least 1, not {workers}')

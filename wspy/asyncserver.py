@@ -781,7 +781,8 @@ class AsyncServer(BaseServer, LoopClients):
 
     def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = BACKLOG, *, selector: type[selectors.BaseSelector] | None = None,
+                 backlog_size: int = BACKLOG, *,
+                 selector: type[selectors.BaseSelector] | None = None,
                  max_buffer_size: int | Default | None = DEFAULT, **options: Any) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._on_loop(Loop(selector), max_buffer_size)

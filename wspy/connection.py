@@ -309,7 +309,7 @@ class Connection:
         """
         logger.info('%s: write failed, dropping the connection: %s', self, error)
         self.abort()
-        if self._recv_lock.acquire(blocking=False):
+        if self._take_receiving():
             try:
                 self._finish()
             finally:
@@ -588,9 +588,12 @@ class Connection:
         or the end of the stream is left for `recv()` or `close()` to finish.
         """
         parser = self.sock.parser
-        if parser is None or self._inbox_full() or not self._recv_lock.acquire(blocking=False):
+        if parser is None or self._inbox_full():
             return False
-        self._reading_for_keepalive = True
+        self._reading_for_keepalive = True  # before the lock: see `_take_receiving`
+        if not self._recv_lock.acquire(blocking=False):
+            self._reading_for_keepalive = False
+            return False
         try:
             while self.close_received is None and not self._inbox_full():
                 frame = parser.next_frame()
@@ -618,6 +621,16 @@ class Connection:
             self._reading_for_keepalive = False
             self._recv_lock.release()
         return True
+
+    def _take_receiving(self) -> bool:
+        """Take the receive lock for a thread of the application; whether it was free.
+
+        The keepalive holds it only for a read that never blocks: that is
+        waited for, not taken for another receiving thread.
+        """
+        if self._recv_lock.acquire(blocking=False):
+            return True
+        return self._reading_for_keepalive and self._recv_lock.acquire(timeout=self.close_timeout)
 
     def _inbox_full(self) -> bool:
         """Whether the messages waiting for `recv()` reach the limit the keepalive reads to."""
@@ -694,7 +707,7 @@ class Connection:
         Control frames are handled on the way. Only one thread may receive
         at a time: a second one gets `ConcurrencyError`.
         """
-        if not self._recv_lock.acquire(blocking=False):
+        if not self._take_receiving():
             raise ConcurrencyError('another thread is already receiving on this connection')
         try:
             while True:
@@ -788,9 +801,13 @@ class Connection:
         this call reads (and drops) frames until the peer's close arrives.
         """
         deadline = time.monotonic() + self.close_timeout
-        if not self._send_close(code, reason):
-            self.abort()  # a send under way has held the socket for close_timeout
-        if self._recv_lock.acquire(blocking=False):
+        self.sock._write_deadline = deadline
+        try:
+            if not self._send_close(code, reason):
+                self.abort()  # a send under way has held the socket for close_timeout
+        finally:
+            self.sock._write_deadline = None
+        if self._take_receiving():
             try:
                 while self.state is not _CLOSED:
                     if deadline <= time.monotonic():

@@ -693,13 +693,13 @@ class Server(BaseServer):
         self._serve_until_gone(time.monotonic() + 1.0)
 
     def _serve_until_gone(self, deadline: float, closing: bool = False) -> None:
-        """Serve until every client has gone, or `deadline`, or a forced stop.
+        """Serve until every client has gone, or `deadline` (or, `closing`, a forced stop).
 
         With `closing`, 1001 goes to every client that has not had it yet:
         a close frame is written only when that cannot block (a client that
         does not read, or one a pool thread is writing to, is tried again).
         """
-        while not self._forced:
+        while not (closing and self._forced):
             with self._lock:
                 clients = list(self.clients) if closing else ()
                 gone = not self.clients and not self._handshaking

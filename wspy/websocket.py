@@ -151,6 +151,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         self._peer: Any = None  # the peer's address, once known
         # The time.monotonic() by which a read must end (see `recv`), if any.
         self._read_deadline: float | None = None
+        # The time.monotonic() by which a write must end (a close, a handshake), if any.
+        self._write_deadline: float | None = None
 
     def _listening(self) -> bool:
         """Whether this socket (made from a file descriptor) listens already."""
@@ -250,11 +252,13 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         Never raises `OSError`: a peer that does not read loses the answer.
         """
         rejection = self.rejection(error)
+        self._write_deadline = time.monotonic() + 1.0
         try:
-            self.settimeout(1.0)
             self.sendall(rejection)
         except (OSError, WriteTimeout):
             return
+        finally:
+            self._write_deadline = None
         self.linger(LINGER_TIME, max_bytes=LINGER_BYTES)
 
     def answer(self, head: bytes) -> bytes:
@@ -648,6 +652,14 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         not to block, and a wait for room is bounded by `write_timeout`.
         `WriteTimeout` if the peer takes nothing for that long.
         """
+        if len(buffers) == 1 and self._write_deadline is None:
+            try:  # the common case: the socket takes it all at once
+                sent = _socket.socket.send(self, buffers[0], flags | _DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                sent = 0
+            if sent == len(buffers[0]):
+                return
+            buffers = [memoryview(buffers[0])[sent:]]
         views = [memoryview(buffer).cast('B') for buffer in buffers]
         while views:
             try:
@@ -656,8 +668,12 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 else:
                     sent = self.sendmsg(views, (), flags | _DONTWAIT)
             except (BlockingIOError, InterruptedError, TimeoutError):
-                if not self.writable(self.write_timeout):
-                    raise WriteTimeout(f'the peer took nothing for {self.write_timeout} s: '
+                timeout = self.write_timeout
+                if self._write_deadline is not None:
+                    left = max(0.0, self._write_deadline - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
+                if not self.writable(timeout):
+                    raise WriteTimeout(f'the peer took nothing for {timeout:.3g} s: '
                                        f'it does not read') from None
                 continue
             while views and sent >= len(views[0]):
@@ -781,16 +797,18 @@ class _Deadline:
 
     def __enter__(self) -> _Deadline:
         self.saved = self.sock.gettimeout()
+        self.sock._write_deadline = self.end
         self.refresh()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
+        self.sock._write_deadline = None
         try:
             self.sock.settimeout(self.saved)
         except OSError:
             pass
-        if isinstance(exc, socket.timeout):
+        if isinstance(exc, (socket.timeout, WriteTimeout)):
             raise HandshakeTimeout(f'handshake not completed within {self.timeout} s') from exc
         if isinstance(exc, ssl.SSLError):
             raise SSLError(f'TLS failed: {exc}') from exc

@@ -278,3 +278,44 @@ def test_a_connection_that_only_sends_stays_alive(threaded: list[Any], cls: type
     finally:
         conn.close()
     assert conn.close_code == 1000
+
+
+def test_a_flood_to_one_idle_client_holds_up_no_other_keepalive(
+        deaf_server: tuple[str, Any]) -> None:
+    """One server floods pings at a client that nobody receives on; another client's
+    peer never answers: that client is still failed (1011) and finished in time."""
+    listener = wspy.websocket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen()
+    stop = threading.Event()
+    ping = wspy.ControlFrame(wspy.OPCODE_PING, b'flood').pack() * 1000
+
+    def flood_pings() -> None:
+        sock, _ = listener.accept()
+        try:
+            while not stop.is_set():
+                socket.socket.sendall(sock, ping)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    flooder = threading.Thread(target=flood_pings, daemon=True)
+    flooder.start()
+    flooded = wspy.connect(f'ws://127.0.0.1:{listener.getsockname()[1]}/', ping_interval=0.1,
+                           ping_timeout=60)
+    unanswered = wspy.connect(deaf_server[0], ping_interval=0.2, ping_timeout=0.3)
+    try:
+        time.sleep(0.2)  # the flood is under way
+        began = time.monotonic()
+        while not unanswered.closed and time.monotonic() - began < 5:
+            time.sleep(0.02)
+        assert unanswered.closed and unanswered.close_code == 1011
+        assert time.monotonic() - began < 2
+    finally:
+        stop.set()
+        flooded.abort()
+        flooder.join(5)
+        flooded.close()
+        unanswered.close()
+        listener.close()

@@ -90,7 +90,8 @@ class Connection:
     thread is in `recv()`, the keepalive reads what has arrived (so a
     connection that only sends sees its pongs) and keeps the messages for
     `recv()`, up to `max_message_size` bytes of them (then it stops reading
-    until `recv()` takes them).
+    until `recv()` takes them); `onping`, `onpong`, `onerror` and `onclose`
+    may then run on the keepalive thread.
 
     A write the peer takes nothing of for the socket's `write_timeout`
     drops the connection: `send()` raises `WriteTimeout` and `onclose`
@@ -285,9 +286,17 @@ class Connection:
         return ControlFrame(opcode, payload, key)
 
     def _send_data(self, frames: list[Frame] | Callable[[], list[Frame]],
-                   message: Message | None = None) -> None:
-        """Send frames, or the frames a function builds, under the send lock."""
-        with self._send_lock:
+                   message: Message | None = None, wait: bool = True) -> bool:
+        """Send frames, or the frames a function builds, under the send lock.
+
+        Without `wait`, only if that cannot block (see `_lock_for_write`);
+        whether they went.
+        """
+        if wait:
+            self._send_lock.acquire()
+        elif not self._lock_for_write(False):
+            return False
+        try:
             if self.close_sent is not None or self.state is _CLOSED:
                 raise self._closed_exception()
             frames = frames if isinstance(frames, list) else frames()
@@ -298,25 +307,30 @@ class Connection:
             else:
                 if message is not None:
                     self._message_queued(message)
-                return
+                return True
+        finally:
+            self._send_lock.release()
         raise self._write_failed(failure) from failure
 
     def _write_failed(self, error: Exception) -> ConnectionClosed:
-        """A write failed or made no progress: drop the connection; what the sender raises.
-
-        The thread receiving, if any, finds the transport gone and reports
-        1006; with none, this thread finishes the connection.
-        """
+        """A write failed or made no progress: drop the connection; what the sender raises."""
         logger.info('%s: write failed, dropping the connection: %s', self, error)
+        self._drop()
+        if isinstance(error, ConnectionClosed):
+            return error
+        return SocketClosed(f'write failed: {error}')
+
+    def _drop(self) -> None:
+        """End the transport at once; finish the connection here unless a thread receives.
+
+        A thread receiving finds the transport gone and finishes it itself.
+        """
         self.abort()
         if self._take_receiving():
             try:
                 self._finish()
             finally:
                 self._recv_lock.release()
-        if isinstance(error, ConnectionClosed):
-            return error
-        return SocketClosed(f'write failed: {error}')
 
     def _lock_for_write(self, wait: bool) -> bool:
         """Take the send lock for a control frame; whether it was taken.
@@ -546,7 +560,7 @@ class Connection:
             return self._next_ping - now
         payload = os.urandom(4)
         try:
-            sent = self._send_ping_nowait(payload)
+            sent = self._send_data([self._control_frame(OPCODE_PING, payload)], wait=False)
         except ConnectionClosed:
             return None
         if not sent:
@@ -563,29 +577,13 @@ class Connection:
             return interval
         return _PONG_FIRST_LOOK if reads else min(interval, timeout)
 
-    def _send_ping_nowait(self, payload: bytes) -> bool:
-        """Send a keepalive ping if that cannot block; whether it went out."""
-        if not self._lock_for_write(False):
-            return False
-        try:
-            if self.close_sent is not None or self.state is _CLOSED:
-                raise self._closed_exception()
-            try:
-                self._send_frames([self._control_frame(OPCODE_PING, payload)])
-            except (OSError, WriteTimeout) as error:
-                failure: Exception = error
-            else:
-                return True
-        finally:
-            self._send_lock.release()
-        raise self._write_failed(failure) from failure
-
     def _receive_for_keepalive(self) -> bool:
         """While no thread receives, apply what has arrived without blocking; whether it could.
 
         Pings are answered and pongs seen (a connection that only sends is
-        kept alive); messages wait in the inbox for `recv()`. A close frame
-        or the end of the stream is left for `recv()` or `close()` to finish.
+        kept alive); messages wait in the inbox for `recv()`. A broken
+        connection is dropped; a close frame is left for `recv()` or
+        `close()` to finish (the client waits for the server's end of file).
         """
         parser = self.sock.parser
         if parser is None or self._inbox_full():
@@ -594,16 +592,20 @@ class Connection:
         if not self._recv_lock.acquire(blocking=False):
             self._reading_for_keepalive = False
             return False
+        broken = read = False
         try:
             while self.close_received is None and not self._inbox_full():
                 frame = parser.next_frame()
                 if frame is None:
+                    if read:  # one read a call: a peer that floods holds up no other
+                        break
                     data = self.sock.recv_available()
                     if data is None:
                         break
                     if not data:
                         raise SocketClosed('connection closed by the peer')
                     parser.feed(data)
+                    read = True
                     continue
                 message = self._receive_frame(frame)
                 if message is not None and self.close_sent is None:
@@ -613,13 +615,15 @@ class Connection:
                     self._inbox_size += len(message.payload)
         except ProtocolError as error:
             self._fail(error, wait=False)
-            self.abort()
+            broken = True
         except (OSError, SocketClosed) as error:
             logger.debug('%s: connection lost while idle: %s', self, error)
-            self.abort()
+            broken = True
         finally:
             self._reading_for_keepalive = False
             self._recv_lock.release()
+        if broken:
+            self._drop()
         return True
 
     def _take_receiving(self) -> bool:
@@ -637,9 +641,9 @@ class Connection:
         return self._inbox_size >= (self.max_message_size or DEFAULT_MAX_SIZE)
 
     def _keepalive_failed(self) -> None:
-        """The peer missed its keepalive pong: fail with 1011 and wake the receiver."""
+        """The peer missed its keepalive pong: fail with 1011, then drop the connection."""
         self._fail(ProtocolError('keepalive ping timeout', 1011), wait=False)
-        self.abort()
+        self._drop()
 
     def _fail(self, error: ProtocolError, wait: bool = True) -> None:
         """Fail the connection: close frame with the error's code, then end the transport.

@@ -317,13 +317,11 @@ class BaseServer(Callbacks):
 class _HeadWait:
     """A client whose upgrade request is still arriving, read by `Server.run()`'s thread."""
 
-    __slots__ = ('sock', 'address', 'reader', 'deadline')
+    __slots__ = ('address', 'reader')
 
-    def __init__(self, sock: websocket, address: Any, deadline: float | None) -> None:
-        self.sock = sock
+    def __init__(self, sock: websocket, address: Any) -> None:
         self.address = address
         self.reader: HeadReader = sock.head_reader()
-        self.deadline = deadline
 
 
 class Server(BaseServer):
@@ -394,8 +392,7 @@ class Server(BaseServer):
             for sock in list(self._refused):
                 self._forget_refused(sock)
             for sock in list(self._heads):
-                self._forget_head(sock)
-                sock.close()
+                self._drop_head(sock)
             selector.close()
             self._pool.close()
             self._release()
@@ -425,8 +422,7 @@ class Server(BaseServer):
         deadlines = self._head_deadlines
         while deadlines and deadlines[0][0] <= now:
             sock = heapq.heappop(deadlines)[2]
-            wait = self._heads.get(sock)
-            if wait is not None and wait.deadline is not None and wait.deadline <= now:
+            if sock in self._heads:  # else answered or gone already
                 self._reject_head(sock, HandshakeTimeout(
                     f'handshake not completed within {sock.handshake_timeout} s'))
 
@@ -449,12 +445,11 @@ class Server(BaseServer):
             if self._busy(serving):
                 self._refuse(sock, BUSY)
                 continue
+            self._heads[sock] = _HeadWait(sock, address)
             timeout = sock.handshake_timeout
-            wait = _HeadWait(sock, address,
-                             None if timeout is None else time.monotonic() + timeout)
-            self._heads[sock] = wait
-            if wait.deadline is not None:
-                heapq.heappush(self._head_deadlines, (wait.deadline, next(self._sequence), sock))
+            if timeout is not None:
+                heapq.heappush(self._head_deadlines,
+                               (time.monotonic() + timeout, next(self._sequence), sock))
             assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, self._read_head)
 
@@ -470,8 +465,7 @@ class Server(BaseServer):
                 data = sock.recv_bytes(65536)
                 if not data:
                     logger.debug('%s closed during its handshake', wait.address)
-                    self._forget_head(sock)
-                    sock.close()
+                    self._drop_head(sock)
                     return
                 head = wait.reader.feed(data)
                 if head is None and not sock.pending():
@@ -484,8 +478,7 @@ class Server(BaseServer):
         except OSError as error:
             logger.log(logging.INFO if isinstance(error, ssl.SSLError) else logging.DEBUG,
                        'handshake with %s failed: %s', wait.address, error)
-            self._forget_head(sock)
-            sock.close()
+            self._drop_head(sock)
             return
         if head is not None:
             self._forget_head(sock)
@@ -512,6 +505,11 @@ class Server(BaseServer):
         del self._heads[sock]
         assert self._selector is not None
         self._selector.unregister(sock)
+
+    def _drop_head(self, sock: websocket) -> None:
+        """Forget a client whose upgrade request was being read, and close its socket."""
+        self._forget_head(sock)
+        sock.close()
 
     def _reject_head(self, sock: websocket, error: HandshakeError) -> None:
         self._forget_head(sock)
@@ -669,8 +667,7 @@ class Server(BaseServer):
         self._selector.unregister(self.sock)
         self._close_listener()
         for sock in list(self._heads):
-            self._forget_head(sock)
-            sock.close()
+            self._drop_head(sock)
         with self._lock:
             handshaking = list(self._handshaking)
         for sock in handshaking:

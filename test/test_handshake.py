@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import wspy
-from wspy.client import parse_uri, redirect_target
+from wspy.protocol.opening import parse_uri, redirect_target
 from wspy.handshake import (
     Headers,
     HeadReader,

@@ -18,12 +18,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from wspy.asyncserver import DEFAULT, READ, WRITE, AsyncConnection, Default, LoopClients, _Channel
-from wspy.client import URI, parse_uri
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
-from wspy.errors import HandshakeError, HandshakeTimeout, InvalidState, SocketClosed, SSLError
+from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus,
+                         InvalidURI, SocketClosed, SSLError, WebSocketError)
 from wspy.frame import DEFAULT_MAX_SIZE
-from wspy.handshake import Headers, check_response, client_request, new_key, parse_response
+from wspy.handshake import (Headers, check_header_items, check_response, client_request, new_key,
+                            parse_response)
 from wspy.loop import Loop, Timer
+from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
@@ -52,19 +54,24 @@ class Connecting:
     may add attributes of their own to find it again.
     """
 
-    def __init__(self, client: AsyncClient, url: str, uri: URI, options: dict[str, Any],
-                 tls: tuple[ssl.SSLContext, str] | None = None,
-                 source_address: tuple[str, int] | None = None) -> None:
+    def __init__(self, client: AsyncClient, url: str, opening: ClientOpening,
+                 options: dict[str, Any], server_hostname: str | None = None,
+                 source_address: tuple[str, int] | None = None,
+                 proxy: str | bool | None = None) -> None:
         self.client = client
         #: The URL asked for.
         self.url = url
-        self.uri = uri
+        #: Where the opening stands: the URL tried now (after redirects), its headers.
+        self.opening = opening
         #: The open connection, once the handshake is done.
         self.connection: AsyncConnection | None = None
         #: The reason the connection could not be opened.
         self.error: Exception | None = None
         self._options = options
-        self._tls = tls
+        self._server_hostname = server_hostname
+        self._unix_socket: str | None = None
+        self._proxy = proxy
+        self._tunnel: Tunnel | None = None  # this attempt's, through a proxy
         self.source_address = source_address
         self._addresses: list[_Address] = []
         self._errors: list[OSError] = []
@@ -77,20 +84,45 @@ class Connecting:
         """Whether the connection is open or has failed."""
         return self._done
 
+    @property
+    def uri(self) -> URI:
+        """The URL tried now, parsed."""
+        return self.opening.uri
+
     def _start(self, unix_socket: str | None, timeout: float | None) -> None:
-        """Resolve, then connect (loop thread)."""
-        loop = self.client.loop
+        """Resolve, then connect (loop thread); `timeout` bounds every attempt together."""
         if timeout is not None:
-            self._timer = loop.call_later(timeout, self._fail, HandshakeTimeout(
-                f'{self.url}: not open within {timeout} s'))
-        if unix_socket is not None:
-            self._connect_to([(socket.AF_UNIX, socket.SOCK_STREAM, 0, '', unix_socket)])
+            self._timer = self.client.loop.call_later(timeout, self._timed_out, timeout)
+        self._unix_socket = unix_socket
+        self._attempt()
+
+    def _timed_out(self, timeout: float) -> None:
+        handshake = self._handshake
+        if handshake is not None and handshake.tunnel is not None:
+            self._fail(handshake.tunnel.timed_out())
+        else:
+            self._fail(HandshakeTimeout(f'{self.url}: not open within {timeout} s'))
+
+    def _attempt(self) -> None:
+        """Connect to the URL the opening tries now, with its headers."""
+        loop = self.client.loop
+        self._errors = []
+        if self._unix_socket is not None:
+            self._connect_to([(socket.AF_UNIX, socket.SOCK_STREAM, 0, '', self._unix_socket)])
             return
+        proxy = proxy_for(self.uri, self._proxy)
         try:
-            infos = socket.getaddrinfo(self.uri.host, self.uri.port, type=socket.SOCK_STREAM,
+            self._tunnel = None if proxy is None else Tunnel(self.uri, proxy)
+        except InvalidURI as error:
+            self._fail(error)
+            return
+        host, port = ((self.uri.host, self.uri.port) if self._tunnel is None
+                      else (self._tunnel.host, self._tunnel.port))
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_NUMERICHOST)
         except socket.gaierror:
-            future = _resolve(self.uri.host, self.uri.port)
+            future = _resolve(host, port)
             future.add_done_callback(
                 lambda done: loop.call_soon_threadsafe(self._resolved, done))
             return
@@ -102,7 +134,7 @@ class Connecting:
         try:
             infos = future.result()
         except OSError as error:
-            self._fail(OSError(f'cannot resolve {self.uri.host}: {error}'))
+            self._fail(OSError(f'cannot resolve {self._host()}: {error}'))
             return
         self._connect_to(infos)
 
@@ -116,15 +148,19 @@ class Connecting:
         """Try the next address of the host; fail when none is left."""
         while self._addresses and not self._done:
             family, kind, proto, address = self._addresses.pop(0)
+            opening = self.opening
             try:
-                sock = websocket(family, kind, proto, **self._options)
+                sock = websocket(family, kind, proto, **self._options,
+                                 host=opening.host_header, location=opening.uri.resource,
+                                 headers=opening.headers)
             except OSError as error:  # out of file descriptors, for one
                 self._errors.append(error)
                 continue
             try:
-                if self._tls is not None:
-                    sock.enable_ssl(self._tls[0], server_hostname=self._tls[1])
-                self._handshake = _ClientHandshake(self, sock, address)
+                if opening.uri.secure:
+                    sock.enable_ssl(self.client._tls_context(),
+                                    server_hostname=self._server_hostname or opening.uri.host)
+                self._handshake = _ClientHandshake(self, sock, address, self._tunnel)
                 return
             except OSError as error:
                 sock.close()
@@ -145,6 +181,22 @@ class Connecting:
         self._stop_timer()
         self._handshake = None
         self.client._open(self, handshake)
+
+    def _host(self) -> str:
+        """The host this attempt connects to: the URL's, or its proxy's."""
+        return self.uri.host if self._tunnel is None else self._tunnel.host
+
+    def _refused(self, error: InvalidStatus) -> None:
+        """The server answered but not 101: a redirect or challenge starts a new attempt."""
+        if self._handshake is not None:
+            self._handshake._drop()
+            self._handshake = None
+        try:
+            self.opening.refused(error)
+        except WebSocketError as final:  # the answer itself, or a redirect not followed
+            self._fail(final)
+            return
+        self._attempt()
 
     def _fail(self, error: Exception) -> None:
         if self._done:
@@ -180,12 +232,14 @@ class Connecting:
 
 
 class _ClientHandshake(_Channel):
-    """One attempt: TCP connect, TLS, the upgrade request and its answer, without blocking."""
+    """One attempt: TCP connect, a proxy's tunnel, TLS, the upgrade request and its answer,
+    without blocking."""
 
     __slots__ = (*_Channel._CHANNEL_SLOTS, 'connecting', 'sock', '_send_lock', 'reader', 'key',
-                 '_tls_handshaking')
+                 '_tls_handshaking', 'tunnel')
 
-    def __init__(self, connecting: Connecting, sock: websocket, address: Any) -> None:
+    def __init__(self, connecting: Connecting, sock: websocket, address: Any,
+                 tunnel: Tunnel | None = None) -> None:
         loop = connecting.client.loop
         self._channel_init(loop, sock)
         self.connecting = connecting
@@ -194,6 +248,8 @@ class _ClientHandshake(_Channel):
         self.reader = sock.head_reader()
         self.key = new_key()
         self._tls_handshaking = False
+        #: The tunnel through a proxy while it is being opened.
+        self.tunnel = tunnel
         sock.setblocking(False)
         source = connecting.source_address
         if source is not None and sock.family != socket.AF_UNIX:
@@ -218,6 +274,13 @@ class _ClientHandshake(_Channel):
         self._connected()
 
     def _connected(self) -> None:
+        if self.tunnel is not None:
+            self._queue(self.tunnel.request)
+        else:
+            self._start_websocket()
+
+    def _start_websocket(self) -> None:
+        """Connected to the server (directly, or through the tunnel): TLS, then the request."""
         sock = self.sock
         if sock.ssl_context is not None:
             sock._start_tls()
@@ -269,12 +332,25 @@ class _ClientHandshake(_Channel):
         self._advance_tls()
 
     def _received(self, count: int) -> None:
+        if self.tunnel is not None:
+            try:
+                opened = self.tunnel.feed(bytes(self.loop.view[:count]))
+            except HandshakeError as error:
+                self._lost(error)
+                return
+            if opened:
+                self.tunnel = None
+                self._start_websocket()
+            return
         try:
             head = self.reader.feed(self.loop.view[:count])
             if head is None:
                 return
             status, _, headers = parse_response(head)
             self._check(status, headers)
+        except InvalidStatus as error:
+            self.connecting._refused(error)
+            return
         except HandshakeError as error:
             self._lost(error)
             return
@@ -310,8 +386,12 @@ class AsyncClient(LoopClients):
     TLS (`ssl_context` or `ssl_args`, as `wspy.connect`), and those of
     `websocket` (`origin`, `protocols`, `extensions`, `headers`,
     `max_frame_size`, `handshake_timeout`, ...), which `connect()` may
-    also take for one connection. Redirects and 401 challenges are not
-    followed: they fail with `InvalidStatus`.
+    also take for one connection. Redirects are followed up to
+    `max_redirects` times and 401 challenges answered with `auth=(user,
+    password)` (or the URL's credentials), under the rules of
+    `wspy.connect`: never from wss:// to ws://, and no credentials to
+    another origin. `proxy` tunnels through an http:// proxy with CONNECT,
+    as `wspy.connect` does.
     """
 
     connection_class: type[AsyncConnection] = AsyncConnection
@@ -326,7 +406,8 @@ class AsyncClient(LoopClients):
                  max_buffer_size: int | Default | None = DEFAULT,
                  ssl_context: ssl.SSLContext | None = None,
                  ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 **options: Any) -> None:
+                 auth: tuple[str, str] | None = None, max_redirects: int = MAX_REDIRECTS,
+                 proxy: str | bool | None = None, **options: Any) -> None:
         self.connection_options: dict[str, Any] = {
             'max_message_size': max_message_size, 'close_timeout': close_timeout,
             'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
@@ -336,6 +417,9 @@ class AsyncClient(LoopClients):
             ssl_context = client_context(**ssl_args)
         self.ssl_context = ssl_context
         self.max_join_time = max_join_time
+        self.auth = auth
+        self.max_redirects = max_redirects
+        self.proxy = proxy
         self.options = options
         self.clients = set()
         self._connecting: set[Connecting] = set()
@@ -346,31 +430,39 @@ class AsyncClient(LoopClients):
 
     def connect(self, url: str, *, unix_socket: str | None = None,
                 source_address: tuple[str, int] | None = None,
-                server_hostname: str | None = None, **options: Any) -> Connecting:
+                server_hostname: str | None = None, auth: tuple[str, str] | None = None,
+                proxy: str | bool | None = None, **options: Any) -> Connecting:
         """Start opening a connection to a ws:// or wss:// URL; safe from any thread.
 
         `unix_socket` connects to a server on that Unix socket path instead
         of the URL's host; `source_address` is the (host, port) to connect
         from; `server_hostname` the name checked against a wss://
-        certificate (the URL's host by default). Other keyword options go to
+        certificate (the URL's host by default); `auth` the (user, password)
+        and `proxy` the http:// proxy (or True for the environment's) for
+        this connection (the client's by default). Other keyword options go to
         `websocket` for this connection. `InvalidURI` at once for a bad URL;
         every other failure goes to `onconnecterror`.
         """
         if self._shutting_down:
             raise InvalidState('the client is shutting down')
-        uri = parse_uri(url)
         socket_options = {**self.options, **options}
+        opening = ClientOpening(url, check_header_items(socket_options.pop('headers', ())),
+                                auth or self.auth, self.max_redirects,
+                                socket_options.pop('host', None))
+        socket_options.pop('location', None)  # the URL's
         timeout = socket_options.setdefault('handshake_timeout', HANDSHAKE_TIMEOUT)
-        socket_options.setdefault('host', uri.host_header)
-        socket_options['location'] = uri.resource
-        tls = None
-        if uri.secure:
-            if self.ssl_context is None:  # made once: loading the system's CAs takes a while
-                self.ssl_context = client_context()
-            tls = (self.ssl_context, server_hostname or uri.host)
-        connecting = Connecting(self, url, uri, socket_options, tls, source_address)
+        if opening.uri.secure:
+            self._tls_context()  # here, not on the loop: loading the CAs takes a while
+        connecting = Connecting(self, url, opening, socket_options, server_hostname,
+                                source_address, self.proxy if proxy is None else proxy)
         self.loop.call_soon_threadsafe(self._start, connecting, unix_socket, timeout)
         return connecting
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The context for wss:// connections: the one given, or the system's CAs (made once)."""
+        if self.ssl_context is None:
+            self.ssl_context = client_context()
+        return self.ssl_context
 
     def _start(self, connecting: Connecting, unix_socket: str | None,
                timeout: float | None) -> None:

@@ -650,39 +650,47 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """Write every byte of `buffers` (one `sendmsg` when the socket takes them all).
 
         The socket stays blocking for a thread reading it: each send is made
-        not to block, and a wait for room is bounded by `write_timeout`.
-        `WriteTimeout` if the peer takes nothing for that long.
+        not to block, and a wait for room is bounded by `write_timeout` (and
+        by the socket's own timeout, if it has one). `WriteTimeout` if the
+        peer takes nothing for that long.
         """
         if len(buffers) == 1 and type(buffers[0]) is bytes:
             # The common case, the socket takes it all at once: no views made (they cost
             # 1.5 us a send, a third of a 100-byte message's, on a socketpair).
-            try:
-                sent = _socket.socket.send(self, buffers[0], flags | _DONTWAIT)
-            except (BlockingIOError, InterruptedError, TimeoutError):
-                sent = 0
+            sent = self._send_now(buffers, flags)
             if sent == len(buffers[0]):
                 return
             buffers = [memoryview(buffers[0])[sent:]]
         views = [memoryview(buffer).cast('B') for buffer in buffers]
         while views:
-            try:
-                if len(views) == 1:
-                    sent = _socket.socket.send(self, views[0], flags | _DONTWAIT)
-                else:
-                    sent = self.sendmsg(views, (), flags | _DONTWAIT)
-            except (BlockingIOError, InterruptedError, TimeoutError):
-                timeout = self.write_timeout
-                if self._write_deadline is not None:
-                    left = max(0.0, self._write_deadline - time.monotonic())
-                    timeout = left if timeout is None else min(timeout, left)
-                if not self.writable(timeout):
-                    raise WriteTimeout(f'the peer took nothing for {timeout:.3g} s: '
-                                       f'it does not read') from None
-                continue
+            sent = moved = self._send_now(views, flags)
             while views and sent >= len(views[0]):
                 sent -= len(views.pop(0))
             if sent:
                 views[0] = views[0][sent:]
+            if not moved and views:
+                self._await_room()
+
+    def _send_now(self, buffers: list[Any], flags: int = 0) -> int:
+        """Send what the socket takes of `buffers` without waiting for room: how much."""
+        try:
+            if len(buffers) == 1:
+                return _socket.socket.send(self, buffers[0], flags | _DONTWAIT)
+            return self.sendmsg(buffers, (), flags | _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except TimeoutError:  # a socket with a timeout waited that long for room first
+            raise WriteTimeout(f'the peer took nothing for {self.gettimeout():.3g} s: '
+                               'it does not read') from None
+
+    def _await_room(self) -> None:
+        """Wait for room to write, up to `write_timeout` (and the write deadline, if any)."""
+        timeout = self.write_timeout
+        if self._write_deadline is not None:
+            left = max(0.0, self._write_deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        if not self.writable(timeout):
+            raise WriteTimeout(f'the peer took nothing for {timeout:.3g} s: it does not read')
 
     def writable(self, timeout: float | None = 0.0) -> bool:
         """Whether the socket can take more bytes now, or within `timeout` seconds (None: ever).

@@ -1,0 +1,245 @@
+"""The client's opening decisions: the URL to try, the headers to send, what to do with
+an answer that is not 101 (follow a redirect, answer a 401 challenge, or fail), and the
+exchange that opens a tunnel through an HTTP proxy.
+
+`ClientOpening` holds no socket: `wspy.connect()` and `AsyncClient` each
+carry out its attempts on their own transport, and both so follow the same
+rules: redirects up to a limit, never from wss:// to ws://, and credentials
+(`auth=`, the URL's, and the caller's Authorization, Proxy-Authorization
+and Cookie headers) never sent on to another origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+from wspy.auth import authorization, basic_authorization, parse_challenges
+from wspy.errors import InvalidStatus, InvalidURI, ProxyError, RedirectError
+from wspy.handshake import HeadReader, format_host, parse_response
+
+#: Default number of redirects followed.
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: The caller's headers that are not sent on to another origin after a redirect.
+_CREDENTIAL_HEADERS = frozenset({'authorization', 'proxy-authorization', 'cookie'})
+# How many answers to one 401 challenge after another: the first, then stale nonces.
+_MAX_AUTH_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class URI:
+    """A parsed ws:// or wss:// URL."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+    user: str | None = None
+    password: str | None = None
+
+    @property
+    def host_header(self) -> str:
+        """The Host header for this URL."""
+        return format_host(self.host, self.port, self.secure)
+
+    @property
+    def origin(self) -> tuple[bool, str, int]:
+        """What must match for credentials to go along: scheme, host and port."""
+        return self.secure, self.host.lower(), self.port
+
+    @property
+    def authority(self) -> str:
+        """host:port, with the port always given (for CONNECT)."""
+        host = f'[{self.host}]' if ':' in self.host else self.host
+        return f'{host}:{self.port}'
+
+
+def parse_uri(url: str) -> URI:
+    """Parse a ws:// or wss:// URL; `InvalidURI` if it is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidURI(f'{url!r}: {error}') from None
+    if parts.scheme not in ('ws', 'wss'):
+        raise InvalidURI(f'{url!r} is not a ws:// or wss:// URL')
+    if not parts.hostname:
+        raise InvalidURI(f'{url!r} has no host')
+    if parts.fragment:
+        raise InvalidURI(f'{url!r}: a WebSocket URL has no fragment')
+    secure = parts.scheme == 'wss'
+    resource = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
+    user = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    return URI(secure, parts.hostname, port or (443 if secure else 80), resource, user, password)
+
+
+def redirect_target(url: str, location: str) -> str:
+    """The ws:// or wss:// URL a redirect's Location points to, relative or absolute."""
+    # urljoin only resolves relative references for the schemes it knows.
+    base = url.replace('ws', 'http', 1)
+    target = urljoin(base, location.strip())
+    scheme, sep, rest = target.partition('://')
+    mapped = {'http': 'ws', 'https': 'wss', 'ws': 'ws', 'wss': 'wss'}.get(scheme.lower())
+    if mapped is None or not sep:
+        raise RedirectError(f'cannot follow a redirect to {location!r}')
+    return f'{mapped}://{rest}'
+
+
+class ClientOpening:
+    """The attempts of a client opening a WebSocket to `url`, decided on data alone.
+
+    `uri`, `host` and `headers` say what to connect to and send now; after
+    an answer that is not 101, `refused(error)` moves to the next attempt
+    (a redirect to follow, a challenge to answer) or raises what the
+    caller should: the `InvalidStatus` itself, or `RedirectError`.
+    `host` is the caller's Host header, if any, kept for the first origin.
+    """
+
+    def __init__(self, url: str, headers: Iterable[tuple[str, str]] = (),
+                 auth: tuple[str, str] | None = None, max_redirects: int = MAX_REDIRECTS,
+                 host: str | None = None) -> None:
+        self.url = url
+        self.uri = parse_uri(url)
+        self.host = host
+        self.max_redirects = max_redirects
+        self._auth = auth
+        self._first_origin = self.uri.origin
+        self._headers = list(headers)
+        self._authorization: str | None = None
+        self._auth_attempts = 0
+        self.redirects = 0
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers for this attempt: the caller's, and an answer to a challenge."""
+        if self._authorization is None:
+            return self._headers
+        return [*self._headers, ('Authorization', self._authorization)]
+
+    @property
+    def host_header(self) -> str:
+        """The Host header for this attempt."""
+        return self.host or self.uri.host_header
+
+    def refused(self, error: InvalidStatus) -> None:
+        """The server answered `error` (not 101): move to the next attempt, or raise."""
+        credentials = self._credentials()
+        if error.status == 401 and credentials is not None:
+            self._answer(error, credentials)
+        elif error.status in _REDIRECTS and error.location:
+            self._follow(error)
+        else:
+            raise error
+
+    def _credentials(self) -> tuple[str, str] | None:
+        """The credentials for this attempt's origin: the URL's, or `auth=` on the first."""
+        if self.uri.user is not None:
+            return self.uri.user, self.uri.password or ''
+        return self._auth if self.uri.origin == self._first_origin else None
+
+    def _answer(self, error: InvalidStatus, credentials: tuple[str, str]) -> None:
+        """Answer a 401 challenge (once, then again only for a stale nonce), or raise."""
+        challenges = parse_challenges(value for name, value in error.headers
+                                      if name.lower() == 'www-authenticate')
+        stale = any(params.get('stale', '').lower() == 'true' for _, params in challenges)
+        if self._auth_attempts == 0 or (stale and self._auth_attempts < _MAX_AUTH_ATTEMPTS):
+            answer = authorization(challenges, *credentials, 'GET', self.uri.resource)
+            if answer is not None:
+                self._authorization = answer
+                self._auth_attempts += 1
+                return
+        raise InvalidStatus('server refused the credentials (401)' if self._auth_attempts
+                            else 'server asks for a scheme wspy does not speak (401)',
+                            error.status, error.headers, error.body) from error
+
+    def _follow(self, error: InvalidStatus) -> None:
+        """Go where the redirect `error` leads, or raise `RedirectError`."""
+        assert error.location is not None
+        if self.redirects == self.max_redirects:
+            raise RedirectError(f'redirect to {error.location!r} not followed: '
+                                f'max_redirects is {self.max_redirects}',
+                                error.status, error.headers) from error
+        url = redirect_target(self.url, error.location)
+        target = parse_uri(url)
+        if self.uri.secure and not target.secure:
+            raise RedirectError(f'redirect from wss:// to {error.location!r} not followed: '
+                                'it would leave TLS', error.status, error.headers) from error
+        if target.origin != self.uri.origin:
+            self._headers = [(name, value) for name, value in self._headers
+                             if name.lower() not in _CREDENTIAL_HEADERS]
+        self.url, self.uri = url, target
+        self.redirects += 1
+        self.host = None
+        self._authorization = None
+        self._auth_attempts = 0
+
+
+def proxy_for(uri: URI, proxy: str | bool | None) -> str | None:
+    """The proxy URL to reach `uri` through: `proxy` itself, or with True the environment's.
+
+    True reads `https_proxy` (wss://) or `http_proxy` (ws://) and honours
+    `no_proxy`, as urllib does.
+    """
+    if proxy is None or proxy is False:
+        return None
+    if proxy is True:
+        if proxy_bypass(uri.host):
+            return None
+        return getproxies().get('https' if uri.secure else 'http')
+    return proxy
+
+
+class Tunnel:
+    """The CONNECT exchange that opens a tunnel to `uri` through the http:// `proxy`.
+
+    `host` and `port` are the proxy's, to connect to; `request` the bytes
+    to send it; `feed()` takes what it answers, until the tunnel is open
+    (True) or refused (`ProxyError`). `InvalidURI` for a proxy URL that
+    is not http://.
+    """
+
+    def __init__(self, uri: URI, proxy: str) -> None:
+        try:
+            parts = urlsplit(proxy)
+            self.port = parts.port or 80
+        except ValueError as error:
+            raise InvalidURI(f'proxy {proxy!r}: {error}') from None
+        if parts.scheme != 'http' or not parts.hostname:
+            raise InvalidURI(f'proxy {proxy!r}: only http:// proxies are supported')
+        self.host = parts.hostname
+        self.authority = uri.authority
+        lines = [f'CONNECT {uri.authority} HTTP/1.1', f'Host: {uri.authority}']
+        self._credentials = parts.username is not None
+        if parts.username is not None:
+            credentials = basic_authorization(unquote(parts.username),
+                                              unquote(parts.password or ''))
+            lines.append(f'Proxy-Authorization: {credentials}')
+        self.request = ('\r\n'.join(lines) + '\r\n\r\n').encode()
+        self._reader = HeadReader()
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes the proxy sent; whether the tunnel is open. b'' is its end of file."""
+        if not data:
+            raise ProxyError(f'proxy {self.host} closed the connection during CONNECT')
+        head = self._reader.feed(data)
+        if head is None:
+            return False
+        status, reason, _ = parse_response(head)
+        if status == 407:
+            raise ProxyError(f'proxy {self.host} refused the credentials: 407 {reason}'
+                             if self._credentials else
+                             f'proxy {self.host} wants credentials: 407 {reason}', status)
+        if not 200 <= status < 300:
+            raise ProxyError(f'proxy {self.host} refused CONNECT to {self.authority}: '
+                             f'{status} {reason}', status)
+        if self._reader.rest:
+            raise ProxyError(f'proxy {self.host} sent data before the tunnel was used')
+        return True
+
+    def timed_out(self) -> ProxyError:
+        """The error for a proxy that did not answer in time (504)."""
+        return ProxyError(f'proxy {self.host} did not answer CONNECT in time', 504)

@@ -559,18 +559,20 @@ class Connection:
         if now < self._next_ping:
             return self._next_ping - now
         payload = os.urandom(4)
+        # Pending before it goes: its pong may come back before this thread runs again.
+        self._ping_pending = (payload, now)
         try:
             sent = self._send_data([self._control_frame(OPCODE_PING, payload)], wait=False)
         except ConnectionClosed:
             return None
         if not sent:
+            self._ping_pending = None
             blocked_since = self._ping_blocked_since = self._ping_blocked_since or now
             if timeout is not None and now - blocked_since >= timeout:
                 self._keepalive_failed()
                 return None
             return min(_KEEPALIVE_RETRY, timeout or _KEEPALIVE_RETRY)
         self._ping_blocked_since = None
-        self._ping_pending = (payload, now)
         interval = self.ping_interval or 0.0
         self._next_ping = now + interval
         if timeout is None:

@@ -13,6 +13,7 @@ BENCH_DEPS := websockets picows uvloop
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
+	autobahn-asyncclient \
 	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers dist check-dist clean
 
 $(BIN)/python:
@@ -56,18 +57,18 @@ $(WSTEST):
 	$(PY27) -m virtualenv -q $(AUTOBAHN)/venv
 	$(AUTOBAHN)/venv/bin/pip install -q autobahntestsuite==25.10.1
 
-# Autobahn|Testsuite cases 1-7 and 10 against both servers and the client, 9.* (limits
-# and performance) against both servers, the same over wss:// for both servers, and a
-# permessage-deflate subset (the first four cases of each 12.* and 13.* group, 48 in all)
-# against all three; fails on any FAILED.
+# Autobahn|Testsuite cases 1-7 and 10 against both servers and both clients (connect and
+# AsyncClient), 9.* (limits and performance) against both servers, the same over wss://
+# for both servers, and a permessage-deflate subset (the first four cases of each 12.* and
+# 13.* group, 48 in all) against all four; fails on any FAILED.
 # `make autobahn-deflate` runs all 216 permessage-deflate cases (about 25 minutes).
 # Case ids, not patterns: wstest matches a pattern as a prefix ('12.*.1' takes 12.1.10 too).
 DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
 	$(foreach g,1 2 3 4 5 6 7,$(foreach n,1 2 3 4,13.$(g).$(n)))
-AGENTS := Server AsyncServer client
+AGENTS := Server AsyncServer client AsyncClient
 
-autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-performance \
-	autobahn-deflate-subset autobahn-wss
+autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-asyncclient \
+	autobahn-performance autobahn-deflate-subset autobahn-wss
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports
@@ -90,6 +91,9 @@ autobahn-wss: $(VENV)/.installed $(WSTEST)
 
 autobahn-client: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py client --wstest $(WSTEST) --outdir reports
+
+autobahn-asyncclient: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py AsyncClient --wstest $(WSTEST) --outdir reports
 
 autobahn-deflate-subset: $(VENV)/.installed $(WSTEST)
 	for agent in $(AGENTS); do \

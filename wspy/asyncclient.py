@@ -17,14 +17,15 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from wspy.asyncserver import DEFAULT, READ, WRITE, AsyncConnection, Default, LoopClients, _Channel
+from wspy.asyncserver import DEFAULT, AsyncConnection, Default, LoopClients
+from wspy.channel import Channel
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
 from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus,
                          InvalidURI, SocketClosed, SSLError, WebSocketError)
 from wspy.frame import DEFAULT_MAX_SIZE
 from wspy.handshake import (Headers, check_header_items, check_response, client_request, new_key,
                             parse_response)
-from wspy.loop import Loop, Timer
+from wspy.loop import READ, WRITE, Loop, Timer
 from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
@@ -231,11 +232,11 @@ class Connecting:
         return f'<wspy.Connecting {self.url} {state}>'
 
 
-class _ClientHandshake(_Channel):
+class _ClientHandshake(Channel):
     """One attempt: TCP connect, a proxy's tunnel, TLS, the upgrade request and its answer,
     without blocking."""
 
-    __slots__ = (*_Channel._CHANNEL_SLOTS, 'connecting', 'sock', '_send_lock', 'reader', 'key',
+    __slots__ = (*Channel.SLOTS, 'connecting', 'sock', '_send_lock', 'reader', 'key',
                  '_tls_handshaking', 'tunnel')
 
     def __init__(self, connecting: Connecting, sock: websocket, address: Any,

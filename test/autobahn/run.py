@@ -3,6 +3,7 @@
     python test/autobahn/run.py --wstest PATH Server        # fuzzingclient vs Server
     python test/autobahn/run.py --wstest PATH AsyncServer   # fuzzingclient vs AsyncServer
     python test/autobahn/run.py --wstest PATH client        # fuzzingserver vs wspy.connect
+    python test/autobahn/run.py --wstest PATH AsyncClient   # fuzzingserver vs AsyncClient
     python test/autobahn/run.py --wstest PATH --tls Server  # the same over wss://
 
 Every run has a time limit (wstest writes its report only at the end, so
@@ -95,7 +96,8 @@ def run_client_suite(args: argparse.Namespace, outdir: Path) -> Path:
     try:
         wait_listening(port)
         subprocess.run([sys.executable, str(HERE / 'echo_client.py'), '--url',
-                        f'ws://127.0.0.1:{port}', '--agent', args.agent],
+                        f'ws://127.0.0.1:{port}', '--agent', args.agent,
+                        *(['--async'] if args.side == 'AsyncClient' else [])],
                        timeout=args.timeout, check=True)
     finally:
         stop(fuzzer)
@@ -126,7 +128,7 @@ def judge(index_path: Path, agent: str) -> int:
 def main() -> int:
     """Run the chosen suite and judge it."""
     parser = argparse.ArgumentParser()
-    parser.add_argument('side', choices=['Server', 'AsyncServer', 'client'])
+    parser.add_argument('side', choices=['Server', 'AsyncServer', 'client', 'AsyncClient'])
     parser.add_argument('--wstest', required=True)
     parser.add_argument('--cases', nargs='+', default=['*'])
     parser.add_argument('--exclude', nargs='*', default=['9.*', '12.*', '13.*'])
@@ -134,13 +136,14 @@ def main() -> int:
     parser.add_argument('--timeout', type=float, default=900)
     parser.add_argument('--tls', action='store_true', help='serve wss:// (servers only)')
     args = parser.parse_args()
-    if args.tls and args.side == 'client':
+    clients = ('client', 'AsyncClient')
+    if args.tls and args.side in clients:
         parser.error('--tls is for the servers: the fuzzingserver speaks ws:// only')
     args.agent = f'wspy-{args.side}' + ('-wss' if args.tls else '')
     args.wstest = os.path.abspath(args.wstest)
     outdir = Path(args.outdir).resolve() / args.agent
     outdir.mkdir(parents=True, exist_ok=True)
-    index = (run_client_suite if args.side == 'client' else run_server_suite)(args, outdir)
+    index = (run_client_suite if args.side in clients else run_server_suite)(args, outdir)
     bad = judge(index, args.agent)
     if bad:
         print(f'{args.agent}: {bad} case(s) FAILED')

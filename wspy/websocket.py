@@ -656,8 +656,14 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """
         if len(buffers) == 1 and type(buffers[0]) is bytes:
             # The common case, the socket takes it all at once: no views made (they cost
-            # 1.5 us a send, a third of a 100-byte message's, on a socketpair).
-            sent = self._send_now(buffers, flags)
+            # 1.5 us a send, a third of a 100-byte message's, on a socketpair), and the
+            # send inline (a call less: 3.6 us a message against 3.7).
+            try:
+                sent = _socket.socket.send(self, buffers[0], flags | _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except TimeoutError:
+                raise self._timed_out_writing() from None
             if sent == len(buffers[0]):
                 return
             buffers = [memoryview(buffers[0])[sent:]]
@@ -679,9 +685,13 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             return self.sendmsg(buffers, (), flags | _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
-        except TimeoutError:  # a socket with a timeout waited that long for room first
-            raise WriteTimeout(f'the peer took nothing for {self.gettimeout():.3g} s: '
-                               'it does not read') from None
+        except TimeoutError:
+            raise self._timed_out_writing() from None
+
+    def _timed_out_writing(self) -> WriteTimeout:
+        """A send on a socket with a timeout waited that long for room: the error to raise."""
+        return WriteTimeout(f'the peer took nothing for {self.gettimeout():.3g} s: '
+                            'it does not read')
 
     def _await_room(self) -> None:
         """Wait for room to write, up to `write_timeout` (and the write deadline, if any)."""

@@ -117,8 +117,7 @@ class Connecting:
         except InvalidURI as error:
             self._fail(error)
             return
-        host, port = ((self.uri.host, self.uri.port) if self._tunnel is None
-                      else (self._tunnel.host, self._tunnel.port))
+        host, port = self._target()
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_NUMERICHOST)
@@ -135,7 +134,7 @@ class Connecting:
         try:
             infos = future.result()
         except OSError as error:
-            self._fail(OSError(f'cannot resolve {self._host()}: {error}'))
+            self._fail(OSError(f'cannot resolve {self._target()[0]}: {error}'))
             return
         self._connect_to(infos)
 
@@ -183,9 +182,11 @@ class Connecting:
         self._handshake = None
         self.client._open(self, handshake)
 
-    def _host(self) -> str:
-        """The host this attempt connects to: the URL's, or its proxy's."""
-        return self.uri.host if self._tunnel is None else self._tunnel.host
+    def _target(self) -> tuple[str, int]:
+        """The host and port this attempt connects to: the URL's, or its proxy's."""
+        if self._tunnel is None:
+            return self.uri.host, self.uri.port
+        return self._tunnel.host, self._tunnel.port
 
     def _refused(self, error: InvalidStatus) -> None:
         """The server answered but not 101: a redirect or challenge starts a new attempt."""

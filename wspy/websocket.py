@@ -714,8 +714,9 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             return True
         return bool(poller.poll(None if timeout is None else timeout * 1000))
 
-    def recv_available(self) -> bytes | None:
-        """The bytes of the stream that have arrived (decrypted under TLS), without waiting.
+    def recv_available(self, size: int = _RECV_SIZE) -> bytes | None:
+        """Up to `size` bytes of the stream that have arrived (decrypted under TLS), without
+        waiting.
 
         None if none have (or only part of a TLS record), b'' at end of file.
         """
@@ -729,10 +730,10 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             if not poller.poll(0):
                 return None
             try:
-                return _socket.socket.recv(self, _RECV_SIZE, _DONTWAIT)
+                return _socket.socket.recv(self, size, _DONTWAIT)
             except (BlockingIOError, InterruptedError, TimeoutError):
                 return None
-        buffer = bytearray(_RECV_SIZE)
+        buffer = bytearray(size)
         with memoryview(buffer) as view:
             while True:
                 count = self._tls_step(tls.read_into, view)

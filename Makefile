@@ -42,7 +42,7 @@ run: $(VENV)/.installed
 # The whole suite with the C accelerator, then again on the pure-Python fallback.
 test: $(VENV)/.installed $(VENV)/.test-deps
 	rm -f .coverage .coverage.*
-	$(BIN)/python -c 'import wspy.masking as m; assert m.HAS_SPEEDUPS, "C extension not built"'
+	$(BIN)/python -c 'import wspy.protocol.masking as m; assert m.HAS_SPEEDUPS, "C extension not built"'
 	$(BIN)/coverage run -p --branch --source wspy -m pytest -q test
 	WSPY_NO_SPEEDUPS=1 $(BIN)/coverage run -p --branch --source wspy -m pytest -q test
 	$(BIN)/coverage combine -q
@@ -118,7 +118,7 @@ check-dist: dist
 	rm -rf build/nocc
 	$(PYTHON) -m venv build/nocc
 	CC=/bin/false build/nocc/bin/python -m pip install -q dist/wspy-*.tar.gz
-	cd build && nocc/bin/python -c 'import wspy, wspy.masking as m; \
+	cd build && nocc/bin/python -c 'import wspy, wspy.protocol.masking as m; \
 		assert not m.HAS_SPEEDUPS; f = wspy.Frame(2, b"x" * 300, b"abcd"); \
 		assert wspy.read_frame(f.pack()) == f; print("pure-Python install works")'
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import wspy
-from wspy.frame import FrameParser
-from wspy.handshake import HeadReader, parse_response
+from wspy.protocol.frame import FrameParser
+from wspy.protocol.handshake import HeadReader, parse_response
 
 from certs import Certs, make_certs
 
@@ -144,7 +144,7 @@ class RawClient:
         self.parser = FrameParser(require_mask=False, max_frame_size=None)
 
     def handshake(self, request: bytes | None = None,
-                  ) -> tuple[int, wspy.handshake.Headers, bytes]:
+                  ) -> tuple[int, wspy.protocol.handshake.Headers, bytes]:
         """Send an upgrade request; the status, headers and whatever followed the head."""
         self.sock.sendall(request or upgrade_request())
         reader = HeadReader()

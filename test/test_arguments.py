@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import wspy
-from wspy.frame import OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, ControlFrame, read_frame
-from wspy.handshake import HeadReader, error_response, parse_response
+from wspy.protocol.frame import OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, ControlFrame, read_frame
+from wspy.protocol.handshake import HeadReader, error_response, parse_response
 
 from conftest import (TIMEOUT, EchoServer, RawClient, running, server_factory, upgrade_request,
                       url)

@@ -13,7 +13,7 @@ import pytest
 import wspy
 from wspy.auth import (_NonceRecord, _Verdict, authorization, basic_authorization,
                        digest_response, parse_challenges, parse_credentials)
-from wspy.handshake import Headers, Request
+from wspy.protocol.handshake import Headers, Request
 
 from conftest import TIMEOUT, EchoServer, upgrade_request, url
 

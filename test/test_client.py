@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import wspy
-from wspy.handshake import HeadReader, accept_key, parse_request
+from wspy.protocol.handshake import HeadReader, accept_key, parse_request
 
 from conftest import url
 
@@ -18,11 +18,11 @@ from conftest import url
 class StubHTTPServer:
     """Answers each connection with `respond(request)`'s bytes, then closes it."""
 
-    def __init__(self, respond: Callable[[wspy.handshake.Request], bytes]) -> None:
+    def __init__(self, respond: Callable[[wspy.protocol.handshake.Request], bytes]) -> None:
         self.sock = socket.create_server(('127.0.0.1', 0))
         self.port = self.sock.getsockname()[1]
         self.respond = respond
-        self.requests: list[wspy.handshake.Request] = []
+        self.requests: list[wspy.protocol.handshake.Request] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -56,7 +56,7 @@ class StubHTTPServer:
 def stub() -> Iterator[Callable[..., StubHTTPServer]]:
     stubs: list[StubHTTPServer] = []
 
-    def start(respond: Callable[[wspy.handshake.Request], bytes]) -> StubHTTPServer:
+    def start(respond: Callable[[wspy.protocol.handshake.Request], bytes]) -> StubHTTPServer:
         stubs.append(StubHTTPServer(respond))
         return stubs[-1]
 
@@ -65,7 +65,7 @@ def stub() -> Iterator[Callable[..., StubHTTPServer]]:
         s.close()
 
 
-def redirect(status: int, location: str) -> Callable[[wspy.handshake.Request], bytes]:
+def redirect(status: int, location: str) -> Callable[[wspy.protocol.handshake.Request], bytes]:
     return lambda request: (f'HTTP/1.1 {status} Moved\r\nLocation: {location}\r\n'
                             'Content-Length: 0\r\n\r\n').encode()
 
@@ -82,7 +82,7 @@ def test_follows_absolute_redirects_to_another_server(serve, stub, status: int) 
 
 
 def test_follows_relative_redirects_on_the_same_host(stub) -> None:
-    def respond(request: wspy.handshake.Request) -> bytes:
+    def respond(request: wspy.protocol.handshake.Request) -> bytes:
         if request.path == '/start':
             return redirect(302, 'next')(request)
         if request.path == '/next':
@@ -177,7 +177,7 @@ def test_bad_urls() -> None:
 
 
 def test_server_masked_frame_fails_the_client(stub) -> None:
-    def respond(request: wspy.handshake.Request) -> bytes:
+    def respond(request: wspy.protocol.handshake.Request) -> bytes:
         key = request.headers['Sec-WebSocket-Key']
         return ('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
                 f'Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n\r\n'

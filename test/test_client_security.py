@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import wspy
-from wspy.handshake import HeadReader, Request, accept_key, parse_request
+from wspy.protocol.handshake import HeadReader, Request, accept_key, parse_request
 
 from certs import Certs
 from conftest import EchoServer, running, server_factory

@@ -11,12 +11,12 @@ import zlib
 import pytest
 
 import wspy
-import wspy.extension
-from wspy.deflate_frame import DeflateFrameHook
-from wspy.deflate_message import DeflateHook
-from wspy.extension import (accept_response, format_extension, negotiate, offer_header,
-                            parse_extensions)
-from wspy.frame import Frame
+import wspy.protocol.extension
+from wspy.protocol.deflate_frame import DeflateFrameHook
+from wspy.protocol.deflate_message import DeflateHook
+from wspy.protocol.extension import (accept_response, format_extension, negotiate, offer_header,
+                                     parse_extensions)
+from wspy.protocol.frame import Frame
 
 from conftest import assert_echoes, url
 
@@ -288,7 +288,7 @@ def docstring_example(module: object) -> dict[str, object]:
 
 
 def test_custom_extension_from_the_docs(serve) -> None:
-    example = docstring_example(wspy.extension)
+    example = docstring_example(wspy.protocol.extension)
     server = serve(extensions=[example['Reverse']()])
     conn = wspy.connect(url(server), extensions=[example['Reverse']()])
     assert dict(conn.sock.response_headers)['Sec-WebSocket-Extensions'] == 'x-reverse'

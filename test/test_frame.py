@@ -9,14 +9,8 @@ import struct
 import pytest
 
 import wspy
-from wspy.frame import (
-    ControlFrame,
-    Frame,
-    FrameParser,
-    close_payload,
-    is_valid_close_code,
-    parse_close,
-)
+from wspy.protocol.frame import (ControlFrame, Frame, FrameParser, close_payload,
+                                 is_valid_close_code, parse_close)
 
 
 def parse_all(data: bytes, chunks: list[int] | None = None, **options) -> list[Frame]:

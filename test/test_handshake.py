@@ -6,21 +6,10 @@ import pytest
 
 import wspy
 from wspy.protocol.opening import parse_uri, redirect_target
-from wspy.handshake import (
-    Headers,
-    HeadReader,
-    Request,
-    ServerHandshake,
-    accept_key,
-    check_header_items,
-    check_response,
-    client_request,
-    error_response,
-    format_host,
-    new_key,
-    parse_request,
-    parse_response,
-)
+from wspy.protocol.handshake import (Headers, HeadReader, Request, ServerHandshake, accept_key,
+                                     check_header_items, check_response, client_request,
+                                     error_response, format_host, new_key, parse_request,
+                                     parse_response)
 
 from conftest import upgrade_request
 

@@ -15,9 +15,9 @@ from websockets.sync.server import serve as websockets_serve
 
 import wspy
 from wspy.asyncclient import AsyncClient
-from wspy.deflate_message import DeflateHook
-from wspy.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, OPCODE_BINARY, Frame, FrameParser,
-                        compressed_size_bound)
+from wspy.protocol.deflate_message import DeflateHook
+from wspy.protocol.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, OPCODE_BINARY, Frame, FrameParser,
+                                 compressed_size_bound)
 
 from conftest import TIMEOUT, running, server_factory, url
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from wspy import masking
-from wspy.masking import python_mask
+from wspy.protocol.masking import python_mask
 
 IMPLEMENTATIONS = [python_mask]
 try:

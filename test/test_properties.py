@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import wspy
-from wspy.frame import Frame, FrameParser
+from wspy.protocol.frame import Frame, FrameParser
 from wspy.auth import parse_challenges
-from wspy.handshake import (Headers, HeadReader, Request, ServerHandshake, parse_request,
-                            parse_response)
+from wspy.protocol.handshake import (Headers, HeadReader, Request, ServerHandshake, parse_request,
+                                     parse_response)
 
 OPCODES = st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA])
 
@@ -119,7 +119,7 @@ def test_header_lines_parse_as_they_do_one_by_one(lines: list[tuple[str, str]],
                                                   end: str) -> None:
     # A usual head is parsed by one regular expression; any head must come out as the
     # line-by-line parser reads it (or fail as it does).
-    from wspy.handshake import _parse_header_lines
+    from wspy.protocol.handshake import _parse_header_lines
     text = 'GET / HTTP/1.1' + ''.join(f'\r\n{name}:{value}' for name, value in lines) + end
     head = text.encode('utf-8')
     split = head.split(b'\r\n')

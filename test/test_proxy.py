@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import wspy
-from wspy.handshake import HeadReader, parse_request
+from wspy.protocol.handshake import HeadReader, parse_request
 
 from certs import Certs
 from test_tls import server_tls, trusting

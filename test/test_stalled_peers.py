@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import wspy
-from wspy.frame import OPCODE_CLOSE, FrameParser
+from wspy.protocol.frame import OPCODE_CLOSE, FrameParser
 
 from conftest import EchoServer, url
 

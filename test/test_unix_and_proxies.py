@@ -12,7 +12,7 @@ import pytest
 
 import wspy
 from wspy.forwarded import TrustedProxies, client_host
-from wspy.handshake import Headers
+from wspy.protocol.handshake import Headers
 
 from conftest import EchoServer
 

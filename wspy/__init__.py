@@ -5,8 +5,8 @@ from wspy.asyncserver import AsyncConnection, AsyncServer
 from wspy.auth import BasicAuth, DigestAuth
 from wspy.client import connect
 from wspy.connection import Connection, State
-from wspy.deflate_frame import DeflateFrame
-from wspy.deflate_message import DeflateMessage
+from wspy.protocol.deflate_frame import DeflateFrame
+from wspy.protocol.deflate_message import DeflateMessage
 from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, HandshakeError, HandshakeTimeout, InvalidHeader,
                          InvalidLocation, InvalidMethod, InvalidOrigin, InvalidPayload,
@@ -14,18 +14,20 @@ from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, Con
                          NegotiationError, NotUpgrade, PayloadTooBig, PingError, ProtocolError,
                          ProxyError, RedirectError, SecurityError, SocketClosed, SSLError,
                          Unauthorized, UnsupportedVersion, WebSocketError, WriteTimeout)
-from wspy.extension import Extension, Hook
+from wspy.protocol.extension import Extension, Hook
 from wspy.fanout import RedisFanout
 from wspy.forwarded import TrustedProxies
-from wspy.handshake import Headers, Request, Response
-from wspy.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
-                        CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG, CLOSE_MISSING_EXTENSION,
-                        CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR,
-                        CLOSE_SERVICE_RESTART, CLOSE_TLS_HANDSHAKE, CLOSE_TRY_AGAIN_LATER,
-                        CLOSE_UNSUPPORTED_DATA, DEFAULT_MAX_SIZE, OPCODE_BINARY, OPCODE_CLOSE,
-                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, ControlFrame,
-                        Frame, FrameParser, contains_frame, mask, pop_frame, read_frame)
-from wspy.message import BinaryMessage, Message, TextMessage, create_message
+from wspy.protocol.handshake import Headers, Request, Response
+from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY,
+                                 CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG,
+                                 CLOSE_MISSING_EXTENSION, CLOSE_NO_STATUS, CLOSE_NORMAL,
+                                 CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR,
+                                 CLOSE_SERVICE_RESTART, CLOSE_TLS_HANDSHAKE, CLOSE_TRY_AGAIN_LATER,
+                                 CLOSE_UNSUPPORTED_DATA, DEFAULT_MAX_SIZE, OPCODE_BINARY,
+                                 OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG,
+                                 OPCODE_TEXT, ControlFrame, Frame, FrameParser, contains_frame,
+                                 mask, pop_frame, read_frame)
+from wspy.protocol.message import BinaryMessage, Message, TextMessage, create_message
 from wspy.server import BaseServer, Server, ServerConnection
 from wspy.websocket import websocket
 from wspy.workers import Workers

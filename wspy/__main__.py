@@ -11,8 +11,8 @@ from types import FrameType
 from typing import Any
 
 import wspy
-from wspy.handshake import Request, Response
-from wspy.message import Message
+from wspy.protocol.handshake import Request, Response
+from wspy.protocol.message import Message
 
 PAGE = """<!doctype html>
 <meta charset="utf-8">

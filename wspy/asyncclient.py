@@ -22,9 +22,9 @@ from wspy.channel import Channel
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
 from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus,
                          InvalidURI, SocketClosed, SSLError, WebSocketError)
-from wspy.frame import DEFAULT_MAX_SIZE
-from wspy.handshake import (Headers, check_header_items, check_response, client_request, new_key,
-                            parse_response)
+from wspy.protocol.frame import DEFAULT_MAX_SIZE
+from wspy.protocol.handshake import (Headers, check_header_items, check_response, client_request,
+                                     new_key, parse_response)
 from wspy.loop import READ, WRITE, Loop, Timer
 from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context

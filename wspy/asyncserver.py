@@ -21,9 +21,9 @@ from wspy.channel import Channel
 from wspy.connection import State
 from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, InvalidState,
                          ProtocolError)
-from wspy.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
+from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import READ, Loop, Timer
-from wspy.message import Message, as_message
+from wspy.protocol.message import Message, as_message
 from wspy.server import BACKLOG, BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
 from wspy.websocket import LINGER_TIME, websocket
 

@@ -28,7 +28,7 @@ from typing import IO
 from urllib.parse import quote, unquote
 
 from wspy.errors import HandshakeError, Unauthorized
-from wspy.handshake import Request
+from wspy.protocol.handshake import Request
 
 try:
     import fcntl

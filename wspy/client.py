@@ -9,8 +9,8 @@ from typing import Any
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeTimeout, InvalidStatus, WriteTimeout
-from wspy.frame import DEFAULT_MAX_SIZE
-from wspy.handshake import check_header_items
+from wspy.protocol.frame import DEFAULT_MAX_SIZE
+from wspy.protocol.handshake import check_header_items
 from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket

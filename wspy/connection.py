@@ -23,13 +23,13 @@ from typing import Any
 from wspy.errors import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, InvalidPayload, PayloadTooBig, PingError,
                          ProtocolError, SocketClosed, WebSocketError, WriteTimeout)
-from wspy.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
-                        DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
-                        OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, PACK_LIMIT,
-                        ControlFrame, Frame, FrameParser, bytes_like, close_payload,
-                        pack_unmasked, parse_close, unmasked_header)
+from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
+                                 DEFAULT_MAX_SIZE, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
+                                 OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+                                 PACK_LIMIT, ControlFrame, Frame, FrameParser, bytes_like,
+                                 close_payload, pack_unmasked, parse_close, unmasked_header)
 from wspy.keepalive import scheduler
-from wspy.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
+from wspy.protocol.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
 from wspy.websocket import websocket
 
 logger = logging.getLogger('wspy')
@@ -170,7 +170,7 @@ class Connection:
 
     @property
     def request(self) -> Any:
-        """The client's upgrade request (`wspy.handshake.Request`), on the server side."""
+        """The client's upgrade request (`wspy.protocol.handshake.Request`), on the server side."""
         return self.sock.request
 
     @property

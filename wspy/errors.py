@@ -28,7 +28,7 @@ class HandshakeError(WebSocketError):
 
 
 class AbortHandshake(HandshakeError):
-    """Answer the request with `response` (a `wspy.handshake.Response`) instead of upgrading."""
+    """Answer the request with `response` (a `wspy.Response`) instead of upgrading."""
 
     def __init__(self, response: Any) -> None:
         super().__init__(f'answered with HTTP {response.status}', response.status)

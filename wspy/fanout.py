@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
-from wspy.message import BinaryMessage, Message, TextMessage
+from wspy.protocol.message import BinaryMessage, Message, TextMessage
 
 logger = logging.getLogger('wspy')
 

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from wspy.handshake import Headers
+from wspy.protocol.handshake import Headers
 
 #: What stands for a peer on a Unix domain socket in `trusted_proxies`.
 UNIX = 'unix'

@@ -20,9 +20,9 @@ from typing import Any
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeError, HandshakeTimeout, SSLError, WriteTimeout
-from wspy.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
-from wspy.handshake import HeadReader, Request, Response
-from wspy.message import Message
+from wspy.protocol.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
+from wspy.protocol.handshake import HeadReader, Request, Response
+from wspy.protocol.message import Message
 from wspy.threadpool import ThreadPool
 from wspy.tls import server_context
 from wspy.websocket import LINGER_TIME, websocket

@@ -16,14 +16,15 @@ from urllib.parse import urlsplit
 from wspy.auth import Authenticator, basic_authorization
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError, WriteTimeout)
-from wspy.extension import Extension, Hook
+from wspy.protocol.extension import Extension, Hook
 from wspy.forwarded import TrustedProxies, client_host
-from wspy.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, PACK_LIMIT, Frame, FrameParser,
-                        MessageLimit, mask)
-from wspy.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems, HeadReader,
-                            Request, Response, ServerHandshake, check_header_items,
-                            check_response, client_request, complete_response, error_response,
-                            first_supported, format_host, new_key, parse_request, parse_response)
+from wspy.protocol.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, PACK_LIMIT, Frame, FrameParser,
+                                 MessageLimit, mask)
+from wspy.protocol.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems,
+                                     HeadReader, Request, Response, ServerHandshake,
+                                     check_header_items, check_response, client_request,
+                                     complete_response, error_response, first_supported,
+                                     format_host, new_key, parse_request, parse_response)
 from wspy.tls import CHUNK_SIZE, TLS, PlainHTTPOnTLSPort, client_context, server_context
 
 logger = logging.getLogger('wspy')

@@ -1,7 +1,15 @@
 """The I/O-free protocol core: decisions of the RFCs, made on data, for every driver.
 
 Nothing here reads or writes a socket, waits or starts a thread: drivers
-feed it what arrived and carry out what it decides. It is being gathered
-here module by module; `opening` holds the client's opening decisions
-(redirects, authentication challenges).
+feed it what arrived and carry out what it decides.
+
+- `frame`: frames, opcodes, close codes and the incremental parser (RFC 6455 5);
+- `masking`: the masking of payloads (C accelerated when built);
+- `message`: messages, text and binary;
+- `extension`, `deflate_message`, `deflate_frame`: the extension API and
+  permessage-deflate (RFC 7692) and deflate-frame;
+- `handshake`: HTTP heads, the server's checks of an upgrade request and
+  the client's of the answer (RFC 6455 4);
+- `opening`: the client's opening decisions (redirects, authentication
+  challenges, the proxy's CONNECT).
 """

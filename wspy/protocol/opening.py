@@ -18,7 +18,7 @@ from urllib.request import getproxies, proxy_bypass
 
 from wspy.auth import authorization, basic_authorization, parse_challenges
 from wspy.errors import InvalidStatus, InvalidURI, ProxyError, RedirectError
-from wspy.handshake import HeadReader, format_host, parse_response
+from wspy.protocol.handshake import HeadReader, format_host, parse_response
 
 #: Default number of redirects followed.
 MAX_REDIRECTS = 5

@@ -1,0 +1,522 @@
+"""Frames (RFC 6455 section 5): `Frame`, opcodes, close codes and the parser.
+
+`FrameParser` is fed bytes of any size and hands out whole frames. It does
+no I/O, so the blocking `websocket` and the event-loop server share it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from typing import Any
+
+from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
+from wspy.protocol.masking import mask
+
+__all__ = [
+    'BYTES_LIKE', 'DEFAULT_MAX_SIZE', 'MESSAGE_LIMIT', 'OPCODE_BINARY', 'OPCODE_CLOSE',
+    'OPCODE_CONTINUATION', 'OPCODE_PING', 'OPCODE_PONG', 'OPCODE_TEXT', 'ControlFrame', 'Frame',
+    'FrameParser', 'MessageLimit', 'bytes_like', 'close_payload', 'compressed_size_bound',
+    'contains_frame', 'is_valid_close_code', 'mask', 'parse_close', 'pop_frame', 'read_frame',
+]
+
+OPCODE_CONTINUATION = 0x0
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+_KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_MISSING_EXTENSION = 1010
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_BAD_GATEWAY = 1014
+CLOSE_TLS_HANDSHAKE = 1015
+
+#: Default limit on the size of one frame and of one message: 1 MiB.
+DEFAULT_MAX_SIZE = 1 << 20
+
+
+class MessageLimit(enum.Enum):
+    """The type of `MESSAGE_LIMIT`."""
+
+    MESSAGE_LIMIT = 'MESSAGE_LIMIT'
+
+
+#: The default `max_frame_size` of a `websocket`: frames are limited as messages are, by
+#: the `max_message_size` of the `Connection` over it (`DEFAULT_MAX_SIZE` without one).
+MESSAGE_LIMIT = MessageLimit.MESSAGE_LIMIT
+# RSV1: the bit permessage-deflate and deflate-frame set on a compressed frame.
+_RSV1 = 0x40
+
+MAX_CONTROL_PAYLOAD = 125
+
+# Codes an endpoint may put in a close frame (RFC 6455 7.4 and the IANA
+# registry): 1004-1006 and 1015 are reserved for local use, 1016-2999 are
+# unassigned, 3000-4999 belong to libraries and applications.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
+                             1011, 1012, 1013, 1014})
+
+_HEAD = struct.Struct('!BB')
+_HEAD16 = struct.Struct('!BBH')
+_HEAD64 = struct.Struct('!BBQ')
+_UINT16 = struct.Struct('!H')
+_UINT64 = struct.Struct('!Q')
+_KEY = struct.Struct('4s')
+_new_object = object.__new__
+#: The largest payload `pack_unmasked` takes: beyond it, header and payload go apart.
+PACK_LIMIT = 0x10000
+
+
+def pack_unmasked(opcode: int, payload: bytes) -> bytes:
+    """A final, unmasked frame without RSV bits as bytes: the fast path of a server's send."""
+    length = len(payload)
+    if length < 126:
+        return _HEAD.pack(0x80 | opcode, length) + payload
+    return _HEAD16.pack(0x80 | opcode, 126, length) + payload
+
+
+def unmasked_header(opcode: int, length: int) -> bytes:
+    """The header of a final, unmasked frame without RSV bits, for a payload sent apart."""
+    if length < 126:
+        return _HEAD.pack(0x80 | opcode, length)
+    if length < 0x10000:
+        return _HEAD16.pack(0x80 | opcode, 126, length)
+    return _HEAD64.pack(0x80 | opcode, 127, length)
+
+
+#: What `bytes_like` takes, for its TypeError.
+BYTES_LIKE = 'bytes-like (bytes, bytearray, memoryview)'
+
+
+def compressed_size_bound(size: int) -> int:
+    """The most bytes a deflate compressor may turn `size` bytes into.
+
+    zlib's conservative `deflateBound` (any window and memory level): data
+    that does not compress goes out in stored blocks of 5 bytes of header
+    each, and a small memory level makes those blocks small (128 bytes at
+    level 1); fixed Huffman codes grow random data by 1/8 at worst.
+    """
+    return size + ((size + 7) >> 3) + ((size + 63) >> 6) + 16
+
+
+def bytes_like(data: Any, what: str = 'a payload', expected: str = BYTES_LIKE) -> bytes:
+    """The bytes of a bytes-like object (bytes, bytearray, memoryview, array, ...).
+
+    Anything else, an `int` above all (`bytes(10**9)` would allocate a
+    gigabyte of zeros), is a `TypeError`: "`what` must be `expected`".
+    """
+    if type(data) is bytes:
+        return data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f'{what} must be {expected}, not {type(data).__name__}') from None
+    with view:
+        return view.tobytes()
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether `code` may appear in a close frame on the wire."""
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
+def close_payload(code: int | None = None, reason: str = '') -> bytes:
+    """The payload of a close frame with `code` and `reason`."""
+    if code is None:
+        if reason:
+            raise ValueError('a close reason needs a close code')
+        return b''
+    if not is_valid_close_code(code):
+        raise ValueError(f'invalid close code {code}')
+    data = _UINT16.pack(code) + reason.encode('utf-8')
+    if len(data) > MAX_CONTROL_PAYLOAD:
+        raise ValueError('close reason longer than 123 bytes')
+    return data
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """Code and reason of a received close frame's payload, validated."""
+    if not payload:
+        return None, ''
+    if len(payload) == 1:
+        raise ProtocolError('close frame with a 1-byte payload')
+    code = _UINT16.unpack_from(payload)[0]
+    if not is_valid_close_code(code):
+        raise ProtocolError(f'invalid close code {code}')
+    try:
+        reason = bytes(payload[2:]).decode('utf-8')
+    except UnicodeDecodeError:
+        raise InvalidPayload('close reason is not valid UTF-8') from None
+    return code, reason
+
+
+class Frame:
+    """One WebSocket frame; `payload` is the unmasked payload.
+
+    `masking_key` is `b''` for an unmasked frame or 4 bytes; `pack()` masks
+    the payload with it. A `str` payload is encoded as UTF-8.
+    """
+
+    __slots__ = ('final', 'masking_key', 'opcode', 'payload', 'rsv1', 'rsv2', 'rsv3')
+
+    def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
+                 masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
+                 rsv2: bool = False, rsv3: bool = False) -> None:
+        if len(masking_key) not in (0, 4):
+            raise ValueError('masking key must be empty or 4 bytes')
+        self.opcode = opcode
+        if type(payload) is not bytes:
+            payload = (payload.encode('utf-8') if isinstance(payload, str)
+                       else bytes_like(payload, 'a frame payload'))
+        self.payload: bytes = payload
+        self.masking_key = masking_key
+        self.final = final
+        self.rsv1 = rsv1
+        self.rsv2 = rsv2
+        self.rsv3 = rsv3
+
+    @property
+    def masked(self) -> bool:
+        """Whether the frame is sent masked."""
+        return bool(self.masking_key)
+
+    def header(self) -> bytes:
+        """The frame's header bytes, including the masking key."""
+        b1 = (self.opcode | (self.final << 7) | (self.rsv1 << 6) | (self.rsv2 << 5)
+              | (self.rsv3 << 4))
+        maskbit = 0x80 if self.masking_key else 0
+        length = len(self.payload)
+        if length < 126:
+            head = _HEAD.pack(b1, maskbit | length)
+        elif length < 0x10000:
+            head = _HEAD16.pack(b1, maskbit | 126, length)
+        else:
+            head = _HEAD64.pack(b1, maskbit | 127, length)
+        return head + self.masking_key
+
+    def pack(self) -> bytes:
+        """The frame as bytes on the wire."""
+        if self.masking_key:
+            return self.header() + mask(self.masking_key, self.payload)
+        return self.header() + self.payload
+
+    def fragment(self, fragment_size: int, mask: bool = False) -> list[Frame]:
+        """Split a data frame into frames of at most `fragment_size` payload bytes."""
+        if fragment_size < 1:
+            raise ValueError('fragment_size must be positive')
+        payload = self.payload
+        starts = range(0, len(payload), fragment_size) if payload else [0]
+        frames = []
+        for start in starts:
+            key = os.urandom(4) if mask else b''
+            frames.append(Frame(OPCODE_CONTINUATION, payload[start:start + fragment_size],
+                                key, final=False))
+        frames[0].opcode = self.opcode
+        frames[0].rsv1, frames[0].rsv2, frames[0].rsv3 = self.rsv1, self.rsv2, self.rsv3
+        frames[-1].final = self.final
+        return frames
+
+    def unpack_close(self) -> tuple[int | None, str]:
+        """Code and reason of a close frame."""
+        return parse_close(self.payload)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (self.opcode, self.payload, self.masking_key, self.final,
+                self.rsv1, self.rsv2, self.rsv3) == \
+            (other.opcode, other.payload, other.masking_key, other.final,
+             other.rsv1, other.rsv2, other.rsv3)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        flags = ''.join(name for name, on in
+                        (('F', self.final), ('1', self.rsv1), ('2', self.rsv2),
+                         ('3', self.rsv3), ('M', self.masking_key)) if on)
+        return (f'<{type(self).__name__} opcode={self.opcode:#x} flags={flags or "-"} '
+                f'len={len(self.payload)}>')
+
+
+class ControlFrame(Frame):
+    """A close, ping or pong frame (payload at most 125 bytes, never fragmented).
+
+    A longer payload is refused when the frame is built: `PingError` for a
+    ping or pong, `ValueError` otherwise (no parser would accept the frame).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
+                 masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
+                 rsv2: bool = False, rsv3: bool = False) -> None:
+        super().__init__(opcode, payload, masking_key, final, rsv1, rsv2, rsv3)
+        if len(self.payload) > MAX_CONTROL_PAYLOAD:
+            error = PingError if opcode in (OPCODE_PING, OPCODE_PONG) else ValueError
+            raise error(f'control frame payload of {len(self.payload)} bytes, over '
+                        f'{MAX_CONTROL_PAYLOAD}')
+
+    @classmethod
+    def close(cls, code: int | None = None, reason: str = '',
+              masking_key: bytes = b'') -> ControlFrame:
+        """A close frame with `code` and `reason`."""
+        return cls(OPCODE_CLOSE, close_payload(code, reason), masking_key)
+
+
+class FrameParser:
+    """Incremental frame parser: `feed()` bytes, then take `next_frame()`s.
+
+    `require_mask` is True on a server (client frames must be masked), False
+    on a client (server frames must not be) and None to accept both.
+    `rsv_allowed` holds the RSV bits (0x40, 0x20, 0x10) that negotiated
+    extensions may set. A frame over `max_frame_size` is refused from its
+    header, before its payload is read; a compressed one (RSV1 negotiated and
+    set) is judged by the size it inflates to, which the extension bounds,
+    and may take up to `compressed_size_bound(max_frame_size)` on the wire.
+    """
+
+    __slots__ = (
+        '_buf',
+        '_header',
+        '_peeked',
+        '_pos',
+        'max_frame_size',
+        'require_mask',
+        'rsv_allowed',
+    )
+
+    def __init__(self, *, require_mask: bool | None = None,
+                 max_frame_size: int | None = DEFAULT_MAX_SIZE, rsv_allowed: int = 0) -> None:
+        self.require_mask = require_mask
+        self.max_frame_size = max_frame_size
+        self.rsv_allowed = rsv_allowed
+        # Received bytes: our own, or a caller's buffer lent until `keep()`.
+        self._buf: bytearray | memoryview = bytearray()
+        self._pos = 0
+        # (first byte, masking key, payload length, header length) of the
+        # frame whose payload is still arriving.
+        self._header: tuple[int, bytes, int, int] | None = None
+        # How many payload bytes of that frame `peek_payload` has handed out.
+        self._peeked = 0
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet part of a returned frame."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes."""
+        buf = self._buf
+        if isinstance(buf, memoryview):
+            buf = self._buf = bytearray(buf[self._pos:])
+            self._pos = 0
+        elif self._pos:
+            del buf[:self._pos]
+            self._pos = 0
+        buf += data
+
+    def lend(self, view: memoryview) -> None:
+        """Parse `view` where it is, without copying, until `keep()`.
+
+        For an event loop's shared receive buffer: the frames that arrived
+        whole are parsed out of it directly. The caller must call `keep()`
+        before the buffer changes. With bytes still buffered, `view` is
+        appended as `feed()` does.
+        """
+        if self._pos < len(self._buf):
+            self.feed(view)
+        else:
+            self._buf = view
+            self._pos = 0
+
+    def keep(self) -> None:
+        """Copy what is left of a lent buffer (the start of a frame) into our own."""
+        if isinstance(self._buf, memoryview):
+            self._buf = bytearray(self._buf[self._pos:])
+            self._pos = 0
+
+    def take_buffer(self) -> bytes:
+        """Remove and return every byte not yet parsed."""
+        rest = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = 0
+        self._header = None
+        return rest
+
+    def __iter__(self) -> FrameParser:
+        return self
+
+    def __next__(self) -> Frame:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None until more bytes arrive.
+
+        Raises `ProtocolError` (or `PayloadTooBig`) when the next frame
+        breaks the protocol; frames before it are returned first.
+        """
+        header = self._header
+        if header is None:
+            if len(self._buf) - self._pos < 2:  # the usual end of a batch: no call
+                return None
+            header = self._parse_header()
+            if header is None:
+                return None
+        b1, key, length, header_length = header
+        start = self._pos + header_length
+        end = start + length
+        buf = self._buf
+        if len(buf) < end:
+            return None
+        # A view of the payload (the lent buffer is one already): not a copy.
+        data = buf[start:end] if type(buf) is memoryview else memoryview(buf)[start:end]
+        try:
+            payload = mask(key, data) if key else bytes(data)
+        finally:
+            data.release()
+        self._pos = end
+        self._header = None
+        self._peeked = 0
+        opcode = b1 & 0x0F
+        # The header is checked already: fill the slots without Frame.__init__'s checks.
+        frame = _new_object(ControlFrame if opcode & 0x8 else Frame)
+        frame.opcode = opcode
+        frame.payload = payload
+        frame.masking_key = key
+        frame.final = b1 & 0x80 != 0
+        frame.rsv1 = b1 & 0x40 != 0
+        frame.rsv2 = b1 & 0x20 != 0
+        frame.rsv3 = b1 & 0x10 != 0
+        return frame
+
+    def ready(self) -> bool:
+        """Whether `next_frame()` has a frame (or an error) to give without more bytes."""
+        try:
+            header = self._header or self._parse_header()
+        except ProtocolError:
+            return True
+        return header is not None and len(self._buf) >= self._pos + header[3] + header[2]
+
+    def missing(self) -> int:
+        """How many bytes of the frame still arriving are yet to come (0 until its header has)."""
+        header = self._header
+        return 0 if header is None else self._pos + header[3] + header[2] - len(self._buf)
+
+    def pending_first_byte(self) -> int | None:
+        """The first header byte (FIN, RSV, opcode) of the frame still arriving, if any."""
+        header = self._header or self._parse_header()
+        return None if header is None else header[0]
+
+    def peek_payload(self) -> bytes:
+        """The unmasked payload bytes of the frame still arriving, since the last peek.
+
+        This lets a connection check a long frame as it arrives (say, its
+        UTF-8) instead of once it is complete.
+        """
+        header = self._header or self._parse_header()
+        if header is None:
+            return b''
+        _, key, length, header_length = header
+        payload_start = self._pos + header_length
+        start = payload_start + self._peeked
+        end = min(len(self._buf), payload_start + length)
+        if end <= start:
+            return b''
+        view = memoryview(self._buf)
+        try:
+            chunk = mask(key, view[start:end], self._peeked) if key else bytes(view[start:end])
+        finally:
+            view.release()
+        self._peeked += end - start
+        return chunk
+
+    def _parse_header(self) -> tuple[int, bytes, int, int] | None:
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if available < 2:
+            return None
+        b1 = buf[pos]
+        b2 = buf[pos + 1]
+        opcode = b1 & 0x0F
+        if opcode not in _KNOWN_OPCODES:
+            raise ProtocolError(f'reserved opcode {opcode:#x}')
+        if b1 & 0x70 & (0x70 if opcode & 0x8 else ~self.rsv_allowed):
+            raise ProtocolError('reserved bit set without a negotiated extension')
+        length = b2 & 0x7F
+        if opcode & 0x8:
+            if not b1 & 0x80:
+                raise ProtocolError('fragmented control frame')
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError('control frame payload over 125 bytes')
+        masked = b2 & 0x80
+        if self.require_mask is not None and bool(masked) != self.require_mask:
+            raise ProtocolError('unmasked frame from a client' if self.require_mask
+                                else 'masked frame from a server')
+        header_length = 2
+        if length == 126:
+            if available < 4:
+                return None
+            length = _UINT16.unpack_from(buf, pos + 2)[0]
+            header_length = 4
+        elif length == 127:
+            if available < 10:
+                return None
+            length = _UINT64.unpack_from(buf, pos + 2)[0]
+            if length >> 63:
+                raise ProtocolError('payload length with the most significant bit set')
+            header_length = 10
+        limit = self.max_frame_size
+        if limit is not None and length > limit and not (
+                b1 & _RSV1 & self.rsv_allowed and length <= compressed_size_bound(limit)):
+            raise PayloadTooBig(f'frame of {length} bytes over the limit of {limit}')
+        key = b''
+        if masked:
+            if available < header_length + 4:
+                return None
+            key = _KEY.unpack_from(buf, pos + header_length)[0]
+            header_length += 4
+        header = self._header = (b1, key, length, header_length)
+        return header
+
+
+def _parse_one(data: bytes | bytearray | memoryview) -> tuple[Frame | None, int]:
+    parser = FrameParser(max_frame_size=None)
+    parser.feed(data)
+    frame = parser.next_frame()
+    return frame, len(data) - parser.buffered
+
+
+def contains_frame(data: bytes | bytearray | memoryview) -> bool:
+    """Whether `data` starts with a complete frame."""
+    return _parse_one(data)[0] is not None
+
+
+def read_frame(data: bytes | bytearray | memoryview) -> Frame:
+    """The frame at the start of `data`; `ProtocolError` if it is incomplete."""
+    frame = _parse_one(data)[0]
+    if frame is None:
+        raise ProtocolError('incomplete frame')
+    return frame
+
+
+def pop_frame(data: bytes | bytearray | memoryview) -> tuple[Frame | None, bytes]:
+    """The frame at the start of `data` (None if incomplete) and the bytes after it."""
+    frame, used = _parse_one(data)
+    return frame, bytes(data[used:])

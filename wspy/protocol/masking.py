@@ -1,0 +1,60 @@
+"""Masking of frame payloads (RFC 6455 5.3), in C when available.
+
+`mask` is the C implementation from `wspy._speedups` unless it is missing
+or the environment variable ``WSPY_NO_SPEEDUPS`` is set to a non-empty
+value; `python_mask` is the pure-Python fallback, always importable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+# Below this size one big-integer XOR is fastest; above it, translating the
+# four byte lanes through 256-byte tables is (see bench/mask.py).
+_SMALL = 256
+_tables: list[bytes | None] = [None] * 256
+
+
+def _table(k: int) -> bytes:
+    table = _tables[k]
+    if table is None:
+        table = _tables[k] = bytes(b ^ k for b in range(256))
+    return table
+
+
+def python_mask(key: bytes, data: bytes | bytearray | memoryview, offset: int = 0) -> bytes:
+    """XOR `data` with the 4-byte `key`, starting at byte `offset` of the key stream."""
+    if len(key) != 4:
+        raise ValueError('masking key must be 4 bytes')
+    if offset < 0:
+        raise ValueError('offset must not be negative')
+    shift = offset & 3
+    if shift:
+        key = bytes(key[shift:]) + bytes(key[:shift])
+    n = len(data)
+    if n <= _SMALL:
+        stream = (bytes(key) * (n // 4 + 1))[:n]
+        value = int.from_bytes(data, 'little') ^ int.from_bytes(stream, 'little')
+        return value.to_bytes(n, 'little')
+    source = bytes(data)
+    out = bytearray(n)
+    for lane in range(4):
+        out[lane::4] = source[lane::4].translate(_table(key[lane]))
+    return bytes(out)
+
+
+MaskFunction = Callable[..., bytes]
+
+
+def _select() -> tuple[MaskFunction, bool]:
+    if os.environ.get('WSPY_NO_SPEEDUPS'):
+        return python_mask, False
+    try:
+        from wspy._speedups import mask as c_mask
+    except ImportError:
+        return python_mask, False
+    return c_mask, True
+
+
+mask, HAS_SPEEDUPS = _select()

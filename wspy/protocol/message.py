@@ -1,0 +1,87 @@
+"""Messages: what a `Connection` sends and receives, made of one or more frames."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wspy.protocol.frame import OPCODE_BINARY, OPCODE_TEXT, Frame, bytes_like
+
+#: What `Connection.send` and `broadcast` take, for their TypeError.
+SENDABLE = 'a str, a bytes-like object (bytes, bytearray, memoryview) or a Message'
+
+
+class Message:
+    """A complete data message: an opcode and its payload."""
+
+    __slots__ = ('opcode', 'payload')
+
+    def __init__(self, opcode: int, payload: bytes | str) -> None:
+        self.opcode = opcode
+        self.payload = payload
+
+    def encode(self) -> bytes:
+        """The payload as bytes on the wire."""
+        payload = self.payload
+        return payload.encode('utf-8') if isinstance(payload, str) else payload
+
+    def frame(self, mask: bool = False) -> Frame:
+        """The message as one frame, masked with a random key if `mask`."""
+        return Frame(self.opcode, self.encode(), os.urandom(4) if mask else b'')
+
+    def fragment(self, fragment_size: int, mask: bool = False) -> list[Frame]:
+        """The message as frames of at most `fragment_size` payload bytes."""
+        return Frame(self.opcode, self.encode()).fragment(fragment_size, mask)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.opcode == other.opcode and self.payload == other.payload
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        more = '...' if len(self.payload) > 40 else ''
+        return f'<{type(self).__name__} {self.payload[:40]!r}{more} len={len(self.payload)}>'
+
+
+class TextMessage(Message):
+    """A text message; `payload` is a `str`."""
+
+    __slots__ = ()
+    payload: str
+
+    def __init__(self, payload: str) -> None:
+        if not isinstance(payload, str):
+            raise TypeError(f'TextMessage payload must be str, not {type(payload).__name__}')
+        self.opcode = OPCODE_TEXT
+        self.payload = payload
+
+
+class BinaryMessage(Message):
+    """A binary message; `payload` is `bytes` (made from any bytes-like object)."""
+
+    __slots__ = ()
+    payload: bytes
+
+    def __init__(self, payload: bytes | bytearray | memoryview) -> None:
+        self.opcode = OPCODE_BINARY
+        self.payload = bytes_like(payload, 'a BinaryMessage payload')
+
+
+def as_message(data: Any) -> Message:
+    """`data` as a message: a `str` is text, a bytes-like object binary; else `TypeError`."""
+    if isinstance(data, Message):
+        return data
+    if isinstance(data, str):
+        return TextMessage(data)
+    return BinaryMessage(bytes_like(data, 'a message', SENDABLE))
+
+
+def create_message(opcode: int, payload: bytes) -> Message:
+    """A `TextMessage` (payload decoded as UTF-8) or `BinaryMessage` for `opcode`."""
+    if opcode == OPCODE_TEXT:
+        return TextMessage(bytes(payload).decode('utf-8'))
+    if opcode == OPCODE_BINARY:
+        return BinaryMessage(payload)
+    raise ValueError(f'not a data opcode: {opcode:#x}')

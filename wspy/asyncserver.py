@@ -168,30 +168,21 @@ class AsyncConnection(Channel, ServerConnection):
 
     def _process(self, parser: Any) -> None:
         """Apply every complete frame that has arrived, then check the partial one."""
-        try:
-            while True:
-                frame = parser.next_frame()
-                if frame is None:
-                    break
-                message = self._receive_frame(frame)
-                if self.close_received is not None:
-                    self._finish()
-                    return
-                if message is not None and self.close_sent is None:
-                    try:
-                        self.onmessage(message)
-                    except Exception as error:
-                        self._callback_failed(self.onmessage, error)
-                if self.state is _CLOSED:
-                    return
-            if parser.buffered:
-                self._check_partial(parser)
+        while True:
+            message = self.next_message()
+            if message is None:
+                break
+            try:
+                self.onmessage(message)
+            except Exception as error:
+                self._callback_failed(self.onmessage, error)
+        if self.state is _CLOSED:
+            return
+        if parser.buffered:
+            if self.check_partial():
                 self._await_rest(parser.missing())
-            elif self._rcvlowat != 1:
-                self._await_rest(0)
-        except ProtocolError as error:
-            self._fail(error)
-            self._finish()
+        elif self._rcvlowat != 1:
+            self._await_rest(0)
 
     def _await_rest(self, missing: int) -> None:
         """Set SO_RCVLOWAT for the rest of a long frame: fewer and larger reads.
@@ -218,12 +209,11 @@ class AsyncConnection(Channel, ServerConnection):
     def _lost(self, error: Exception) -> None:
         if self.state is _CLOSED:
             self._drop()
-            return
-        if self.close_sent is None and self.close_received is None:
-            logger.info('%s: connection lost: %s', self, error)
-            self._callback(self.onerror, error)
-        self._broken = True
-        self._finish()
+        else:
+            self._connection_lost(error)
+
+    def _transport_broken(self) -> None:
+        self._broken = True  # nothing to wait for: the close drops the socket
 
     def recv(self) -> Message:
         """Not available: an `AsyncServer` delivers messages to `onmessage`."""
@@ -289,9 +279,8 @@ class AsyncConnection(Channel, ServerConnection):
         self._keepalive_timer = (None if delay is None
                                  else self.loop.call_later(delay, self._keepalive_tick))
 
-    def _keepalive_failed(self) -> None:
-        self._fail(ProtocolError('keepalive ping timeout', 1011))
-        self._finish()
+    def _end_after_failure(self) -> None:
+        self._finish()  # the close frame is queued: the loop writes it, then closes
 
 
 class _Handshake(Channel):

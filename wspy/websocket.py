@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import _socket
+import contextlib
 import logging
 import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -762,25 +763,43 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         if parser is None:
             raise InvalidState('recv() before the handshake')
         frame = parser.next_frame()
-        if frame is not None:
-            return frame
+        while frame is None:
+            if on_partial is not None:
+                on_partial(parser)
+            self.read_into_parser(deadline)
+            frame = parser.next_frame()
+        return frame
+
+    def read_into_parser(self, deadline: float | None = None) -> None:
+        """Read once, waiting for bytes if none have come, and feed them to `parser`.
+
+        `SocketClosed` at end of file; with a `deadline` (a
+        `time.monotonic()` value), `TimeoutError` once it has passed.
+        """
+        parser = self.parser
+        if parser is None:
+            raise InvalidState('recv() before the handshake')
+        buffer = _receive_buffer()
         self._read_deadline = deadline
         try:
-            while frame is None:
-                if on_partial is not None:
-                    on_partial(parser)
-                buffer = _receive_buffer()
-                self._apply_read_deadline()
-                count = self.recv_into(buffer)
-                if not count:
-                    raise SocketClosed('connection closed in the middle of a frame'
-                                       if parser.buffered else 'connection closed by the peer')
-                with memoryview(buffer) as view:
-                    parser.feed(view[:count])
-                frame = parser.next_frame()
+            self._apply_read_deadline()
+            count = self.recv_into(buffer)
         finally:
             self._read_deadline = None
-        return frame
+        if not count:
+            raise SocketClosed('connection closed in the middle of a frame'
+                               if parser.buffered else 'connection closed by the peer')
+        with memoryview(buffer) as view:
+            parser.feed(view[:count])
+
+    @contextlib.contextmanager
+    def writes_until(self, deadline: float) -> Iterator[None]:
+        """Within the block, a write waits for room only until `deadline` (`time.monotonic()`)."""
+        self._write_deadline = deadline
+        try:
+            yield
+        finally:
+            self._write_deadline = None
 
     def _apply_read_deadline(self) -> None:
         """Before a wait for input: time out at the read deadline, if one is set."""

@@ -1,6 +1,7 @@
 """Run the echo benchmarks side by side and print medians.
 
     python bench/run.py [--reps 3] [--only SCENARIO ...] [--servers NAME ...] [--workers]
+                        [--baseline DIR]
 
 Each server runs pinned to CPU 0 and the C load generator (bench/loadgen)
 to CPU 1. With --workers, wspy's AsyncServer in 1 and then 2 worker
@@ -8,6 +9,9 @@ processes, nothing pinned (the workers need both CPUs; the load generator
 shares them). Implementations alternate within each repetition, so a noisy
 moment hurts them alike; the figures are medians over the repetitions,
 with ratios against the first server listed (websockets by default).
+With --baseline DIR (a checkout of another commit, its C accelerator
+built), each wspy server also runs from that tree, just before the same
+server from this one, and this one's ratios are against it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ HERE = Path(__file__).resolve().parent
 # CPUs of the server and of the load generator; None leaves a process unpinned.
 PIN: dict[str, set[int] | None] = {'server': {0}, 'loadgen': {1}}
 LOADGEN = HERE / 'loadgen'
+
+BASELINE_SUFFIX = '@baseline'
+# The checkout the servers named NAME@baseline run from (see --baseline).
+TREES: dict[str, Path] = {'': HERE.parent}
 
 # name: (loadgen arguments, the figure to report, its unit)
 SCENARIOS = {
@@ -56,7 +64,8 @@ def rss_kib(pid: int) -> int:
 def start_server(name: str) -> tuple[subprocess.Popen[bytes], int]:
     """Start an echo server pinned to CPU 0; wait until it accepts connections."""
     port = free_port()
-    env = {**os.environ, 'PYTHONPATH': str(HERE.parent)}
+    name, suffix, _ = name.partition(BASELINE_SUFFIX)
+    env = {**os.environ, 'PYTHONPATH': str(TREES[suffix])}
     server = subprocess.Popen([sys.executable, str(HERE / 'servers.py'), name, str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if PIN['server'] is not None:
@@ -139,7 +148,13 @@ def main() -> int:
                         choices=[*SERVERS, *WORKERS])
     parser.add_argument('--workers', action='store_true',
                         help='1 against 2 worker processes, nothing pinned')
+    parser.add_argument('--baseline', type=Path,
+                        help='a checkout of another commit: its wspy servers run beside these')
     args = parser.parse_args()
+    if args.baseline is not None:
+        TREES[BASELINE_SUFFIX] = args.baseline.resolve()
+        args.servers = [entry for name in args.servers for entry in (
+            [name + BASELINE_SUFFIX, name] if name.startswith('wspy') else [name])]
     placement = 'server on CPU 0, load generator on CPU 1'
     if args.workers:
         args.servers = list(WORKERS)
@@ -152,6 +167,8 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f'# {os.cpu_count()} CPUs, load average {load:.2f} at start; '
           f'{args.reps} repetitions, medians; {placement}')
+    if args.baseline is not None:
+        print(f'# NAME{BASELINE_SUFFIX} runs from {args.baseline}; NAME\'s ratio is against it')
     results: dict[tuple[str, str], list[float]] = {}
     for scenario in args.only:
         for _ in range(args.reps):
@@ -177,8 +194,9 @@ def main() -> int:
                 continue
             median = statistics.median(values)
             cell = f'{median:,.0f} {unit}' if median >= 100 else f'{median:.1f} {unit}'
-            if base and name != reference:
-                ratio = median / statistics.median(base)
+            against = results.get((scenario, name + BASELINE_SUFFIX), base)
+            if against and name != reference:
+                ratio = median / statistics.median(against)
                 cell += f' ({ratio:.2f}x)'
             cells.append(cell)
         print(f'| {scenario} | ' + ' | '.join(cells) + ' |')

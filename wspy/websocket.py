@@ -19,8 +19,8 @@ from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, Inval
                          InvalidStatus, SocketClosed, SSLError, WriteTimeout)
 from wspy.protocol.extension import Extension, Hook
 from wspy.forwarded import TrustedProxies, client_host
-from wspy.protocol.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, PACK_LIMIT, Frame, FrameParser,
-                                 MessageLimit, mask)
+from wspy.protocol.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, Frame, FrameParser,
+                                 MessageLimit)
 from wspy.protocol.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems,
                                      HeadReader, Request, Response, ServerHandshake,
                                      check_header_items, check_response, client_request,
@@ -626,12 +626,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def send(self, *frames: Frame) -> None:  # type: ignore[override]
         """Send frames, in order, with as few system calls as possible."""
         if len(frames) == 1:
-            frame = frames[0]
-            if len(frame.payload) < PACK_LIMIT:
-                self.sendall(frame.pack())
-            else:
-                self.send_packed(frame.header(), mask(frame.masking_key, frame.payload)
-                                 if frame.masking_key else frame.payload)
+            self.send_packed(*frames[0].pack_parts())
         else:
             self.sendall(b''.join([frame.pack() for frame in frames]))
 

@@ -29,8 +29,8 @@ from wspy.errors import (ConnectionClosed, ConnectionClosedError, ConnectionClos
 from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL,
                                  MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CLOSE,
                                  OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
-                                 PACK_LIMIT, ControlFrame, Frame, FrameParser, bytes_like,
-                                 close_payload, pack_unmasked, parse_close, unmasked_header)
+                                 ControlFrame, Frame, FrameParser, bytes_like,
+                                 close_payload, parse_close, unmasked_frame)
 from wspy.protocol.extension import Hook
 from wspy.protocol.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
 
@@ -247,10 +247,7 @@ class Protocol:
                 if self.close_sent is not None or self.state is _CLOSED:
                     raise self._closed_exception()
                 try:
-                    if len(payload) < PACK_LIMIT:
-                        self._send_packed_frame(pack_unmasked(opcode, payload))
-                    else:  # no copy of a large payload into one buffer with its header
-                        self._send_packed_frame(unmasked_header(opcode, len(payload)), payload)
+                    self._send_packed_frame(*unmasked_frame(opcode, payload))
                 except (OSError, WriteTimeout) as error:
                     failure: Exception = error
                 else:

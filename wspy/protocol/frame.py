@@ -19,6 +19,7 @@ __all__ = [
     'OPCODE_CONTINUATION', 'OPCODE_PING', 'OPCODE_PONG', 'OPCODE_TEXT', 'ControlFrame', 'Frame',
     'FrameParser', 'MessageLimit', 'bytes_like', 'close_payload', 'compressed_size_bound',
     'contains_frame', 'is_valid_close_code', 'mask', 'parse_close', 'pop_frame', 'read_frame',
+    'unmasked_frame',
 ]
 
 OPCODE_CONTINUATION = 0x0
@@ -76,25 +77,23 @@ _UINT16 = struct.Struct('!H')
 _UINT64 = struct.Struct('!Q')
 _KEY = struct.Struct('4s')
 _new_object = object.__new__
-#: The largest payload `pack_unmasked` takes: beyond it, header and payload go apart.
-PACK_LIMIT = 0x10000
+# From this size on, a payload goes out apart from its header (see `Frame.pack_parts`):
+# copying 64 KiB into one buffer with its header costs more than a second buffer does.
+_PACK_LIMIT = 0x10000
 
 
-def pack_unmasked(opcode: int, payload: bytes) -> bytes:
-    """A final, unmasked frame without RSV bits as bytes: the fast path of a server's send."""
+def unmasked_frame(opcode: int, payload: bytes) -> tuple[bytes, bytes]:
+    """A final, unmasked frame without RSV bits, without making a `Frame`.
+
+    (the frame's bytes, b''), or for a payload of 64 KiB and more (its
+    header, `payload`), sent one after the other: the payload is not copied.
+    """
     length = len(payload)
     if length < 126:
-        return _HEAD.pack(0x80 | opcode, length) + payload
-    return _HEAD16.pack(0x80 | opcode, 126, length) + payload
-
-
-def unmasked_header(opcode: int, length: int) -> bytes:
-    """The header of a final, unmasked frame without RSV bits, for a payload sent apart."""
-    if length < 126:
-        return _HEAD.pack(0x80 | opcode, length)
-    if length < 0x10000:
-        return _HEAD16.pack(0x80 | opcode, 126, length)
-    return _HEAD64.pack(0x80 | opcode, 127, length)
+        return _HEAD.pack(0x80 | opcode, length) + payload, b''
+    if length < _PACK_LIMIT:
+        return _HEAD16.pack(0x80 | opcode, 126, length) + payload, b''
+    return _HEAD64.pack(0x80 | opcode, 127, length), payload
 
 
 #: What `bytes_like` takes, for its TypeError.
@@ -212,6 +211,18 @@ class Frame:
         if self.masking_key:
             return self.header() + mask(self.masking_key, self.payload)
         return self.header() + self.payload
+
+    def pack_parts(self) -> tuple[bytes, bytes]:
+        """The frame on the wire in two parts, to send one after the other.
+
+        (the frame's bytes, b''), or for a payload of 64 KiB and more (its
+        header, its payload masked): a large payload is not copied into one
+        buffer with its header.
+        """
+        if len(self.payload) < _PACK_LIMIT:
+            return self.pack(), b''
+        key = self.masking_key
+        return self.header(), mask(key, self.payload) if key else self.payload
 
     def fragment(self, fragment_size: int, mask: bool = False) -> list[Frame]:
         """Split a data frame into frames of at most `fragment_size` payload bytes."""

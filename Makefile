@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
 AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
-TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis
+# mypy: test_options.py type-checks a typed program using wspy (test/typing_sample.py).
+TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis mypy
 # The reference servers of the benchmark, installed for it only.
 BENCH_DEPS := websockets picows uvloop
 PORT ?= 8000
@@ -50,7 +51,7 @@ test: $(VENV)/.installed $(VENV)/.test-deps
 
 lint: $(VENV)/.installed $(VENV)/.lint-deps
 	$(BIN)/ruff check wspy test examples bench setup.py
-	$(BIN)/mypy --strict wspy
+	$(BIN)/mypy --strict wspy test/typing_sample.py
 
 $(WSTEST):
 	$(PY27) -m pip install --user -q 'virtualenv==20.15.1'

@@ -41,7 +41,7 @@ setup(
     cmdclass={'build_ext': optional_build_ext},
     extras_require={'redis': ['redis'],
                     'test': ['pytest', 'coverage', 'pyOpenSSL', 'hypothesis', 'websockets',
-                             'redis']},
+                             'redis', 'mypy']},
     classifiers=[
         'Development Status :: 4 - Beta',
         'Intended Audience :: Developers',

@@ -29,6 +29,7 @@ from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STAT
                                  PACK_LIMIT, ControlFrame, Frame, FrameParser, bytes_like,
                                  close_payload, pack_unmasked, parse_close, unmasked_header)
 from wspy.keepalive import scheduler
+from wspy.protocol.handshake import Request
 from wspy.protocol.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
 from wspy.websocket import websocket
 
@@ -169,7 +170,7 @@ class Connection:
         return bool(self.sock.server_side)
 
     @property
-    def request(self) -> Any:
+    def request(self) -> Request | None:
         """The client's upgrade request (`wspy.protocol.handshake.Request`), on the server side."""
         return self.sock.request
 

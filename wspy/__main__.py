@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 import wspy
+from wspy.options import ClientSSLArgs
 from wspy.protocol.handshake import Request, Response
 from wspy.protocol.message import Message
 
@@ -50,7 +51,7 @@ PAGE = """<!doctype html>
 """
 
 
-class EchoHandler(wspy.BaseServer):
+class EchoHandler(wspy.BaseServer[wspy.ServerConnection]):
     """Echoes every message; answers a browser's plain GET of / with the demo page."""
 
     def process_request(self, request: Request) -> Response | None:
@@ -59,15 +60,15 @@ class EchoHandler(wspy.BaseServer):
             return Response(200, {'Content-Type': 'text/html; charset=utf-8'}, PAGE.encode())
         return None
 
-    def onopen(self, client: Any) -> None:
+    def onopen(self, client: wspy.ServerConnection) -> None:
         """Log the new client."""
         logging.getLogger('wspy').info('%s connected', client.remote_address)
 
-    def onmessage(self, client: Any, message: Message) -> None:
+    def onmessage(self, client: wspy.ServerConnection, message: Message) -> None:
         """Echo the message."""
         client.send(message)
 
-    def onclose(self, client: Any, code: int, reason: str) -> None:
+    def onclose(self, client: wspy.ServerConnection, code: int, reason: str) -> None:
         """Log the departure."""
         logging.getLogger('wspy').info('%s closed: %d %s', client.remote_address, code, reason)
 
@@ -90,7 +91,7 @@ def serve(args: argparse.Namespace) -> int:
         'extensions': [wspy.DeflateMessage()], 'trusted_proxies': args.trusted_proxy or None}
     try:
         if args.workers > 1:
-            runner: wspy.Workers | wspy.BaseServer = wspy.Workers(
+            runner: wspy.Workers | wspy.BaseServer[wspy.ServerConnection] = wspy.Workers(
                 server_class, address, args.workers, **options)
         else:
             runner = server_class(address, **options)
@@ -104,7 +105,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f'wspy echo server ({kind}) on the Unix socket {args.unix}\n'
               f'Ctrl-C stops it.', flush=True)
     else:
-        host, port = runner.address[:2]
+        bound = runner.address
+        assert isinstance(bound, tuple)  # not a Unix socket
+        host, port = bound[:2]
         print(f'wspy echo server ({kind}) on ws{secure}://{host}:{port}/\n'
               f'Open http{secure}://{host}:{port}/ in a browser, or run: '
               f'python -m wspy connect ws{secure}://{host}:{port}/\nCtrl-C stops it.',
@@ -131,7 +134,7 @@ def connect(args: argparse.Namespace) -> int:
             print(f'--header {header!r}: expected NAME:VALUE', file=sys.stderr)
             return 2
         headers.append((name.strip(), value.strip()))
-    ssl_args: dict[str, Any] = {'verify': False} if args.insecure else {}
+    ssl_args: ClientSSLArgs = {'verify': False} if args.insecure else {}
     if args.cafile:
         ssl_args['cafile'] = args.cafile
     auth = None

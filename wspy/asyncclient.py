@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wspy.asyncserver import DEFAULT, AsyncConnection, Default, LoopClients
 from wspy.channel import Channel
@@ -26,9 +26,15 @@ from wspy.protocol.frame import DEFAULT_MAX_SIZE
 from wspy.protocol.handshake import (Headers, check_header_items, check_response, client_request,
                                      new_key, parse_response)
 from wspy.loop import READ, WRITE, Loop, Timer
+from wspy.options import ASYNC_CLIENT_OPTIONS, check_options
 from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from wspy.options import AsyncClientOptions, ClientSSLArgs, ConnectionOptions
 
 logger = logging.getLogger('wspy')
 
@@ -56,7 +62,7 @@ class Connecting:
     """
 
     def __init__(self, client: AsyncClient, url: str, opening: ClientOpening,
-                 options: dict[str, Any], server_hostname: str | None = None,
+                 options: AsyncClientOptions, server_hostname: str | None = None,
                  source_address: tuple[str, int] | None = None,
                  proxy: str | bool | None = None) -> None:
         self.client = client
@@ -149,10 +155,10 @@ class Connecting:
         while self._addresses and not self._done:
             family, kind, proto, address = self._addresses.pop(0)
             opening = self.opening
+            options: AsyncClientOptions = {**self._options, 'host': opening.host_header,
+                                           'headers': opening.headers}
             try:
-                sock = websocket(family, kind, proto, **self._options,
-                                 host=opening.host_header, location=opening.uri.resource,
-                                 headers=opening.headers)
+                sock = websocket(family, kind, proto, location=opening.uri.resource, **options)
             except OSError as error:  # out of file descriptors, for one
                 self._errors.append(error)
                 continue
@@ -386,9 +392,10 @@ class AsyncClient(LoopClients):
     Keyword options: the connections' (`max_message_size`,
     `close_timeout`, `ping_interval`, `ping_timeout`, `max_buffer_size`),
     TLS (`ssl_context` or `ssl_args`, as `wspy.connect`), and those of
-    `websocket` (`origin`, `protocols`, `extensions`, `headers`,
-    `max_frame_size`, `handshake_timeout`, ...), which `connect()` may
-    also take for one connection. Redirects are followed up to
+    `websocket` (`wspy.options.AsyncClientOptions`: `origin`, `protocols`,
+    `extensions`, `headers`, `max_frame_size`, `handshake_timeout`, ...),
+    which `connect()` may also take for one connection; any other is a
+    `TypeError` at once. Redirects are followed up to
     `max_redirects` times and 401 challenges answered with `auth=(user,
     password)` (or the URL's credentials), under the rules of
     `wspy.connect`: never from wss:// to ws://, and no credentials to
@@ -407,10 +414,12 @@ class AsyncClient(LoopClients):
                  ping_timeout: float | None = PING_TIMEOUT,
                  max_buffer_size: int | Default | None = DEFAULT,
                  ssl_context: ssl.SSLContext | None = None,
-                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+                 ssl_args: ClientSSLArgs | None = None, max_join_time: float = 2.0,
                  auth: tuple[str, str] | None = None, max_redirects: int = MAX_REDIRECTS,
-                 proxy: str | bool | None = None, **options: Any) -> None:
-        self.connection_options: dict[str, Any] = {
+                 proxy: str | bool | None = None, **options: Unpack[AsyncClientOptions]) -> None:
+        check_options(type(self).__name__, options, ASYNC_CLIENT_OPTIONS)
+        #: The options of each connection.
+        self.connection_options: ConnectionOptions = {
             'max_message_size': max_message_size, 'close_timeout': close_timeout,
             'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
         self._owns_loop = loop is None
@@ -422,6 +431,7 @@ class AsyncClient(LoopClients):
         self.auth = auth
         self.max_redirects = max_redirects
         self.proxy = proxy
+        #: The socket options of every connection (`connect()` may add to them).
         self.options = options
         self.clients = set()
         self._connecting: set[Connecting] = set()
@@ -433,7 +443,8 @@ class AsyncClient(LoopClients):
     def connect(self, url: str, *, unix_socket: str | None = None,
                 source_address: tuple[str, int] | None = None,
                 server_hostname: str | None = None, auth: tuple[str, str] | None = None,
-                proxy: str | bool | None = None, **options: Any) -> Connecting:
+                proxy: str | bool | None = None,
+                **options: Unpack[AsyncClientOptions]) -> Connecting:
         """Start opening a connection to a ws:// or wss:// URL; safe from any thread.
 
         `unix_socket` connects to a server on that Unix socket path instead
@@ -441,17 +452,19 @@ class AsyncClient(LoopClients):
         from; `server_hostname` the name checked against a wss://
         certificate (the URL's host by default); `auth` the (user, password)
         and `proxy` the http:// proxy (or True for the environment's) for
-        this connection (the client's by default). Other keyword options go to
-        `websocket` for this connection. `InvalidURI` at once for a bad URL;
-        every other failure goes to `onconnecterror`.
+        this connection (the client's by default). Other keyword options
+        (`wspy.options.AsyncClientOptions`) go to `websocket` for this
+        connection, over the client's. `TypeError` for an unknown option and
+        `InvalidURI` for a bad URL at once; every other failure goes to
+        `onconnecterror`.
         """
+        check_options(f'{type(self).__name__}.connect', options, ASYNC_CLIENT_OPTIONS)
         if self._shutting_down:
             raise InvalidState('the client is shutting down')
-        socket_options = {**self.options, **options}
-        opening = ClientOpening(url, check_header_items(socket_options.pop('headers', ())),
+        socket_options: AsyncClientOptions = {**self.options, **options}
+        opening = ClientOpening(url, check_header_items(socket_options.get('headers', ())),
                                 auth or self.auth, self.max_redirects,
-                                socket_options.pop('host', None))
-        socket_options.pop('location', None)  # the URL's
+                                socket_options.get('host'))
         timeout = socket_options.setdefault('handshake_timeout', HANDSHAKE_TIMEOUT)
         if opening.uri.secure:
             self._tls_context()  # here, not on the loop: loading the CAs takes a while

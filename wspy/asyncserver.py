@@ -15,7 +15,8 @@ import selectors
 import socket
 import ssl
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from wspy.channel import Channel
 from wspy.connection import State
@@ -24,8 +25,16 @@ from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, Inv
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import READ, Loop, Timer
 from wspy.protocol.message import Message, as_message
-from wspy.server import BACKLOG, BUSY, SHUTDOWN_REASON, BaseServer, Callbacks, ServerConnection
+from wspy.server import (BACKLOG, BUSY, SHUTDOWN_REASON, Address, BaseServer, Callbacks,
+                         ServerConnection)
 from wspy.websocket import LINGER_TIME, websocket
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from wspy.options import ConnectionOptions, ServerOptions, ServerSSLArgs
+
+    _Args = TypeVarTuple('_Args')
 
 logger = logging.getLogger('wspy')
 
@@ -65,7 +74,8 @@ class AsyncConnection(Channel, ServerConnection):
 
     server: LoopClients
 
-    def __init__(self, server: LoopClients, sock: websocket, **options: Any) -> None:
+    def __init__(self, server: LoopClients, sock: websocket,
+                 **options: Unpack[ConnectionOptions]) -> None:
         self._channel_init(server.loop, sock)
         self._broken = False
         self._overflowed = False
@@ -345,7 +355,7 @@ class _Handshake(Channel):
         self.server._handshakes.discard(self)
 
 
-class LoopClients(Callbacks):
+class LoopClients(Callbacks[AsyncConnection]):
     """What `AsyncServer` and `AsyncClient` share: connections on a `Loop`, and sending to all.
 
     `clients` holds the open connections; `broadcast()`, `call_later()` and
@@ -354,7 +364,7 @@ class LoopClients(Callbacks):
 
     connection_class: type[AsyncConnection]
     clients: set[AsyncConnection]
-    connection_options: dict[str, Any]
+    connection_options: ConnectionOptions
     max_join_time: float
     #: Whether stopping it stops the loop (an AsyncClient may run on a server's).
     _owns_loop = True
@@ -455,11 +465,13 @@ class LoopClients(Callbacks):
             else:
                 client._send_packed(data, message)
 
-    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+    def call_later(self, delay: float, callback: Callable[[Unpack[_Args]], object],
+                   *args: Unpack[_Args]) -> Timer:
         """Run `callback(*args)` on the server's thread after `delay` seconds."""
         return self.loop.call_later(delay, callback, *args)
 
-    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[Unpack[_Args]], object],
+                             *args: Unpack[_Args]) -> None:
         """Run `callback(*args)` on the server's thread soon; safe from any thread."""
         self.loop.call_soon_threadsafe(callback, *args)
 
@@ -467,7 +479,7 @@ class LoopClients(Callbacks):
         """Called once a message sent to `client` has been completely written."""
 
 
-class AsyncServer(BaseServer, LoopClients):
+class AsyncServer(BaseServer[AsyncConnection], LoopClients):
     """A WebSocket server on one thread and a `selectors` event loop.
 
     It has the constructor and callbacks of `Server` (an echo server
@@ -481,13 +493,13 @@ class AsyncServer(BaseServer, LoopClients):
     """
 
     connection_class: type[AsyncConnection] = AsyncConnection
-    clients: set[AsyncConnection]  # type: ignore[assignment]
 
-    def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
-                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+    def __init__(self, address: Address, loglevel: int | None = None,
+                 ssl_args: ServerSSLArgs | None = None, max_join_time: float = 2.0,
                  backlog_size: int = BACKLOG, *,
                  selector: type[selectors.BaseSelector] | None = None,
-                 max_buffer_size: int | Default | None = DEFAULT, **options: Any) -> None:
+                 max_buffer_size: int | Default | None = DEFAULT,
+                 **options: Unpack[ServerOptions]) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._on_loop(Loop(selector), max_buffer_size)
         self._handshakes: set[_Handshake] = set()

@@ -5,15 +5,21 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeTimeout, InvalidStatus, WriteTimeout
 from wspy.protocol.frame import DEFAULT_MAX_SIZE
 from wspy.protocol.handshake import check_header_items
+from wspy.options import CLIENT_OPTIONS, check_options
 from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from wspy.options import ClientOptions, ClientSSLArgs
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -33,7 +39,8 @@ def _time_left(deadline: float | None) -> float | None:
 
 def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str | None = None,
                 *, unix_socket: str | None = None,
-                source_address: tuple[str, int] | None = None, **options: Any) -> websocket:
+                source_address: tuple[str, int] | None = None,
+                **options: Unpack[ClientOptions]) -> websocket:
     """A connected `websocket` to `uri`'s host, no handshake yet.
 
     Every address of the host is tried in turn, from `source_address` if
@@ -41,6 +48,7 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str 
     connection is a tunnel through it. With `unix_socket` (a path), the
     connection goes to that Unix domain socket instead of the host.
     `timeout` bounds the whole: every address tried and the proxy's answer.
+    `options` go to the `websocket`, whose `location` is `uri`'s resource.
     """
     deadline = _deadline(timeout)
     if unix_socket is not None:
@@ -69,13 +77,14 @@ def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str 
 
 
 def _connect_tcp(target: tuple[str, int], deadline: float | None,
-                 source_address: tuple[str, int] | None = None, **options: Any) -> websocket:
+                 source_address: tuple[str, int] | None = None, *, location: str = '/',
+                 **options: Unpack[ClientOptions]) -> websocket:
     """A `websocket` connected to the first address of `target` that answers by `deadline`."""
     host, port = target
     errors = []
     for family, kind, proto, _, address in socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM):
-        sock = websocket(family, kind, proto, **options)
+        sock = websocket(family, kind, proto, location=location, **options)
         try:
             sock.settimeout(_time_left(deadline))
             if source_address is not None:
@@ -113,10 +122,11 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             max_message_size: int | None = DEFAULT_MAX_SIZE,
             close_timeout: float = CLOSE_TIMEOUT, ping_interval: float | None = PING_INTERVAL,
             ping_timeout: float | None = PING_TIMEOUT,
-            ssl_context: ssl.SSLContext | None = None, ssl_args: dict[str, Any] | None = None,
+            ssl_context: ssl.SSLContext | None = None, ssl_args: ClientSSLArgs | None = None,
             server_hostname: str | None = None, auth: tuple[str, str] | None = None,
             proxy: str | bool | None = None, unix_socket: str | None = None,
-            source_address: tuple[str, int] | None = None, **options: Any) -> Connection:
+            source_address: tuple[str, int] | None = None,
+            **options: Unpack[ClientOptions]) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
@@ -142,21 +152,25 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
     `http_proxy` environment variables. `unix_socket` (a path) connects to
     a server on that Unix domain socket (the URL still gives the Host header
     and the resource); `source_address` is the (host, port) to connect
-    from. Other keyword options go to
-    `websocket` (`origin`, `protocols`, `headers`, `max_frame_size`, ...).
+    from. Other keyword options go to the
+    `websocket` (`wspy.options.ClientOptions`: `host`, `origin`,
+    `protocols`, `headers`, `max_frame_size`, ...); any other is a
+    `TypeError` at once.
     """
+    check_options('connect', options, CLIENT_OPTIONS)
     deadline = _deadline(timeout)
     if ssl_context is None and ssl_args is not None:
         ssl_context = client_context(**ssl_args)
-    opening = ClientOpening(url, check_header_items(options.pop('headers', ())), auth,
-                            max_redirects, options.pop('host', None))
+    opening = ClientOpening(url, check_header_items(options.get('headers', ())), auth,
+                            max_redirects, options.get('host'))
     while True:
         uri = opening.uri
+        # The Host and headers of this attempt (after redirects, for its origin).
+        attempt: ClientOptions = {**options, 'host': opening.host_header,
+                                  'headers': opening.headers}
         sock = open_socket(uri, _time_left(deadline),
                            None if unix_socket else proxy_for(uri, proxy),
-                           unix_socket=unix_socket, source_address=source_address,
-                           host=opening.host_header, handshake_timeout=timeout,
-                           headers=opening.headers, **options)
+                           unix_socket=unix_socket, source_address=source_address, **attempt)
         try:
             sock.handshake_timeout = _time_left(deadline)  # what is left of `timeout`
             if uri.secure:

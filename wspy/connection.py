@@ -14,13 +14,13 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from wspy.errors import ConcurrencyError, ConnectionClosed, ProtocolError, SocketClosed
 from wspy.keepalive import scheduler
 from wspy.protocol.connection import (CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Protocol,
                                       State)
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, DEFAULT_MAX_SIZE, Frame
+from wspy.protocol.handshake import Request
 from wspy.protocol.message import Message
 from wspy.websocket import websocket
 
@@ -95,8 +95,8 @@ class Connection(Protocol):
     # -- properties ---------------------------------------------------------
 
     @property
-    def request(self) -> Any:
-        """The client's upgrade request (`wspy.handshake.Request`), on the server side."""
+    def request(self) -> Request | None:
+        """The client's upgrade request, on the server side."""
         return self.sock.request
 
     @property

@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeError, HandshakeTimeout, SSLError, WriteTimeout
@@ -26,6 +26,11 @@ from wspy.protocol.message import Message
 from wspy.threadpool import ThreadPool
 from wspy.tls import server_context
 from wspy.websocket import LINGER_TIME, websocket
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
+    from wspy.options import ConnectionOptions, ServerOptions, ServerSSLArgs, SocketOptions
 
 logger = logging.getLogger('wspy')
 
@@ -39,6 +44,14 @@ HOLD_TIME = 0.002
 #: The answer to a connection over `max_connections`.
 BUSY = HandshakeError('server busy: too many connections, try again later', 503,
                       [('Retry-After', '1')])
+#: A socket's address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+#: (or just (host, port) to bind), a path for a Unix socket.
+Address = tuple[str, int] | tuple[str, int, int, int] | str
+# The connections a server's callbacks take (contravariant: callbacks written for any
+# `ServerConnection` serve an `AsyncServer`'s too).
+_Client = TypeVar('_Client', bound='ServerConnection', contravariant=True)
+# The connections of a server.
+_Conn = TypeVar('_Conn', bound='ServerConnection')
 
 
 def use_loglevel(level: int) -> None:
@@ -55,14 +68,14 @@ def use_loglevel(level: int) -> None:
         logger.addHandler(handler)
 
 
-def address_family(address: tuple[Any, ...] | str) -> int:
+def address_family(address: Address) -> int:
     """The socket family for an address: a string is a Unix socket path."""
     if isinstance(address, str):
         return socket.AF_UNIX
     return socket.AF_INET6 if ':' in str(address[0]) else socket.AF_INET
 
 
-def bind_listener(sock: socket.socket, address: Any, reuse_port: bool = False) -> str | None:
+def bind_listener(sock: socket.socket, address: Address, reuse_port: bool = False) -> str | None:
     """Bind a socket to listen on: the Unix socket path it made (to remove at the end), if any.
 
     TCP sockets get SO_REUSEADDR (and SO_REUSEPORT with `reuse_port`); a
@@ -119,27 +132,31 @@ def _readable_within(sock: socket.socket, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
-class Callbacks:
-    """The callbacks of servers and of `AsyncClient`: override these; each takes the client."""
+class Callbacks(Generic[_Client]):
+    """The callbacks of servers and of `AsyncClient`: override these; each takes the client.
 
-    def onopen(self, client: Any) -> None:
+    Generic in the connection class the callbacks take: `ServerConnection` on
+    `Server`, `AsyncConnection` on `AsyncServer` and `AsyncClient`.
+    """
+
+    def onopen(self, client: _Client) -> None:
         """Called when a client's connection is open."""
         logger.debug('%s: open', client)
 
-    def onmessage(self, client: Any, message: Message) -> None:
+    def onmessage(self, client: _Client, message: Message) -> None:
         """Called with each message a client sends."""
 
-    def onping(self, client: Any, payload: bytes) -> None:
+    def onping(self, client: _Client, payload: bytes) -> None:
         """Called when a client's ping arrives (the pong is sent automatically)."""
 
-    def onpong(self, client: Any, payload: bytes) -> None:
+    def onpong(self, client: _Client, payload: bytes) -> None:
         """Called when a client's pong arrives."""
 
-    def onclose(self, client: Any, code: int, reason: str) -> None:
+    def onclose(self, client: _Client, code: int, reason: str) -> None:
         """Called once when a client's connection has closed."""
         logger.debug('%s: closed %d %s', client, code, reason)
 
-    def onerror(self, client: Any, error: Exception) -> None:
+    def onerror(self, client: _Client, error: Exception) -> None:
         """Called with a client's protocol error, lost connection or callback exception."""
         Connection.onerror(client, error)
 
@@ -149,39 +166,40 @@ class ServerConnection(Connection):
 
     __slots__ = ('server',)
 
-    def __init__(self, server: Callbacks, sock: websocket, **options: Any) -> None:
+    def __init__(self, server: Callbacks[Self], sock: websocket,
+                 **options: Unpack[ConnectionOptions]) -> None:
         self.server = server
         super().__init__(sock, **options)
 
     def _receive_for_keepalive(self) -> bool:
         return False  # the server reads its clients as soon as bytes arrive
 
-    def onopen(self) -> None:
+    def onopen(self: Self) -> None:
         """Forwarded to the server's `onopen`."""
         self.server.onopen(self)
 
-    def onmessage(self, message: Message) -> None:
+    def onmessage(self: Self, message: Message) -> None:
         """Forwarded to the server's `onmessage`."""
         self.server.onmessage(self, message)
 
-    def onping(self, payload: bytes) -> None:
+    def onping(self: Self, payload: bytes) -> None:
         """Forwarded to the server's `onping`."""
         self.server.onping(self, payload)
 
-    def onpong(self, payload: bytes) -> None:
+    def onpong(self: Self, payload: bytes) -> None:
         """Forwarded to the server's `onpong`."""
         self.server.onpong(self, payload)
 
-    def onclose(self, code: int, reason: str) -> None:
+    def onclose(self: Self, code: int, reason: str) -> None:
         """Forwarded to the server's `onclose`."""
         self.server.onclose(self, code, reason)
 
-    def onerror(self, error: Exception) -> None:
+    def onerror(self: Self, error: Exception) -> None:
         """Forwarded to the server's `onerror`."""
         self.server.onerror(self, error)
 
 
-class BaseServer(Callbacks):
+class BaseServer(Callbacks[_Conn]):
     """What every wspy server shares: the listening socket, options and callbacks.
 
     `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
@@ -199,20 +217,25 @@ class BaseServer(Callbacks):
     logger and, when logging is not configured, shows it on stderr (see
     `use_loglevel`). Keyword options go to the connections
     (`max_message_size`, `close_timeout`, `ping_interval`, `ping_timeout`)
-    and to `websocket` (handshake options and limits).
+    and to `websocket` (handshake options and limits): `wspy.options`
+    documents them all (`ServerOptions`).
+
+    Generic in the class of its connections (`connection_class`), which its
+    callbacks take.
     """
 
-    connection_class: type[ServerConnection] = ServerConnection
+    #: The class of the server's connections, made for each client after its handshake.
+    connection_class: type[_Conn]
 
-    def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
-                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
+    def __init__(self, address: Address, loglevel: int | None = None,
+                 ssl_args: ServerSSLArgs | None = None, max_join_time: float = 2.0,
                  backlog_size: int = BACKLOG, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
                  close_timeout: float = CLOSE_TIMEOUT,
                  ping_interval: float | None = PING_INTERVAL,
                  ping_timeout: float | None = PING_TIMEOUT, family: int | None = None,
                  ssl_context: ssl.SSLContext | None = None, max_connections: int | None = None,
                  reuse_port: bool = False, listener: socket.socket | None = None,
-                 **options: Any) -> None:
+                 **options: Unpack[SocketOptions]) -> None:
         if ssl_args is not None:
             if ssl_context is not None:
                 raise TypeError('give a server ssl_args or an ssl_context, not both')
@@ -224,7 +247,8 @@ class BaseServer(Callbacks):
         self.max_join_time = max_join_time
         #: The most connections (open or in their handshake) served at once; more get 503.
         self.max_connections = max_connections
-        self.connection_options: dict[str, Any] = {
+        #: The options of each connection.
+        self.connection_options: ConnectionOptions = {
             'max_message_size': max_message_size, 'close_timeout': close_timeout,
             'ping_interval': ping_interval, 'ping_timeout': ping_timeout}
         if family is None:
@@ -248,7 +272,7 @@ class BaseServer(Callbacks):
             self._close_listener()
             raise
         #: The open client connections.
-        self.clients: set[ServerConnection] = set()
+        self.clients: set[_Conn] = set()
         self._running = False
         self._stopped = threading.Event()
 
@@ -258,9 +282,10 @@ class BaseServer(Callbacks):
         close_listener(self.sock, path)
 
     @property
-    def address(self) -> Any:
-        """The address the server listens on."""
-        return self.sock.getsockname()
+    def address(self) -> Address | bytes:
+        """The address the server listens on (bytes for an abstract Unix socket)."""
+        address: Address | bytes = self.sock.getsockname()
+        return address
 
     def run(self) -> None:
         """Serve until `shutdown()` (or Ctrl-C), then close every client."""
@@ -290,7 +315,7 @@ class BaseServer(Callbacks):
         thread.start()
         return thread
 
-    def __enter__(self) -> BaseServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -324,7 +349,7 @@ class _HeadWait:
         self.reader: HeadReader = sock.head_reader()
 
 
-class Server(BaseServer):
+class Server(BaseServer[ServerConnection]):
     """A WebSocket server whose clients are served by a pool of threads.
 
     Subclass it and override the callbacks, which take the client (a
@@ -343,9 +368,11 @@ class Server(BaseServer):
     closed after `handshake_timeout`.
     """
 
-    def __init__(self, address: tuple[Any, ...] | str, loglevel: int | None = None,
-                 ssl_args: dict[str, Any] | None = None, max_join_time: float = 2.0,
-                 backlog_size: int = BACKLOG, **options: Any) -> None:
+    connection_class: type[ServerConnection] = ServerConnection
+
+    def __init__(self, address: Address, loglevel: int | None = None,
+                 ssl_args: ServerSSLArgs | None = None, max_join_time: float = 2.0,
+                 backlog_size: int = BACKLOG, **options: Unpack[ServerOptions]) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
         self._lock = threading.Lock()
         self._handshaking: set[websocket] = set()

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from wspy.server import BACKLOG, BaseServer, address_family, bind_listener, close_listener
+from wspy.server import (BACKLOG, Address, BaseServer, address_family, bind_listener,
+                         close_listener)
 
 logger = logging.getLogger('wspy')
 
@@ -60,7 +61,7 @@ class Workers:
     POSIX only (`os.fork`).
     """
 
-    def __init__(self, server_class: Callable[..., BaseServer], address: tuple[Any, ...] | str,
+    def __init__(self, server_class: Callable[..., BaseServer[Any]], address: Address,
                  workers: int = 2, *, stop_timeout: float = 5.0, backlog_size: int = BACKLOG,
                  **options: Any) -> None:
         if workers < 1:
@@ -76,7 +77,7 @@ class Workers:
         self._listener = self._listen(address, backlog_size)
         self.options.setdefault('backlog_size', backlog_size)
 
-    def _listen(self, address: tuple[Any, ...] | str, backlog_size: int) -> socket.socket:
+    def _listen(self, address: Address, backlog_size: int) -> socket.socket:
         """The parent's socket: a listener to inherit, or a placeholder that holds the port."""
         sock = socket.socket(address_family(address), socket.SOCK_STREAM)
         try:
@@ -91,9 +92,10 @@ class Workers:
         return sock
 
     @property
-    def address(self) -> Any:
-        """The address the workers serve."""
-        return self._listener.getsockname()
+    def address(self) -> Address | bytes:
+        """The address the workers serve (bytes for an abstract Unix socket)."""
+        address: Address | bytes = self._listener.getsockname()
+        return address
 
     @property
     def pids(self) -> list[int]:

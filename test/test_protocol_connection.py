@@ -889,6 +889,15 @@ def test_compressed_message_in(server_side: bool) -> None:
     assert_open(conn)
 
 
+def test_empty_compressed_message() -> None:
+    """RFC 7692 7.2.3.6: an empty message compressed is one 0x00 byte."""
+    conn = deflate_conn()
+    assert compress(b'') == b'\x00'
+    assert conn.feed(Frame(TEXT, b'\x00', rsv1=True)) == [TextMessage('')]
+    assert conn.feed(Frame(TEXT, compress(b'next'), rsv1=True)) == [TextMessage('next')]
+    assert_open(conn)
+
+
 def test_fragmented_compressed_message_with_a_ping_inside() -> None:
     conn = deflate_conn()
     payload = os.urandom(64) * 100
@@ -1059,8 +1068,8 @@ WSPY = Path(__file__).resolve().parent.parent / 'wspy'
 FORBIDDEN = {'socket', 'select', 'selectors', 'threading'}
 # Modules outside wspy/protocol that the core may import (themselves checked the same way).
 ALLOWED_OUTSIDE = {'wspy.errors', 'wspy._speedups'}
-CORE_MODULES = sorted(f'wspy.protocol.{p.stem}' for p in (WSPY / 'protocol').glob('*.py')
-                      if p.stem != '__init__')
+CORE_MODULES = sorted(f'wspy.protocol.{p.stem}'.removesuffix('.__init__')
+                      for p in (WSPY / 'protocol').glob('*.py'))
 
 
 def _imports(module: str) -> set[str]:

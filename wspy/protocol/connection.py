@@ -548,9 +548,10 @@ class Protocol:
         its deadline; its pong (see `_handle_control`) clears it. Nothing
         here blocks: a ping that cannot be written at once waits for the
         next call, and one that could not be written for `ping_timeout`
-        fails the connection as an unanswered one would.
+        fails the connection as an unanswered one would. Without a
+        `ping_interval` there is no keepalive: None, nothing sent.
         """
-        if self.state is not _OPEN or self.close_sent is not None:
+        if self.state is not _OPEN or self.close_sent is not None or not self.ping_interval:
             return None
         reads = self._receive_for_keepalive()
         if self.state is not _OPEN or self.close_sent is not None:

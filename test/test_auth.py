@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 
 import wspy
-from wspy.auth import (_NonceRecord, _Verdict, authorization, basic_authorization,
-                       digest_response, parse_challenges, parse_credentials)
+from wspy.auth import _NonceRecord, _Verdict
+from wspy.protocol.auth import (authorization, basic_authorization, digest_response,
+                                parse_challenges, parse_credentials)
 from wspy.protocol.handshake import Headers, Request
 
 from conftest import TIMEOUT, EchoServer, upgrade_request, url

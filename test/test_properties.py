@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import wspy
 from wspy.protocol.frame import Frame, FrameParser
-from wspy.auth import parse_challenges
+from wspy.protocol.auth import parse_challenges
 from wspy.protocol.handshake import (Headers, HeadReader, Request, ServerHandshake, parse_request,
                                      parse_response)
 

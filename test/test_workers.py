@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import wspy
-from wspy.auth import authorization, parse_challenges
+from wspy.protocol.auth import authorization, parse_challenges
 
 from conftest import TIMEOUT, App, connections_to, free_port, pid_of
 from worker_app import USERS

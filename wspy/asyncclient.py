@@ -17,6 +17,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from wspy.client import proxy_for
 from wspy.asyncserver import DEFAULT, AsyncConnection, Default, LoopClients
 from wspy.channel import Channel
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
@@ -27,7 +28,7 @@ from wspy.protocol.handshake import (Headers, check_header_items, check_response
                                      new_key, parse_response)
 from wspy.loop import READ, WRITE, Loop, Timer
 from wspy.options import ASYNC_CLIENT_OPTIONS, check_options
-from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
+from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 

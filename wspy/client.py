@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from urllib.request import getproxies, proxy_bypass
 from typing import TYPE_CHECKING
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
@@ -12,7 +13,7 @@ from wspy.errors import HandshakeTimeout, InvalidStatus, WriteTimeout
 from wspy.protocol.frame import DEFAULT_MAX_SIZE
 from wspy.protocol.handshake import check_header_items
 from wspy.options import CLIENT_OPTIONS, check_options
-from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel, proxy_for
+from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
@@ -35,6 +36,21 @@ def _time_left(deadline: float | None) -> float | None:
     if left <= 0:
         raise HandshakeTimeout('connecting took longer than the timeout')
     return left
+
+
+def proxy_for(uri: URI, proxy: str | bool | None) -> str | None:
+    """The proxy URL to reach `uri` through: `proxy` itself, or with True the environment's.
+
+    True reads `https_proxy` (wss://) or `http_proxy` (ws://) and honours
+    `no_proxy`, as urllib does.
+    """
+    if proxy is None or proxy is False:
+        return None
+    if proxy is True:
+        if proxy_bypass(uri.host):
+            return None
+        return getproxies().get('https' if uri.secure else 'http')
+    return proxy
 
 
 def open_socket(uri: URI, timeout: float | None = HANDSHAKE_TIMEOUT, proxy: str | None = None,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from wspy.auth import Authenticator, basic_authorization
+from wspy.auth import Authenticator
+from wspy.protocol.auth import basic_authorization
 from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
                          InvalidStatus, SocketClosed, SSLError, WriteTimeout)
 from wspy.protocol.extension import Extension, Hook

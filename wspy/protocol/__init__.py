@@ -10,6 +10,8 @@ feed it what arrived and carry out what it decides.
   permessage-deflate (RFC 7692) and deflate-frame;
 - `handshake`: HTTP heads, the server's checks of an upgrade request and
   the client's of the answer (RFC 6455 4);
+- `auth`: Basic and Digest authentication (RFC 7617, 7616): headers parsed,
+  answers computed;
 - `opening`: the client's opening decisions (redirects, authentication
   challenges, the proxy's CONNECT).
 """

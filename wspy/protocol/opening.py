@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
-from urllib.request import getproxies, proxy_bypass
 
-from wspy.auth import authorization, basic_authorization, parse_challenges
 from wspy.errors import InvalidStatus, InvalidURI, ProxyError, RedirectError
+from wspy.protocol.auth import authorization, basic_authorization, parse_challenges
 from wspy.protocol.handshake import HeadReader, format_host, parse_response
 
 #: Default number of redirects followed.
@@ -176,21 +175,6 @@ class ClientOpening:
         self.host = None
         self._authorization = None
         self._auth_attempts = 0
-
-
-def proxy_for(uri: URI, proxy: str | bool | None) -> str | None:
-    """The proxy URL to reach `uri` through: `proxy` itself, or with True the environment's.
-
-    True reads `https_proxy` (wss://) or `http_proxy` (ws://) and honours
-    `no_proxy`, as urllib does.
-    """
-    if proxy is None or proxy is False:
-        return None
-    if proxy is True:
-        if proxy_bypass(uri.host):
-            return None
-        return getproxies().get('https' if uri.secure else 'http')
-    return proxy
 
 
 class Tunnel:

@@ -6,6 +6,8 @@ feed it what arrived and carry out what it decides.
 - `frame`: frames, opcodes, close codes and the incremental parser (RFC 6455 5);
 - `masking`: the masking of payloads (C accelerated when built);
 - `message`: messages, text and binary;
+- `connection`: `Protocol`, the connection state machine (bytes in, messages
+  and events out, frames out, keepalive deadlines);
 - `extension`, `deflate_message`, `deflate_frame`: the extension API and
   permessage-deflate (RFC 7692) and deflate-frame;
 - `handshake`: HTTP heads, the server's checks of an upgrade request and

@@ -1,36 +1,18 @@
-"""TLS for `websocket`: contexts from `ssl_args`, and a TLS session over memory buffers.
+"""TLS settings: `SSLContext`s made from the original wspy's `ssl_args`.
 
-The session (`TLS`) encrypts and decrypts in memory (`ssl.MemoryBIO`); the
-socket moves the bytes. So blocking and event-loop code share one
-implementation, the socket stays a plain `socket.socket` underneath, and
-one thread may receive while others send (OpenSSL forbids using one
-`SSL` object from two threads at once: every call here holds a lock, and
-no lock is held while waiting on the network).
+The TLS session itself, over memory buffers, is the core's
+(`wspy.protocol.tls.TLS`).
 """
 
 from __future__ import annotations
 
 import ssl
-import threading
-from typing import Any, cast
-
-from wspy.errors import HandshakeError
-
-#: The most plaintext encrypted at once: bounds the ciphertext held in memory.
-CHUNK_SIZE = 256 << 10
-_TLS_HANDSHAKE_RECORD = 0x16
+from typing import Any
 
 _SERVER_ARGS = frozenset({'certfile', 'keyfile', 'password', 'cafile', 'ca_certs', 'capath',
                           'cert_reqs', 'ciphers'})
 _CLIENT_ARGS = frozenset({'certfile', 'keyfile', 'password', 'cafile', 'ca_certs', 'capath',
                           'cert_reqs', 'ciphers', 'check_hostname', 'verify'})
-
-
-class PlainHTTPOnTLSPort(HandshakeError):
-    """A client spoke plain HTTP (or anything but TLS) to a TLS port."""
-
-    def __init__(self) -> None:
-        super().__init__('this port speaks TLS: use https:// or wss://', 400)
 
 
 def server_context(**ssl_args: Any) -> ssl.SSLContext:
@@ -91,99 +73,3 @@ def _load(context: ssl.SSLContext, ssl_args: dict[str, Any]) -> None:
                                 ssl_args.get('password'))
     if ssl_args.get('ciphers'):
         context.set_ciphers(ssl_args['ciphers'])
-
-
-class TLS:
-    """One TLS session: bytes from the network in, plaintext out, and back.
-
-    `feed()` takes what the socket received; `read_into()` gives plaintext;
-    `encrypt()` and `take_output()` give bytes for the socket, which the
-    caller sends in the order it takes them (under `wire_lock`).
-    """
-
-    __slots__ = ('object', 'incoming', 'outgoing', 'lock', 'wire_lock', 'server_side',
-                 'backlog', 'started', 'shut', 'more')
-
-    def __init__(self, context: ssl.SSLContext, server_side: bool,
-                 server_hostname: str | None = None) -> None:
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        #: The `ssl.SSLObject`: `getpeercert()`, `cipher()`, `version()`, ...
-        self.object = context.wrap_bio(self.incoming, self.outgoing, server_side,
-                                       server_hostname)
-        self.lock = threading.Lock()
-        #: Held while taking output and sending it, so that it goes out in order.
-        self.wire_lock = threading.RLock()
-        self.server_side = server_side
-        #: Encrypted bytes that a non-blocking socket has not taken yet.
-        self.backlog = memoryview(b'')
-        self.started = False
-        self.shut = False
-        self.more = False
-
-    def feed(self, data: bytes) -> None:
-        """Hand over bytes received from the network; b'' for end of file."""
-        if not self.started and data:
-            self.started = True
-            if self.server_side and data[0] != _TLS_HANDSHAKE_RECORD:
-                raise PlainHTTPOnTLSPort()
-        with self.lock:
-            if data:
-                self.incoming.write(data)
-            else:
-                self.incoming.write_eof()
-
-    def handshake(self) -> bool:
-        """Advance the TLS handshake; whether it is complete. Raises `ssl.SSLError`."""
-        with self.lock:
-            try:
-                self.object.do_handshake()
-            except ssl.SSLWantReadError:
-                return False
-        return True
-
-    def read_into(self, view: memoryview) -> int | None:
-        """Decrypt into `view` as much as has arrived; None if nothing has, 0 at end of file."""
-        count = 0
-        with self.lock:
-            self.more = False
-            while count < len(view):
-                try:
-                    # Given a buffer, read() returns a count (typeshed says bytes).
-                    got = cast(int, self.object.read(len(view) - count, view[count:]))
-                except ssl.SSLWantReadError:
-                    break
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    return count  # close_notify, or the peer just closed (as ssl does)
-                if not got:
-                    return count
-                count += got
-            # A full view may have left data here that the socket will not announce.
-            self.more = count == len(view)
-        return count or None
-
-    def encrypt(self, data: bytes | memoryview) -> bytes:
-        """Encrypt `data` (at most `CHUNK_SIZE` is sensible) and take the output."""
-        with self.lock:
-            self.object.write(data)
-            return self.outgoing.read()
-
-    def take_output(self) -> bytes:
-        """Bytes TLS itself wants sent (handshake messages, alerts, close_notify)."""
-        with self.lock:
-            return self.outgoing.read()
-
-    def close_notify(self) -> bytes:
-        """Start the TLS close: the close_notify alert to send."""
-        with self.lock:
-            if not self.shut:
-                self.shut = True
-                try:
-                    self.object.unwrap()
-                except ssl.SSLError:
-                    pass  # waiting for the peer's close_notify, or no session at all
-            return self.outgoing.read()
-
-    def pending(self) -> bool:
-        """Whether the last read may have left data here, readable without the network."""
-        return self.more

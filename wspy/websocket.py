@@ -27,7 +27,8 @@ from wspy.protocol.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH
                                      check_header_items, check_response, client_request,
                                      complete_response, error_response, first_supported,
                                      format_host, new_key, parse_request, parse_response)
-from wspy.tls import CHUNK_SIZE, TLS, PlainHTTPOnTLSPort, client_context, server_context
+from wspy.protocol.tls import CHUNK_SIZE, TLS, PlainHTTPOnTLSPort
+from wspy.tls import client_context, server_context
 
 logger = logging.getLogger('wspy')
 _T = TypeVar('_T')
@@ -496,7 +497,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                 hostname = urlsplit(f'//{self.host}').hostname  # the Host header, less the port
             if hostname is None:
                 hostname = str(self.getpeername()[0])
-        self.tls = TLS(self.ssl_context, self._tls_server_side, hostname)
+        self.tls = TLS(self.ssl_context, self._tls_server_side, hostname,
+                       lock=threading.Lock(), wire_lock=threading.RLock())
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:

@@ -114,6 +114,7 @@ def test_http_error_is_reported(serve: Any, recorder: Any) -> None:
     client.connect(url(server))
     [(_, error)] = client.wait_for('failed')
     assert isinstance(error, wspy.InvalidStatus) and error.status == 404
+    assert error.body == b'no such thing'  # as wspy.connect() gives it
 
 
 def test_silent_server_times_out(recorder: Any) -> None:

@@ -16,7 +16,7 @@ from wspy.errors import (AbortHandshake, ConcurrencyError, ConnectionClosed, Con
                          Unauthorized, UnsupportedVersion, WebSocketError, WriteTimeout)
 from wspy.protocol.extension import Extension, Hook
 from wspy.fanout import RedisFanout
-from wspy.forwarded import TrustedProxies
+from wspy.protocol.forwarded import TrustedProxies
 from wspy.protocol.handshake import Headers, Request, Response
 from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY,
                                  CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG,

@@ -24,11 +24,10 @@ from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT
 from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState, InvalidStatus,
                          InvalidURI, SocketClosed, SSLError, WebSocketError)
 from wspy.protocol.frame import DEFAULT_MAX_SIZE
-from wspy.protocol.handshake import (Headers, check_header_items, check_response, client_request,
-                                     new_key, parse_response)
+from wspy.protocol.handshake import check_header_items
 from wspy.loop import READ, WRITE, Loop, Timer
 from wspy.options import ASYNC_CLIENT_OPTIONS, check_options
-from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientOpening, Tunnel
+from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientHandshake, ClientOpening, Tunnel
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
@@ -244,7 +243,7 @@ class _ClientHandshake(Channel):
     """One attempt: TCP connect, a proxy's tunnel, TLS, the upgrade request and its answer,
     without blocking."""
 
-    __slots__ = (*Channel.SLOTS, 'connecting', 'sock', '_send_lock', 'reader', 'key',
+    __slots__ = (*Channel.SLOTS, 'connecting', 'sock', '_send_lock', 'handshake',
                  '_tls_handshaking', 'tunnel')
 
     def __init__(self, connecting: Connecting, sock: websocket, address: Any,
@@ -254,8 +253,8 @@ class _ClientHandshake(Channel):
         self.connecting = connecting
         self.sock = sock
         self._send_lock = contextlib.nullcontext()  # written on the loop thread only
-        self.reader = sock.head_reader()
-        self.key = new_key()
+        #: The upgrade request and the answer to it, once the request is sent.
+        self.handshake: ClientHandshake | None = None
         self._tls_handshaking = False
         #: The tunnel through a proxy while it is being opened.
         self.tunnel = tunnel
@@ -315,11 +314,8 @@ class _ClientHandshake(Channel):
                 self.loop.call_soon(self._resume_reading)
 
     def _send_request(self) -> None:
-        sock = self.sock
-        assert sock.host is not None
-        self._queue(client_request(sock.host, sock.location, self.key, origin=sock.origin,
-                                   protocols=sock.protocols, extensions=sock.extensions,
-                                   headers=sock.headers))
+        self.handshake = self.sock.upgrade_request()
+        self._queue(self.handshake.request)
 
     def _on_readable(self, mask: int = READ) -> None:
         if not self._tls_handshaking:
@@ -351,26 +347,29 @@ class _ClientHandshake(Channel):
                 self.tunnel = None
                 self._start_websocket()
             return
+        self._answered(self.loop.view[:count])
+
+    def _answered(self, data: memoryview | bytes) -> None:
+        """Feed the server's answer to the handshake: open, refused, or failed."""
+        handshake = self.handshake
+        assert handshake is not None
         try:
-            head = self.reader.feed(self.loop.view[:count])
-            if head is None:
+            if not handshake.feed(data):
                 return
-            status, _, headers = parse_response(head)
-            self._check(status, headers)
         except InvalidStatus as error:
             self.connecting._refused(error)
             return
         except HandshakeError as error:
             self._lost(error)
             return
-        self.sock.opened(False, self.reader.rest)
+        self.sock.finish_handshake(handshake)
         self.connecting._opened(self)
 
-    def _check(self, status: int, headers: Headers) -> None:
-        sock = self.sock
-        sock.protocol, sock.hooks = check_response(status, headers, self.key, sock.protocols,
-                                                   sock.extensions)
-        sock.response_headers = headers.items()
+    def _got(self, count: int) -> None:
+        if self.handshake is None:
+            super()._got(count)
+        else:  # the end of the stream: the handshake tells what it means now
+            self._answered(b'')
 
     def _reading(self) -> bool:
         return not self._dropped and not self.connecting.done

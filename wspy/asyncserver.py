@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from wspy.channel import Channel
 from wspy.connection import State
-from wspy.errors import (ConnectionClosed, HandshakeError, HandshakeTimeout, InvalidState,
-                         ProtocolError)
+from wspy.errors import ConnectionClosed, HandshakeError, InvalidState, ProtocolError
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import READ, Loop, Timer
 from wspy.protocol.message import Message, as_message
@@ -296,7 +295,7 @@ class AsyncConnection(Channel, ServerConnection):
 class _Handshake(Channel):
     """A socket whose opening handshake is under way, read without blocking."""
 
-    __slots__ = (*Channel.SLOTS, 'server', 'sock', 'address', '_send_lock', 'reader',
+    __slots__ = (*Channel.SLOTS, 'server', 'sock', 'address', '_send_lock', 'opening',
                  'timer')
 
     def __init__(self, server: AsyncServer, sock: websocket, address: Any) -> None:
@@ -305,23 +304,22 @@ class _Handshake(Channel):
         self.sock = sock
         self.address = address
         self._send_lock = contextlib.nullcontext()
-        self.reader = sock.head_reader()
+        self.opening = sock.server_opening()
         self.timer = None
-        if sock.handshake_timeout is not None:
-            self.timer = self.loop.call_later(sock.handshake_timeout, self._timed_out)
+        timeout = self.opening.timeout
+        if timeout is not None:
+            self.timer = self.loop.call_later(timeout, self._timed_out)
         self.loop.register(sock, READ, self._on_readable)
 
     def _received(self, count: int) -> None:
-        try:
-            head = self.reader.feed(self.loop.view[:count])
-            if head is None:
-                return
-            response = self.sock.answer(head)
-        except HandshakeError as error:
-            self._reject(error)
+        opening = self.opening
+        if not opening.feed(self.loop.view[:count]):
+            return
+        if opening.error is not None:
+            self._answer_and_close(opening.response)
             return
         self._stop_timer()
-        self.server._handshake_done(self, response)
+        self.server._handshake_done(self)
 
     def _reading(self) -> bool:
         return not self._dropped and self in self.server._handshakes
@@ -337,12 +335,14 @@ class _Handshake(Channel):
         self._drop()
 
     def _timed_out(self) -> None:
-        self._reject(HandshakeTimeout(f'handshake not completed within '
-                                      f'{self.sock.handshake_timeout} s'))
+        self._answer_and_close(self.opening.timed_out())
 
     def _reject(self, error: HandshakeError) -> None:
+        self._answer_and_close(self.opening.reject(error))
+
+    def _answer_and_close(self, answer: bytes) -> None:
         self._stop_timer()
-        self._queue(self.sock.rejection(error))
+        self._queue(answer)
         self._close_gracefully(LINGER_TIME)
 
     def _stop_timer(self) -> None:
@@ -551,11 +551,11 @@ class AsyncServer(BaseServer[AsyncConnection], LoopClients):
             if busy:
                 handshake._reject(BUSY)
 
-    def _handshake_done(self, handshake: _Handshake, response: bytes) -> None:
+    def _handshake_done(self, handshake: _Handshake) -> None:
         self._handshakes.discard(handshake)
-        handshake.sock.opened(True, handshake.reader.rest)
+        handshake.sock.finish_handshake(handshake.opening)
         try:
-            client = self._adopt(handshake.sock, response)
+            client = self._adopt(handshake.sock, handshake.opening.response)
         except Exception:  # a connection_class of the application's
             logger.exception('could not set up the connection from %s', handshake.address)
             handshake._drop()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from typing_extensions import Required
 
     from wspy.auth import Authenticator
-    from wspy.forwarded import TrustedProxies
+    from wspy.protocol.forwarded import TrustedProxies
     from wspy.protocol.extension import Extension
     from wspy.protocol.frame import MessageLimit
     from wspy.protocol.handshake import HeaderItems, Request, Response

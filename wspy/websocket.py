@@ -16,17 +16,17 @@ from urllib.parse import urlsplit
 
 from wspy.auth import Authenticator
 from wspy.protocol.auth import basic_authorization
-from wspy.errors import (AbortHandshake, HandshakeError, HandshakeTimeout, InvalidState,
-                         InvalidStatus, SocketClosed, SSLError, WriteTimeout)
+from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidState, SocketClosed, SSLError,
+                         WriteTimeout)
 from wspy.protocol.extension import Extension, Hook
-from wspy.forwarded import TrustedProxies, client_host
+from wspy.protocol.forwarded import TrustedProxies
 from wspy.protocol.frame import (DEFAULT_MAX_SIZE, MESSAGE_LIMIT, Frame, FrameParser,
                                  MessageLimit)
 from wspy.protocol.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeaderItems,
-                                     HeadReader, Request, Response, ServerHandshake,
-                                     check_header_items, check_response, client_request,
-                                     complete_response, error_response, first_supported,
-                                     format_host, new_key, parse_request, parse_response)
+                                     HeadReader, Request, Response, check_header_items,
+                                     first_supported, format_host)
+from wspy.protocol.opening import ClientHandshake
+from wspy.protocol.server_opening import ServerOpening, rejection
 from wspy.protocol.tls import CHUNK_SIZE, TLS, PlainHTTPOnTLSPort
 from wspy.tls import client_context, server_context
 
@@ -42,7 +42,6 @@ WRITE_TIMEOUT = 30.0
 _DONTWAIT = int(getattr(socket, 'MSG_DONTWAIT', 0))
 _RECV_SIZE = 1 << 17
 _TLS_RECV_SIZE = 1 << 18
-_MAX_ERROR_BODY = 65536
 #: How long, and how much, a rejected client's further input is read and dropped.
 LINGER_TIME = 1.0
 LINGER_BYTES = 1 << 20
@@ -221,19 +220,23 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         sock._init_state()
         return sock
 
+    def server_opening(self) -> ServerOpening:
+        """This accepted socket's opening handshake as data: a `ServerOpening` following its
+        options, to feed with what the client sends."""
+        return ServerOpening(self, self.peer_address())
+
     def server_handshake(self) -> Request:
         """Read the client's upgrade request and answer it (101 or an HTTP error)."""
+        opening = self.server_opening()
         with _Deadline(self, self.handshake_timeout) as deadline:
             try:
-                reader = self.head_reader()
-                head = None
-                while head is None:
-                    head = reader.feed(deadline.recv(4096, 'the upgrade request'))
-            except HandshakeError as error:
-                self.reject(error)
-                raise
-            deadline.refresh()
-            return self.respond(head, reader.rest)
+                while not opening.feed(deadline.recv(4096, 'the upgrade request')):
+                    pass
+            except HandshakeError as error:  # timed out or closed: answered all the same
+                opening.reject(error)
+            else:
+                deadline.refresh()
+            return self._carry_out(opening)
 
     def respond(self, head: bytes, rest: bytes = b'') -> Request:
         """Answer an upgrade request's head read already: 101, or the HTTP error raised.
@@ -241,25 +244,33 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         `rest` is what arrived after the head. A rejected request gets its
         error response (see `reject`) and the `HandshakeError` is raised.
         """
-        try:
-            response = self.answer(head)
-        except HandshakeError as error:
-            self.reject(error)
-            raise
-        self.sendall(response)
-        self.opened(True, rest)
-        assert self.request is not None
-        return self.request
+        opening = self.server_opening()
+        opening.decide(head, rest)
+        return self._carry_out(opening)
+
+    def _carry_out(self, opening: ServerOpening) -> Request:
+        """Send what `opening` decided: the 101, then frames; or its rejection, then raise."""
+        self.request = opening.request
+        if opening.error is not None:
+            self._send_rejection(opening.response)
+            raise opening.error
+        self.sendall(opening.response)
+        self.finish_handshake(opening)
+        assert opening.request is not None
+        return opening.request
 
     def reject(self, error: HandshakeError) -> None:
         """Answer a request not upgraded with its HTTP response, then linger briefly.
 
         Never raises `OSError`: a peer that does not read loses the answer.
         """
-        rejection = self.rejection(error)
+        self._send_rejection(self.rejection(error))
+
+    def _send_rejection(self, answer: bytes) -> None:
+        """Send a rejection's `answer` (within a second), then linger (see `reject`)."""
         self._write_deadline = time.monotonic() + 1.0
         try:
-            self.sendall(rejection)
+            self.sendall(answer)
         except (OSError, WriteTimeout):
             return
         finally:
@@ -269,41 +280,21 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def answer(self, head: bytes) -> bytes:
         """Check an upgrade request's head; the 101 response to send.
 
-        Sets `request` and `protocol`. Raises `HandshakeError` (with the HTTP
-        status) for a request to reject. Does no I/O, so an event loop can
-        use it too.
+        Sets `request`, `protocol` and `hooks`. Raises `HandshakeError` (with
+        the HTTP status) for a request to reject. Does no I/O, so an event
+        loop can use it too (`server_opening` does the whole opening so).
         """
-        request = parse_request(head)
-        request.client_address = client_host(self.peer_address(), request.headers,
-                                             self.trusted_proxies)
-        self.request = request
+        opening = self.server_opening()
         try:
-            auth = self.auth
-            if auth is not None:
-                if not isinstance(auth, Authenticator):  # listen() and accept() refuse it
-                    raise TypeError(_SERVER_AUTH)
-                request.user = auth.authenticate(request)
-            response = None if self.process_request is None else self.process_request(request)
-        except HandshakeError:
-            raise
-        except Exception as error:  # application code: a 500, and the server goes on
-            logger.exception('error while checking the request from %s', _peer(self))
-            raise HandshakeError('internal server error', 500) from error
-        if response is not None:
-            raise AbortHandshake(response)
-        handshake = ServerHandshake(self.protocols, self.trusted_origins, self.locations,
-                                    self.headers, self.select_protocol, self.extensions)
-        response, self.protocol, self.hooks = handshake.accept(request)
-        self.request = request
-        return response.to_bytes()
+            response = opening.accept(head)
+        finally:
+            self.request = opening.request
+        self.protocol, self.hooks = opening.protocol, opening.hooks
+        return response
 
     def rejection(self, error: HandshakeError) -> bytes:
         """The HTTP response for a request not upgraded: an error (logged here) or an answer."""
-        if isinstance(error, AbortHandshake):
-            logger.debug('answered %s with HTTP %d', _peer(self), error.status)
-            return complete_response(error.response).to_bytes()
-        logger.info('rejected handshake from %s: %d %s', _peer(self), error.status, error)
-        return error_response(error.status, str(error), error.headers).to_bytes()
+        return rejection(error, self.peer_address())
 
     def linger(self, timeout: float, *, shutdown: bool = True,
                max_bytes: int | None = None) -> None:
@@ -354,39 +345,42 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
 
     def _client_handshake(self, secure: bool | None, deadline: _Deadline) -> None:
         """The client handshake, within `deadline`."""
-        if secure is None:
-            secure = self.tls is not None
-        request_headers = self.headers + self._credentials()
-        host = self.host
-        if host is None:
-            peer = self.getpeername()
-            # A Unix socket has no host name to give: name this machine.
-            host = (format_host(peer[0], peer[1], secure) if isinstance(peer, tuple)
-                    else 'localhost')
-        key = new_key()
-        request = client_request(host, self.location, key, origin=self.origin,
-                                 protocols=self.protocols, extensions=self.extensions,
-                                 headers=request_headers)
+        handshake = self.upgrade_request(secure)
         with deadline:
             tls = self.tls
             if tls is not None:
                 while not self._tls_step(tls.handshake):
                     tls.feed(deadline.recv(_TLS_RECV_SIZE, 'the TLS handshake', raw=True))
             deadline.refresh()
-            self.sendall(request)
-            reader = self.head_reader()
-            head = None
-            while head is None:
-                head = reader.feed(deadline.recv(4096, 'the handshake response'))
-            status, _, headers = parse_response(head)
-            if status != 101:
-                body = self._read_body(deadline, reader.rest, headers.get('Content-Length'))
-                raise InvalidStatus(f'server answered {status} instead of 101', status,
-                                    headers.items(), body)
-            self.protocol, self.hooks = check_response(status, headers, key, self.protocols,
-                                                       self.extensions)
-        self.response_headers = headers.items()
-        self.opened(False, reader.rest)
+            self.sendall(handshake.request)
+            try:
+                while not handshake.feed(deadline.recv(4096, 'the handshake response',
+                                                       eof=True)):
+                    pass
+            except HandshakeTimeout as error:
+                raise handshake.timed_out() from error
+        self.finish_handshake(handshake)
+
+    def upgrade_request(self, secure: bool | None = None) -> ClientHandshake:
+        """The client's side of the handshake on this connected socket, as data: its
+        upgrade request (with its options and `auth`), to check the answer with.
+
+        `secure` (whether the URL is wss://, for the Host header's default
+        port when `host` is not given) defaults to whether TLS is on.
+        """
+        if secure is None:
+            secure = self.tls is not None
+        host = self.host
+        if host is None:
+            peer = self.getpeername()
+            # A Unix socket has no host name to give: name this machine.
+            host = (format_host(peer[0], peer[1], secure) if isinstance(peer, tuple)
+                    else 'localhost')
+        return ClientHandshake(host, self.location, origin=self.origin, protocols=self.protocols,
+                               extensions=self.extensions,
+                               headers=self.headers + self._credentials(),
+                               max_line_length=self.max_line_length,
+                               max_headers=self.max_headers, max_head_size=self.max_head_size)
 
     def _credentials(self) -> list[tuple[str, str]]:
         """The Authorization header for a client's `auth`: Basic, over checked TLS only."""
@@ -401,18 +395,6 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                                "server's certificate (enable_ssl()); to answer a server's "
                                'challenge over ws://, use wspy.connect(url, auth=...)')
         return [('Authorization', basic_authorization(*auth))]
-
-    def _read_body(self, deadline: _Deadline, data: bytes, length: str | None) -> bytes:
-        try:
-            wanted = min(int(length or 0), _MAX_ERROR_BODY)
-        except ValueError:
-            wanted = 0
-        try:
-            while len(data) < wanted:
-                data += deadline.recv(wanted - len(data), 'the error body')
-        except HandshakeError:
-            pass
-        return data[:wanted]
 
     def unix_name(self) -> str:
         """'unix:' and the path this socket is bound to (an abstract name after '@')."""
@@ -438,6 +420,19 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     def head_reader(self) -> HeadReader:
         """A reader for an HTTP head within this socket's limits."""
         return HeadReader(self.max_line_length, self.max_headers, self.max_head_size)
+
+    def finish_handshake(self, handshake: ServerOpening | ClientHandshake) -> None:
+        """Take what an opening handshake agreed on (the request or the response headers,
+        the subprotocol, the extensions), then switch to frames."""
+        if isinstance(handshake, ServerOpening):
+            self.request = handshake.request
+            server_side = True
+        else:
+            self.response_headers = handshake.response_headers
+            server_side = False
+        self.protocol = handshake.protocol
+        self.hooks = handshake.hooks
+        self.opened(server_side, handshake.rest)
 
     def opened(self, server_side: bool, rest: bytes = b'') -> None:
         """Switch to frames after a handshake; `rest` is what arrived after the HTTP head."""
@@ -863,8 +858,9 @@ class _Deadline:
         saved = self.saved
         self.sock.settimeout(remaining if saved is None else min(saved, remaining))
 
-    def recv(self, size: int, what: str, raw: bool = False) -> bytes:
-        """Receive up to `size` bytes before the deadline; EOF is a handshake error.
+    def recv(self, size: int, what: str, raw: bool = False, eof: bool = False) -> bytes:
+        """Receive up to `size` bytes before the deadline; EOF is a handshake error, or b''
+        with `eof`.
 
         Under TLS the bytes are decrypted (each read of the network that a
         record needs gets only the time left), unless `raw` asks for the
@@ -876,7 +872,7 @@ class _Deadline:
                     else self.sock.recv_bytes(size))
         except TimeoutError:
             raise HandshakeTimeout(f'timed out waiting for {what}') from None
-        if not data:
+        if not data and not eof:
             raise HandshakeError(f'connection closed while waiting for {what}')
         return data
 

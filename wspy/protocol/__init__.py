@@ -14,6 +14,10 @@ feed it what arrived and carry out what it decides.
   the client's of the answer (RFC 6455 4);
 - `auth`: Basic and Digest authentication (RFC 7617, 7616): headers parsed,
   answers computed;
+- `server_opening`: a server's opening handshake with one client, fed with
+  bytes (`ServerOpening`: the 101 or the rejection to send);
 - `opening`: the client's opening decisions (redirects, authentication
-  challenges, the proxy's CONNECT).
+  challenges, the proxy's CONNECT) and one attempt's handshake, fed with
+  bytes (`ClientHandshake`);
+- `forwarded`: the client's address behind trusted reverse proxies.
 """

@@ -1,7 +1,7 @@
 """The opening handshake (RFC 6455 section 4), independent of sockets.
 
 The server side reads an HTTP head within limits (`HeadReader`), parses it
-(`parse_request`) and answers it (`ServerHandshake`); the client side
+(`parse_request`) and answers it (`accept_request`, `ServerHandshake`); the client side
 builds a request (`client_request`) and checks the answer
 (`check_response`). The socket layer only moves the bytes.
 """
@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from wspy.errors import (HandshakeError, InvalidHeader, InvalidLocation, InvalidMethod,
@@ -346,6 +347,85 @@ def first_supported(offered: list[str], supported: list[str]) -> str | None:
     return None
 
 
+class UpgradeSettings(Protocol):
+    """What the checks of an upgrade request follow: a `ServerHandshake`, a `websocket`.
+
+    See `ServerHandshake` for what each means.
+    """
+
+    @property
+    def protocols(self) -> list[str]: ...
+    @property
+    def trusted_origins(self) -> list[str | None] | None: ...
+    @property
+    def locations(self) -> list[str] | None: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def select_protocol(self) -> ProtocolSelector: ...
+    @property
+    def extensions(self) -> list[Extension]: ...
+
+
+def check_request(request: Request, settings: UpgradeSettings) -> tuple[str, str | None]:
+    """Validate an upgrade request; returns its key and the chosen subprotocol."""
+    headers = request.headers
+    if request.method != 'GET':
+        raise InvalidMethod(f'method {request.method} not allowed, only GET',
+                            headers=[('Allow', 'GET')])
+    if request.version != 'HTTP/1.1':
+        raise InvalidRequest(f'{request.version} cannot upgrade, HTTP/1.1 required')
+    if 'websocket' not in headers.tokens('Upgrade'):
+        raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
+                         headers=[('Upgrade', 'websocket'),
+                                  ('Sec-WebSocket-Version', WS_VERSION)])
+    if 'upgrade' not in headers.tokens('Connection'):
+        raise InvalidRequest('Connection header lacks "upgrade"')
+    if len(headers.get_all('Host')) != 1:
+        raise InvalidRequest('exactly one Host header required')
+    version = headers.get('Sec-WebSocket-Version')
+    if version is None:
+        raise InvalidRequest('missing Sec-WebSocket-Version')
+    if version.strip() != WS_VERSION:
+        # RFC 9110 15.5.22: a 426 names the protocol to upgrade to.
+        raise UnsupportedVersion(f'WebSocket version {version[:20]!r} not supported',
+                                 headers=[('Upgrade', 'websocket'),
+                                          ('Sec-WebSocket-Version', WS_VERSION)])
+    keys = headers.get_all('Sec-WebSocket-Key')
+    if len(keys) > 1:
+        raise InvalidRequest('more than one Sec-WebSocket-Key')
+    key = _decode_key(keys[0] if keys else None)
+    if settings.trusted_origins is not None:
+        origin = headers.get('Origin')
+        if origin not in settings.trusted_origins:
+            raise InvalidOrigin(f'origin {origin!r} not trusted')
+    if settings.locations is not None and request.path not in settings.locations:
+        raise InvalidLocation(f'no WebSocket endpoint at {request.path[:200]!r}')
+    offered = [p.strip() for p in (headers.get('Sec-WebSocket-Protocol') or '').split(',')
+               if p.strip()]
+    protocol = settings.select_protocol(offered, settings.protocols) if offered else None
+    if protocol is not None and protocol not in offered:
+        raise InvalidRequest(f'selected subprotocol {protocol!r} was not offered', 500)
+    return key, protocol
+
+
+def accept_request(request: Request, settings: UpgradeSettings,
+                   ) -> tuple[Response, str | None, list[Hook]]:
+    """The 101 response to a valid request, the chosen subprotocol and extension hooks."""
+    key, protocol = check_request(request, settings)
+    accepted, hooks = negotiate(request.headers.get('Sec-WebSocket-Extensions'),
+                                settings.extensions)
+    headers = Headers([('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                       ('Sec-WebSocket-Accept', accept_key(key))])
+    if protocol is not None:
+        headers.add('Sec-WebSocket-Protocol', protocol)
+    if accepted is not None:
+        headers.add('Sec-WebSocket-Extensions', accepted)
+    for name, value in settings.headers:
+        headers.add(name, value)
+    return Response(101, headers), protocol, hooks
+
+
 @dataclass
 class ServerHandshake:
     """The server's side of the handshake: checks a request and answers it.
@@ -366,59 +446,11 @@ class ServerHandshake:
 
     def check(self, request: Request) -> tuple[str, str | None]:
         """Validate an upgrade request; returns its key and the chosen subprotocol."""
-        headers = request.headers
-        if request.method != 'GET':
-            raise InvalidMethod(f'method {request.method} not allowed, only GET',
-                                headers=[('Allow', 'GET')])
-        if request.version != 'HTTP/1.1':
-            raise InvalidRequest(f'{request.version} cannot upgrade, HTTP/1.1 required')
-        if 'websocket' not in headers.tokens('Upgrade'):
-            raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
-                             headers=[('Upgrade', 'websocket'),
-                                      ('Sec-WebSocket-Version', WS_VERSION)])
-        if 'upgrade' not in headers.tokens('Connection'):
-            raise InvalidRequest('Connection header lacks "upgrade"')
-        if len(headers.get_all('Host')) != 1:
-            raise InvalidRequest('exactly one Host header required')
-        version = headers.get('Sec-WebSocket-Version')
-        if version is None:
-            raise InvalidRequest('missing Sec-WebSocket-Version')
-        if version.strip() != WS_VERSION:
-            # RFC 9110 15.5.22: a 426 names the protocol to upgrade to.
-            raise UnsupportedVersion(f'WebSocket version {version[:20]!r} not supported',
-                                     headers=[('Upgrade', 'websocket'),
-                                              ('Sec-WebSocket-Version', WS_VERSION)])
-        keys = headers.get_all('Sec-WebSocket-Key')
-        if len(keys) > 1:
-            raise InvalidRequest('more than one Sec-WebSocket-Key')
-        key = _decode_key(keys[0] if keys else None)
-        if self.trusted_origins is not None:
-            origin = headers.get('Origin')
-            if origin not in self.trusted_origins:
-                raise InvalidOrigin(f'origin {origin!r} not trusted')
-        if self.locations is not None and request.path not in self.locations:
-            raise InvalidLocation(f'no WebSocket endpoint at {request.path[:200]!r}')
-        offered = [p.strip() for p in (headers.get('Sec-WebSocket-Protocol') or '').split(',')
-                   if p.strip()]
-        protocol = self.select_protocol(offered, self.protocols) if offered else None
-        if protocol is not None and protocol not in offered:
-            raise InvalidRequest(f'selected subprotocol {protocol!r} was not offered', 500)
-        return key, protocol
+        return check_request(request, self)
 
     def accept(self, request: Request) -> tuple[Response, str | None, list[Hook]]:
         """The 101 response to a valid request, the chosen subprotocol and extension hooks."""
-        key, protocol = self.check(request)
-        accepted, hooks = negotiate(request.headers.get('Sec-WebSocket-Extensions'),
-                                    self.extensions)
-        headers = Headers([('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
-                           ('Sec-WebSocket-Accept', accept_key(key))])
-        if protocol is not None:
-            headers.add('Sec-WebSocket-Protocol', protocol)
-        if accepted is not None:
-            headers.add('Sec-WebSocket-Extensions', accepted)
-        for name, value in self.headers:
-            headers.add(name, value)
-        return Response(101, headers), protocol, hooks
+        return accept_request(request, self)
 
 
 def complete_response(response: Response) -> Response:

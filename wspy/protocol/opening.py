@@ -1,6 +1,6 @@
 """The client's opening decisions: the URL to try, the headers to send, what to do with
-an answer that is not 101 (follow a redirect, answer a 401 challenge, or fail), and the
-exchange that opens a tunnel through an HTTP proxy.
+an answer that is not 101 (follow a redirect, answer a 401 challenge, or fail), the
+exchange that opens a tunnel through an HTTP proxy, and the handshake of one attempt.
 
 `ClientOpening` holds no socket: `wspy.connect()` and `AsyncClient` each
 carry out its attempts on their own transport, and both so follow the same
@@ -15,9 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
-from wspy.errors import InvalidStatus, InvalidURI, ProxyError, RedirectError
+from wspy.errors import (HandshakeError, HandshakeTimeout, InvalidStatus, InvalidURI, ProxyError,
+                         RedirectError)
 from wspy.protocol.auth import authorization, basic_authorization, parse_challenges
-from wspy.protocol.handshake import HeadReader, format_host, parse_response
+from wspy.protocol.extension import Extension, Hook
+from wspy.protocol.handshake import (MAX_HEAD_SIZE, MAX_HEADERS, MAX_LINE_LENGTH, HeadReader,
+                                     check_response, client_request, format_host, new_key,
+                                     parse_response)
 
 #: Default number of redirects followed.
 MAX_REDIRECTS = 5
@@ -26,6 +30,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIAL_HEADERS = frozenset({'authorization', 'proxy-authorization', 'cookie'})
 # How many answers to one 401 challenge after another: the first, then stale nonces.
 _MAX_AUTH_ATTEMPTS = 3
+#: The most of an error answer's body kept in its `InvalidStatus`.
+MAX_ERROR_BODY = 65536
 
 
 @dataclass(frozen=True)
@@ -227,3 +233,96 @@ class Tunnel:
     def timed_out(self) -> ProxyError:
         """The error for a proxy that did not answer in time (504)."""
         return ProxyError(f'proxy {self.host} did not answer CONNECT in time', 504)
+
+
+class ClientHandshake:
+    """The client's side of one opening handshake: its upgrade request, then the answer.
+
+    `request` is the bytes to send (with a fresh `key`); `feed()` takes
+    what the server sends until its 101 is accepted. Then `protocol`,
+    `hooks` and `response_headers` tell what it agreed to, and `rest` is
+    what came after the head (the first frames). An answer other than 101
+    is an `InvalidStatus`, raised once its body (up to `MAX_ERROR_BODY`)
+    has come, for `ClientOpening.refused` to decide on.
+    """
+
+    def __init__(self, host: str, resource: str = '/', *, origin: str | None = None,
+                 protocols: Iterable[str] = (), extensions: Iterable[Extension] = (),
+                 headers: Iterable[tuple[str, str]] = (),
+                 max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
+                 max_head_size: int = MAX_HEAD_SIZE) -> None:
+        self.protocols = list(protocols)
+        self.extensions = list(extensions)
+        self.key = new_key()
+        self.request = client_request(host, resource, self.key, origin=origin,
+                                      protocols=self.protocols, extensions=self.extensions,
+                                      headers=headers)
+        self.protocol: str | None = None
+        self.hooks: list[Hook] = []
+        self.response_headers: list[tuple[str, str]] = []
+        self.rest = b''
+        self._reader = HeadReader(max_line_length, max_headers, max_head_size)
+        self._refusal: InvalidStatus | None = None  # a refusal whose body is arriving
+        self._body = bytearray()
+        self._body_length = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
+        """Take bytes the server sent (b'' at the end of the stream); whether its 101 is
+        accepted.
+
+        Raises `InvalidStatus` for an answer other than 101 and another
+        `HandshakeError` for one that is malformed or does not match the
+        request (`InvalidHeader`, `NegotiationError`).
+        """
+        if self._refusal is not None:
+            return self._take_body(data, end=not data)
+        if not data:
+            raise HandshakeError('connection closed while waiting for the handshake response')
+        head = self._reader.feed(data)
+        if head is None:
+            return False
+        status, _, headers = parse_response(head)
+        if status != 101:
+            self._refusal = InvalidStatus(f'server answered {status} instead of 101', status,
+                                          headers.items())
+            self._body_length = _body_length(headers.get('Content-Length'))
+            return self._take_body(self._reader.rest)
+        self.protocol, self.hooks = check_response(status, headers, self.key, self.protocols,
+                                                   self.extensions)
+        self.response_headers = headers.items()
+        self.rest = self._reader.rest
+        return True
+
+    def _take_body(self, data: bytes | bytearray | memoryview, end: bool = False) -> bool:
+        """Add to the refusal's body; raise the refusal once the body is complete, or at
+        the `end` of the stream."""
+        body = self._body
+        body += data[:self._body_length - len(body)]
+        if end or len(body) >= self._body_length:
+            refusal = self._refusal_so_far()
+            assert refusal is not None
+            raise refusal
+        return False
+
+    def timed_out(self) -> HandshakeError:
+        """The error for an answer not complete in time: the refusal with the part of its
+        body that came, or `HandshakeTimeout`."""
+        refusal = self._refusal_so_far()
+        if refusal is None:
+            return HandshakeTimeout('timed out waiting for the handshake response')
+        return refusal
+
+    def _refusal_so_far(self) -> InvalidStatus | None:
+        """The `InvalidStatus` of a refusal, with the body received; None before one."""
+        refusal = self._refusal
+        if refusal is not None:
+            refusal.body = bytes(self._body)
+        return refusal
+
+
+def _body_length(value: str | None) -> int:
+    """How much of an error answer's body to wait for, from its Content-Length."""
+    try:
+        return max(0, min(int(value or 0), MAX_ERROR_BODY))
+    except ValueError:
+        return 0

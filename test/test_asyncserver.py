@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -312,3 +313,61 @@ def test_epoll_is_used_directly_by_default(aserve) -> None:
         pytest.skip('no epoll here')
     assert isinstance(server.loop.selector, select.epoll)
     assert_echoes(server)
+
+
+def test_a_call_queued_while_the_loop_reads_its_wake_up_bytes_still_wakes_it() -> None:
+    # Calls from other threads share the loop's wake-up bytes. Here a thread queues a call
+    # (and sends a byte) while the loop reads the bytes: the loop reads that byte too, and
+    # a later call must still send one (once, none did: it waited for an unrelated wake-up).
+    from wspy.loop import Loop
+
+    loop = Loop()
+    wake_r = loop._wake_r
+    ran: list[str] = []
+    triggered: list[bool] = []
+
+    class Reader:
+        def recv(self, size: int) -> bytes:
+            data = wake_r.recv(size)
+            if not triggered:
+                triggered.append(True)
+                other = threading.Thread(target=loop.call_soon_threadsafe,
+                                         args=(ran.append, 'during'))
+                other.start()
+                other.join()
+            return data
+
+        def close(self) -> None:
+            wake_r.close()
+
+    loop._wake_r = Reader()  # type: ignore[assignment]
+    select = loop._poller.select
+    sleeping: list[int] = []  # how many calls had run, each time the loop went to sleep
+
+    def select_and_tell(timeout: float | None) -> Any:
+        if timeout is None:
+            sleeping.append(len(ran))
+        return select(timeout)
+
+    loop._poller.select = select_and_tell  # type: ignore[method-assign]
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        loop.call_soon_threadsafe(ran.append, 'first')
+        assert wait_until(lambda: ran == ['first', 'during'] and sleeping[-1] == 2)
+        loop.call_soon_threadsafe(ran.append, 'after')
+        assert wait_until(lambda: ran == ['first', 'during', 'after'])
+    finally:
+        loop.stop()
+        runner.join(5)
+        loop.close()
+
+
+def wait_until(condition: Any, timeout: float = 2.0) -> bool:
+    """Whether `condition()` turns true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -7,10 +7,13 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
 import wspy
+import wspy.keepalive
+import wspy.loop
 
 from conftest import (SERVERS, EchoServer, assert_echoes, in_threads, running, server_factory,
                       upgrade_request, url)
@@ -529,3 +532,95 @@ def test_a_connection_class_that_fails_costs_only_its_client(serve, caplog) -> N
     assert 'could not set up the connection' in caplog.text
     assert_echoes(server)
     assert not getattr(server, '_handshaking', None) and not getattr(server, '_handshakes', None)
+
+
+# -- the threaded Server on its Loop -------------------------------------------------------
+
+def watched_fds(loop: wspy.loop.Loop) -> set[int]:
+    """The file descriptors a loop's epoll watches (read from /proc/self/fdinfo)."""
+    with open(f'/proc/self/fdinfo/{loop.selector.fileno()}') as info:
+        return {int(line.split()[1]) for line in info if line.startswith('tfd:')}
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> bool:
+    """Whether `condition()` turns true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_server_reads_upgrade_requests_on_its_loop_with_no_thread() -> None:
+    with running(server_factory(*SERVERS['Server'])) as start:
+        server = start(handshake_timeout=1, backlog_size=1024)
+        assert isinstance(server.loop, wspy.loop.Loop)
+        threads_before = threading.active_count()
+        silent = [socket.create_connection(server.address) for _ in range(500)]
+        try:
+            began = time.monotonic()
+            assert wait_for(lambda: len(watched_fds(server.loop)) >= 500)  # the loop has them
+            assert server._pool.threads == 0
+            assert threading.active_count() - threads_before < 3
+            for sock in silent:
+                sock.settimeout(max(0.1, began + 2.5 - time.monotonic()))
+                assert sock.recv(4096).startswith(b'HTTP/1.1 408 ')
+            assert 1 <= time.monotonic() - began < 2.5
+        finally:
+            for sock in silent:
+                sock.close()
+
+
+def test_server_watches_idle_clients_on_its_loop() -> None:
+    with running(server_factory(*SERVERS['Server'])) as start:
+        server = start(ping_interval=None)
+        conns = [wspy.connect(url(server), ping_interval=None) for _ in range(20)]
+        try:
+            for conn in conns:
+                conn.send('hello')
+                assert conn.recv().payload == 'hello'
+            client_fds = {client.sock.fileno() for client in server.clients}
+            assert len(client_fds) == 20
+            assert wait_for(lambda: client_fds <= watched_fds(server.loop))
+        finally:
+            for conn in conns:
+                conn.close()
+
+
+def test_server_keepalive_runs_on_its_loop_not_on_the_keepalive_thread(monkeypatch,
+                                                                         raw_client) -> None:
+    scheduled: list[Any] = []
+    monkeypatch.setattr(wspy.keepalive.Scheduler, 'schedule',
+                        lambda self, connection, delay: scheduled.append(connection))
+    with running(server_factory(*SERVERS['Server'])) as start:
+        server = start(ping_interval=0.1, ping_timeout=0.5)
+        client = raw_client(server)
+        assert client.handshake()[0] == 101
+        assert wait_for(lambda: len(server.clients) == 1)
+        assert scheduled == []  # not handed to the shared keepalive thread...
+        frame = client.recv_frame()  # ...yet pinged
+        assert frame is not None and frame.opcode == wspy.OPCODE_PING
+        client.send_frame(wspy.OPCODE_PONG, frame.payload)
+        frame = client.recv_frame()  # the next ping: the pong was seen
+        assert frame is not None and frame.opcode == wspy.OPCODE_PING
+        (connection,) = server.clients
+        assert connection.latency is not None
+        assert server.wait_closes(1)[0][1] == 1011  # the next ping goes unanswered
+        assert scheduled == []
+
+
+def test_server_clients_that_closed_leave_no_timers_on_its_loop() -> None:
+    # Each client has a keepalive timer on the loop: a closed one must not keep it (nor
+    # itself through it) for ping_interval seconds.
+    with running(server_factory(*SERVERS['Server'])) as start:
+        server = start(ping_interval=30)
+        for _ in range(8):
+            conns = [wspy.connect(url(server), ping_interval=None) for _ in range(50)]
+            for conn in conns:
+                conn.close()
+        server.wait_closes(400)
+        sizes: list[int] = []
+        server.loop.call_soon_threadsafe(lambda: sizes.append(len(server.loop._timers)))
+        assert wait_for(lambda: bool(sizes))
+        assert sizes[0] < 300  # not 400 keepalive timers waiting to be due

@@ -8,25 +8,23 @@ does (a stalled handshake, not reading, vanishing) holds up the others.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import selectors
 import socket
-import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wspy.channel import Channel
 from wspy.connection import State
-from wspy.errors import ConnectionClosed, HandshakeError, InvalidState, ProtocolError
+from wspy.errors import ConnectionClosed, InvalidState, ProtocolError
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from wspy.loop import READ, Loop, Timer
 from wspy.protocol.message import Message, as_message
-from wspy.server import (BACKLOG, BUSY, SHUTDOWN_REASON, Address, BaseServer, Callbacks,
-                         ServerConnection)
-from wspy.websocket import LINGER_TIME, websocket
+from wspy.handshaking import Handshake
+from wspy.server import BACKLOG, SHUTDOWN_REASON, Address, BaseServer, Callbacks, ServerConnection
+from wspy.websocket import websocket
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -68,8 +66,8 @@ class AsyncConnection(Channel, ServerConnection):
     `recv()` is not available.
     """
 
-    __slots__ = (*Channel.SLOTS, '_broken', '_overflowed', '_close_timer',
-                 '_keepalive_timer', '_sent_markers', '_tracks_messages', '_rcvlowat')
+    __slots__ = (*Channel.SLOTS, '_broken', '_overflowed', '_close_timer', '_sent_markers',
+                 '_tracks_messages', '_rcvlowat')
 
     server: LoopClients
 
@@ -79,7 +77,6 @@ class AsyncConnection(Channel, ServerConnection):
         self._broken = False
         self._overflowed = False
         self._close_timer: Timer | None = None
-        self._keepalive_timer: Timer | None = None
         self._sent_markers: deque[tuple[int, Message]] | None = (
             deque() if server._tracks_sent else None)
         self._tracks_messages = server._tracks_sent
@@ -263,8 +260,7 @@ class AsyncConnection(Channel, ServerConnection):
     def _close_transport(self) -> None:
         if self._close_timer is not None:
             self._close_timer.cancel()
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
+        self._stop_keepalive()
         if self._broken:
             self._drop()
         else:
@@ -278,80 +274,33 @@ class AsyncConnection(Channel, ServerConnection):
         self._send_lock.acquire()
         return True
 
-    # -- keepalive ------------------------------------------------------------------------
-
-    def _start_keepalive(self, delay: float) -> None:
-        self._keepalive_timer = self.loop.call_later(delay, self._keepalive_tick)
-
-    def _keepalive_tick(self) -> None:
-        delay = self._keepalive()
-        self._keepalive_timer = (None if delay is None
-                                 else self.loop.call_later(delay, self._keepalive_tick))
+    # -- a failure from the loop (a missed keepalive pong: the keepalive is the timers
+    # of every ServerConnection) ------------------------------------------------------
 
     def _end_after_failure(self) -> None:
         self._finish()  # the close frame is queued: the loop writes it, then closes
 
 
-class _Handshake(Channel):
-    """A socket whose opening handshake is under way, read without blocking."""
+class _Handshake(Handshake):
+    """A client's opening handshake on an `AsyncServer`: answered on the loop once read."""
 
-    __slots__ = (*Channel.SLOTS, 'server', 'sock', 'address', '_send_lock', 'opening',
-                 'timer')
+    __slots__ = ('server',)
 
     def __init__(self, server: AsyncServer, sock: websocket, address: Any) -> None:
-        self._channel_init(server.loop, sock)
         self.server = server
-        self.sock = sock
-        self.address = address
-        self._send_lock = contextlib.nullcontext()
-        self.opening = sock.server_opening()
-        self.timer = None
-        timeout = self.opening.timeout
-        if timeout is not None:
-            self.timer = self.loop.call_later(timeout, self._timed_out)
-        self.loop.register(sock, READ, self._on_readable)
+        super().__init__(server.loop, sock, address)
 
     def _received(self, count: int) -> None:
         opening = self.opening
         if not opening.feed(self.loop.view[:count]):
             return
         if opening.error is not None:
-            self._answer_and_close(opening.response)
+            self.answer_and_close(opening.response)
             return
-        self._stop_timer()
         self.server._handshake_done(self)
 
-    def _reading(self) -> bool:
-        return not self._dropped and self in self.server._handshakes
-
-    def _refused(self, error: HandshakeError) -> None:
-        self._reject(error)
-
-    def _lost(self, error: Exception) -> None:
-        if isinstance(error, ssl.SSLError):
-            logger.info('TLS handshake with %s failed: %s', self.address, error)
-        else:
-            logger.debug('handshake with %s failed: %s', self.address, error)
-        self._drop()
-
-    def _timed_out(self) -> None:
-        self._answer_and_close(self.opening.timed_out())
-
-    def _reject(self, error: HandshakeError) -> None:
-        self._answer_and_close(self.opening.reject(error))
-
-    def _answer_and_close(self, answer: bytes) -> None:
-        self._stop_timer()
-        self._queue(answer)
-        self._close_gracefully(LINGER_TIME)
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
     def _on_dropped(self) -> None:
-        self._stop_timer()
+        super()._on_dropped()
         self.server._handshakes.discard(self)
 
 
@@ -509,7 +458,7 @@ class AsyncServer(BaseServer[AsyncConnection], LoopClients):
     def run(self) -> None:
         """Serve until `shutdown()` (or Ctrl-C), then close every client."""
         self._running = True
-        self.loop.register(self.sock, READ, self._on_accept)
+        self.loop.register(self.sock, READ, self._accept_ready)
         logger.info('serving on %s (%s)', self.address, type(self.loop.selector).__name__)
         try:
             while True:
@@ -524,41 +473,33 @@ class AsyncServer(BaseServer[AsyncConnection], LoopClients):
                         logger.info('interrupted, shutting down')
                         self._begin_shutdown()
         finally:
-            for channel in [*self.clients, *self._handshakes]:
-                channel._drop()
+            for client in list(self.clients):
+                client._drop()
+            for handshake in list(self._handshakes):
+                handshake.drop()
             self._close_listener()
             self.loop.close()
             self._running = False
             self._stopped.set()
             logger.info('server stopped')
 
-    def _on_accept(self, mask: int) -> None:
-        for _ in range(64):  # then let the other sockets have a turn
-            try:
-                sock, address = self.sock.accept(handshake=False)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                logger.error('accept failed: %s', error)
-                return
-            sock.setblocking(False)
-            busy = self._busy(len(self.clients) + len(self._handshakes))
-            if busy and sock.tls is not None:
-                sock.close()  # a TLS client could not read a plain 503
-                continue
-            handshake = _Handshake(self, sock, address)
-            self._handshakes.add(handshake)
-            if busy:
-                handshake._reject(BUSY)
+    def _serving(self) -> int:
+        return len(self.clients) + len(self._handshakes)
+
+    def _start_handshake(self, sock: websocket, address: Any) -> Handshake:
+        handshake = _Handshake(self, sock, address)
+        self._handshakes.add(handshake)
+        return handshake
 
     def _handshake_done(self, handshake: _Handshake) -> None:
         self._handshakes.discard(handshake)
-        handshake.sock.finish_handshake(handshake.opening)
+        sock = handshake.release()
+        sock.finish_handshake(handshake.opening)
         try:
-            client = self._adopt(handshake.sock, handshake.opening.response)
+            client = self._adopt(sock, handshake.opening.response)
         except Exception:  # a connection_class of the application's
             logger.exception('could not set up the connection from %s', handshake.address)
-            handshake._drop()
+            handshake.drop()
             return
         self._opened(client)
 
@@ -584,7 +525,7 @@ class AsyncServer(BaseServer[AsyncConnection], LoopClients):
         self.loop.unregister(self.sock)
         self._close_listener()
         for handshake in list(self._handshakes):
-            handshake._drop()
+            handshake.drop()
         self._close_clients()
 
     def _release(self) -> None:

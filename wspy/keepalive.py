@@ -1,8 +1,10 @@
 """One background thread that runs the keepalive pings of blocking connections.
 
 Each connection's `_keepalive()` sends a ping or checks the last one and
-returns the delay until it wants to be called again (None: never). The
-event-loop server uses its loop's timers for the same method instead.
+returns the delay until it wants to be called again (None: never). This
+thread serves the blocking connections of `connect()`; the connections of
+servers and of `AsyncClient` (every `ServerConnection`) use the timers of
+their server's `Loop` for the same method instead.
 """
 
 from __future__ import annotations

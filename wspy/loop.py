@@ -193,6 +193,8 @@ class Loop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poller.register(self._wake_r, READ, self._drain_wake)
+        # A wake-up byte is on its way for calls from other threads: they need no other.
+        self._wake_pending = False
         self._thread: int | None = None
         self._stopping = False
         #: How many ready sockets of this turn are still to be handled after the current one.
@@ -235,7 +237,9 @@ class Loop:
             self._ready.append((callback, args))
             return
         self._threadsafe.append((callback, args))
-        self.wake()
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread."""
@@ -260,6 +264,9 @@ class Loop:
                 pass
         except (BlockingIOError, OSError):
             pass
+        # After the bytes are read, before the calls are taken (later in this turn): a
+        # call queued from now on is either taken then, or sends a byte of its own.
+        self._wake_pending = False
 
     # -- running ----------------------------------------------------------------
 

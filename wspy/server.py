@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
-import itertools
+import functools
 import logging
 import os
 import select
-import selectors
 import socket
 import ssl
 import stat
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
-from wspy.errors import HandshakeError, HandshakeTimeout, SSLError, WriteTimeout
+from wspy.errors import HandshakeError, SSLError, WriteTimeout
+from wspy.handshaking import Handshake
+from wspy.loop import READ, Loop, Timer
 from wspy.protocol.frame import CLOSE_GOING_AWAY, DEFAULT_MAX_SIZE
-from wspy.protocol.handshake import HeadReader, Request, Response
+from wspy.protocol.handshake import Request, Response
 from wspy.protocol.message import Message
 from wspy.threadpool import ThreadPool
 from wspy.tls import server_context
-from wspy.websocket import LINGER_TIME, websocket
+from wspy.websocket import websocket
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -52,6 +51,14 @@ Address = tuple[str, int] | tuple[str, int, int, int] | str
 _Client = TypeVar('_Client', bound='ServerConnection', contravariant=True)
 # The connections of a server.
 _Conn = TypeVar('_Conn', bound='ServerConnection')
+# The most connections accepted in one turn of the loop, before the other sockets' turn.
+_ACCEPT_BATCH = 64
+# Seconds a server stops accepting after accept() failed (out of file descriptors, say).
+_ACCEPT_PAUSE = 0.1
+# Seconds between tries of a 1001 close frame that could not be written at once.
+_CLOSE_RETRY = 0.05
+# Seconds a server waits, once it dropped its clients, for its threads to finish them.
+_DROP_WAIT = 1.0
 
 
 def use_loglevel(level: int) -> None:
@@ -139,6 +146,9 @@ class Callbacks(Generic[_Client]):
     `Server`, `AsyncConnection` on `AsyncServer` and `AsyncClient`.
     """
 
+    #: The event loop whose timers run the keepalive of the connections.
+    loop: Loop
+
     def onopen(self, client: _Client) -> None:
         """Called when a client's connection is open."""
         logger.debug('%s: open', client)
@@ -162,17 +172,41 @@ class Callbacks(Generic[_Client]):
 
 
 class ServerConnection(Connection):
-    """A connection on a server (or an `AsyncClient`): forwards its callbacks to it."""
+    """A connection on a server (or an `AsyncClient`): forwards its callbacks to it.
 
-    __slots__ = ('server',)
+    Its keepalive pings are timers on the server's `loop`, never a thread of
+    their own (`onerror` for a missed pong is called on the loop's thread).
+    """
+
+    __slots__ = ('server', '_keepalive_timer')
 
     def __init__(self, server: Callbacks[Self], sock: websocket,
                  **options: Unpack[ConnectionOptions]) -> None:
         self.server = server
+        self._keepalive_timer: Timer | None = None
         super().__init__(sock, **options)
+
+    # -- keepalive: on the server's loop, no thread of its own ---------------------------
+    # (`_keepalive()` never blocks: a ping that cannot be written at once waits.)
+
+    def _start_keepalive(self, delay: float) -> None:
+        self._keepalive_timer = self.server.loop.call_later(delay, self._keepalive_tick)
+
+    def _keepalive_tick(self) -> None:
+        delay = self._keepalive()
+        self._keepalive_timer = (None if delay is None
+                                 else self.server.loop.call_later(delay, self._keepalive_tick))
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
 
     def _receive_for_keepalive(self) -> bool:
         return False  # the server reads its clients as soon as bytes arrive
+
+    def _close_transport(self) -> None:
+        self._stop_keepalive()
+        super()._close_transport()
 
     def onopen(self: Self) -> None:
         """Forwarded to the server's `onopen`."""
@@ -307,6 +341,47 @@ class BaseServer(Callbacks[_Conn]):
                        self.max_connections)
         return True
 
+    # -- accepting, on the loop ---------------------------------------------------------
+
+    def _accept_ready(self, mask: int) -> None:
+        """Accept the connections waiting (a batch a turn); each starts its handshake.
+
+        One over `max_connections` is answered 503 (a TLS one, which could
+        not read it yet, is disconnected).
+        """
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, address = self.sock.accept(handshake=False)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                # Out of file descriptors, for one: pause rather than spin on the listener.
+                logger.error('accept failed: %s', error)
+                self.loop.unregister(self.sock)
+                self.loop.call_later(_ACCEPT_PAUSE, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            busy = self._busy(self._serving())
+            if busy and sock.tls is not None:
+                sock.close()
+                continue
+            handshake = self._start_handshake(sock, address)
+            if busy:
+                handshake.reject(BUSY)
+            handshake.start()
+
+    def _resume_accepting(self) -> None:
+        if self.sock.fileno() != -1:  # else the server has stopped meanwhile
+            self.loop.register(self.sock, READ, self._accept_ready)
+
+    def _serving(self) -> int:
+        """How many connections the server has, open or in their handshake."""
+        raise NotImplementedError
+
+    def _start_handshake(self, sock: websocket, address: Any) -> Handshake:
+        """A socket just accepted: its opening handshake starts on the loop."""
+        raise NotImplementedError
+
     def start(self) -> threading.Thread:
         """Run the server in a background thread, which is returned."""
         self._running = True  # so that a shutdown() right away waits for run() to end
@@ -339,14 +414,34 @@ class BaseServer(Callbacks[_Conn]):
         return None
 
 
-class _HeadWait:
-    """A client whose upgrade request is still arriving, read by `Server.run()`'s thread."""
+class _Opening(Handshake):
+    """A client's opening handshake on a `Server`: its request head is read on the loop,
+    then answered on a pool thread (`process_request` and `auth` may take their time)."""
 
-    __slots__ = ('address', 'reader')
+    __slots__ = ('server', 'reader')
 
-    def __init__(self, sock: websocket, address: Any) -> None:
-        self.address = address
-        self.reader: HeadReader = sock.head_reader()
+    # The socket goes to a pool thread as soon as the request is read: if it came with
+    # the connection, it is never registered on the loop (two system calls less).
+    read_at_once = True
+
+    def __init__(self, server: Server, sock: websocket, address: Any) -> None:
+        self.server = server
+        #: The request's head reader: `reader.rest` is what arrived after the head.
+        self.reader = sock.head_reader()
+        super().__init__(server.loop, sock, address)
+
+    def _received(self, count: int) -> None:
+        try:
+            head = self.reader.feed(self.loop.view[:count])
+        except HandshakeError as error:
+            self.reject(error)
+            return
+        if head is not None:
+            self.server._answer_on_pool(self, head)
+
+    def _on_dropped(self) -> None:
+        super()._on_dropped()
+        self.server._handshakes.discard(self)
 
 
 class Server(BaseServer[ServerConnection]):
@@ -354,18 +449,19 @@ class Server(BaseServer[ServerConnection]):
 
     Subclass it and override the callbacks, which take the client (a
     `ServerConnection`) first. A client holds a thread only while it has
-    something to do (its handshake, the frames that arrived and the
-    callbacks they call); idle clients wait in one selector, so thousands of
-    them hold no thread. One client's callbacks run one at a time, in
-    order; other clients' run meanwhile, and a callback may block (the pool
-    starts another thread). Sending is blocking and safe from any thread.
-    `run()` serves until `shutdown()`, which may be called from any thread
-    or a signal handler: clients get a 1001 close and up to
-    `max_join_time` seconds for their close handshakes (a second
-    `shutdown()`, or a second Ctrl-C, drops them at once). Upgrade requests
-    (and the TLS handshakes before them) are read without a thread, so
-    silent or trickling clients hold none; each is answered (408) and
-    closed after `handshake_timeout`.
+    something to do (the answer to its upgrade request, the frames that
+    arrived and the callbacks they call); everything else happens on one
+    event loop, `server.loop` (a `wspy.loop.Loop`): accepting, reading
+    upgrade requests (and the TLS handshakes before them) without blocking,
+    so silent or trickling clients hold no thread (each is answered 408 and
+    closed after `handshake_timeout`), watching idle clients (thousands of
+    them hold no thread) and their keepalive pings. One client's callbacks
+    run one at a time, in order; other clients' run meanwhile, and a
+    callback may block (the pool starts another thread). Sending is
+    blocking and safe from any thread. `run()` serves until `shutdown()`,
+    which may be called from any thread or a signal handler: clients get a
+    1001 close and up to `max_join_time` seconds for their close handshakes
+    (a second `shutdown()`, or a second Ctrl-C, drops them at once).
     """
 
     connection_class: type[ServerConnection] = ServerConnection
@@ -374,239 +470,91 @@ class Server(BaseServer[ServerConnection]):
                  ssl_args: ServerSSLArgs | None = None, max_join_time: float = 2.0,
                  backlog_size: int = BACKLOG, **options: Unpack[ServerOptions]) -> None:
         super().__init__(address, loglevel, ssl_args, max_join_time, backlog_size, **options)
+        #: The event loop of the server's thread: accepting, handshakes, idle clients, timers.
+        self.loop = Loop()
+        self._pool = ThreadPool(f'wspy-{type(self).__name__}')
+        # Clients whose upgrade request is arriving, or who are refused and lingering
+        # (loop thread only).
+        self._handshakes: set[_Opening] = set()
+        # Under the lock: the sockets whose request a pool thread answers, and (with
+        # `clients`) whether shutdown has begun.
         self._lock = threading.Lock()
         self._handshaking: set[websocket] = set()
-        self._pool = ThreadPool(f'wspy-{type(self).__name__}')
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        # Clients whose pool thread is done with them, to watch again (see _woken).
-        self._parked: deque[ServerConnection] = deque()
-        self._woken_up = False  # a wake-up byte is on its way: no need for another
-        self._stopping = False
+        self._shutting_down = False
+        self._dropping = False  # drop every client at once (a second shutdown)
+        # Clients that have not had their 1001 yet, while shutting down (loop thread).
+        self._unclosed: list[ServerConnection] = []
+        self._join_deadline = 0.0
         self._run_thread: int | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._refused: dict[websocket, float] = {}  # answered 503, draining until this time
-        # Clients whose upgrade request is still arriving, and their deadlines in a heap
-        # of (deadline, sequence, socket): entries of clients gone since stay until due.
-        self._heads: dict[websocket, _HeadWait] = {}
-        self._head_deadlines: list[tuple[float, int, websocket]] = []
-        self._sequence = itertools.count()
-        self._forced = False  # a second shutdown(): drop every client at once
         #: Seconds a pool thread waits for more from a client that went quiet before it
-        #: hands the client back to the selector (0: at once).
+        #: hands the client back to the loop (0: at once).
         self.hold_time = HOLD_TIME
 
     def run(self) -> None:
         """Accept and serve clients until `shutdown()` (or Ctrl-C), then close them all."""
         self._run_thread = threading.get_ident()
         self._running = True
-        selector = self._selector = selectors.DefaultSelector()
-        selector.register(self.sock, selectors.EVENT_READ, self._accept_all)
-        selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+        self.loop.register(self.sock, READ, self._accept_ready)
         logger.info('serving on %s', self.address)
         try:
-            try:
-                while not self._stopping:
-                    self._select(None)
-            except KeyboardInterrupt:
-                logger.info('interrupted, shutting down')
-            try:
-                self._close_all()
-            except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
-                logger.info('interrupted again, dropping every client')
-                self._drop_all()
+            while True:
+                try:
+                    self.loop.run()
+                    break
+                except KeyboardInterrupt:
+                    if self._shutting_down:  # a second Ctrl-C: no more waiting
+                        logger.info('interrupted again, dropping every client')
+                        self._drop_all()
+                    else:
+                        logger.info('interrupted, shutting down')
+                        self._begin_shutdown()
         finally:
-            for sock in list(self._refused):
-                self._forget_refused(sock)
-            for sock in list(self._heads):
-                self._drop_head(sock)
-            selector.close()
+            for handshake in list(self._handshakes):
+                handshake.drop()
             self._pool.close()
             self._release()
             self._running = False
             self._stopped.set()
             logger.info('server stopped')
 
-    def _select(self, timeout: float | None) -> None:
-        """Wait for sockets (at most `timeout`) and handle those ready."""
-        assert self._selector is not None
-        if self._refused:
-            until = max(0.0, min(self._refused.values()) - time.monotonic())
-            timeout = until if timeout is None else min(timeout, until)
-        if self._head_deadlines:
-            until = max(0.0, self._head_deadlines[0][0] - time.monotonic())
-            timeout = until if timeout is None else min(timeout, until)
-        for key, _ in self._selector.select(timeout):
-            if isinstance(key.data, ServerConnection):
-                self._dispatch(key.data)
-            else:
-                key.data(key.fileobj)
-        now = time.monotonic()
-        if self._refused:
-            for sock, until in list(self._refused.items()):
-                if until <= now:
-                    self._forget_refused(sock)
-        deadlines = self._head_deadlines
-        while deadlines and deadlines[0][0] <= now:
-            sock = heapq.heappop(deadlines)[2]
-            if sock in self._heads:  # else answered or gone already
-                self._reject_head(sock, HandshakeTimeout(
-                    f'handshake not completed within {sock.handshake_timeout} s'))
+    # -- handshakes: read on the loop, answered on the pool ------------------------------
 
-    # -- accepting --------------------------------------------------------------------
+    def _serving(self) -> int:
+        with self._lock:
+            return len(self.clients) + len(self._handshaking) + len(self._handshakes)
 
-    def _accept_all(self, listener: websocket) -> None:
-        while True:
-            try:
-                sock, address = self.sock.accept(handshake=False)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                # Out of file descriptors, for one: keep serving the others.
-                logger.error('accept failed: %s', error)
-                time.sleep(0.01)
-                return
-            sock.setblocking(False)
-            with self._lock:
-                serving = len(self.clients) + len(self._handshaking) + len(self._heads)
-            if self._busy(serving):
-                self._refuse(sock, BUSY)
-                continue
-            self._heads[sock] = _HeadWait(sock, address)
-            timeout = sock.handshake_timeout
-            if timeout is not None:
-                heapq.heappush(self._head_deadlines,
-                               (time.monotonic() + timeout, next(self._sequence), sock))
-            assert self._selector is not None
-            self._selector.register(sock, selectors.EVENT_READ, self._read_head)
+    def _start_handshake(self, sock: websocket, address: Any) -> Handshake:
+        handshake = _Opening(self, sock, address)
+        self._handshakes.add(handshake)
+        return handshake
 
-    def _read_head(self, sock: websocket) -> None:
-        """Read what has come of a client's upgrade request (and TLS handshake), no waiting.
-
-        Once the head is complete, a pool thread answers it (`_handshake`).
-        """
-        wait = self._heads[sock]
-        head = None
-        try:
-            while head is None:
-                data = sock.recv_bytes(65536)
-                if not data:
-                    logger.debug('%s closed during its handshake', wait.address)
-                    self._drop_head(sock)
-                    return
-                head = wait.reader.feed(data)
-                if head is None and not sock.pending():
-                    break
-        except (BlockingIOError, InterruptedError):
-            pass  # all read; TLS may have answered a handshake message
-        except HandshakeError as error:  # bad HTTP, or plain HTTP to a TLS port
-            self._reject_head(sock, error)
-            return
-        except OSError as error:
-            logger.log(logging.INFO if isinstance(error, ssl.SSLError) else logging.DEBUG,
-                       'handshake with %s failed: %s', wait.address, error)
-            self._drop_head(sock)
-            return
-        if head is not None:
-            self._forget_head(sock)
-            sock.setblocking(True)
-            with self._lock:
-                self._handshaking.add(sock)
-            self._pool.submit(self._handshake, sock, wait.address, head, wait.reader.rest)
-            return
-        self._watch_head(sock)
-
-    def _watch_head(self, sock: websocket) -> None:
-        """Watch a client's socket for its request, and for room while TLS output waits."""
-        try:
-            unsent = not sock.send_unsent()
-        except OSError:
-            unsent = False  # the next read tells
-        assert self._selector is not None
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0)
-        if self._selector.get_key(sock).events != events:
-            self._selector.modify(sock, events, self._read_head)
-
-    def _forget_head(self, sock: websocket) -> None:
-        """Stop watching a client whose upgrade request was being read."""
-        del self._heads[sock]
-        assert self._selector is not None
-        self._selector.unregister(sock)
-
-    def _drop_head(self, sock: websocket) -> None:
-        """Forget a client whose upgrade request was being read, and close its socket."""
-        self._forget_head(sock)
-        sock.close()
-
-    def _reject_head(self, sock: websocket, error: HandshakeError) -> None:
-        self._forget_head(sock)
-        logger.info('rejected handshake from %s: %s', sock.peer_address(), error)
-        self._refuse(sock, error)
-
-    def _refuse(self, sock: websocket, error: HandshakeError) -> None:
-        """Answer an HTTP error without a thread; keep reading until the client closes
-        (or LINGER_TIME).
-
-        A client whose TLS handshake is not done could not read it: it is just
-        disconnected.
-        """
-        if sock.tls is not None and sock.tls.object.version() is None:
-            sock.close()
-            return
-        try:
-            sock.send_bytes(sock.rejection(error))
-            sock.send_unsent()
-            sock.shutdown_write()
-        except OSError:
-            sock.close()
-            return
-        assert self._selector is not None
-        self._refused[sock] = time.monotonic() + LINGER_TIME
-        self._selector.register(sock, selectors.EVENT_READ, self._drain_refused)
-
-    def _drain_refused(self, sock: websocket) -> None:
-        try:
-            if socket.socket.recv(sock, 65536):
-                return
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            pass
-        self._forget_refused(sock)
-
-    def _forget_refused(self, sock: websocket) -> None:
-        del self._refused[sock]
-        assert self._selector is not None
-        self._selector.unregister(sock)
-        sock.close()
-
-    # -- serving, on the pool's threads -------------------------------------------------
+    def _answer_on_pool(self, handshake: _Opening, head: bytes) -> None:
+        """A client's request has arrived (loop thread): a pool thread answers it."""
+        self._handshakes.discard(handshake)
+        sock = handshake.release()
+        if handshake.registered:
+            self.loop.unregister(sock)
+        with self._lock:
+            self._handshaking.add(sock)
+        self._pool.submit(self._handshake, sock, handshake.address, head, handshake.reader.rest)
 
     def _handshake(self, sock: websocket, address: Any, head: bytes, rest: bytes) -> None:
         """Answer a client's upgrade request (on a pool thread), then serve the client."""
         try:
+            sock.setblocking(True)  # here rather than on the loop: a system call less there
             sock.respond(head, rest)
         except (HandshakeError, OSError, WriteTimeout) as error:
             logger.log(logging.INFO if isinstance(error, SSLError) else logging.DEBUG,
                        'handshake with %s failed: %s', address, error)
-            with self._lock:
-                self._handshaking.discard(sock)
-            sock.close()
+            self._handshake_over(sock, None)
             return
         try:
             client = self.connection_class(self, sock, **self.connection_options)
         except Exception:  # a connection_class of the application's
             logger.exception('could not set up the connection from %s', address)
-            client = None
-        with self._lock:
-            self._handshaking.discard(sock)
-            if client is not None:
-                self.clients.add(client)
-            stopping = self._stopping
-        if client is None:
-            sock.close()
+            self._handshake_over(sock, None)
             return
-        if stopping:
+        if self._handshake_over(sock, client):
             client.start_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         client._callback(client.onopen)
         # While the server watches or reads the client, it holds the receive lock:
@@ -614,12 +562,28 @@ class Server(BaseServer[ServerConnection]):
         client._recv_lock.acquire()
         self._serve(client, readable=False)  # frames that came with the request
 
+    def _handshake_over(self, sock: websocket, client: ServerConnection | None) -> bool:
+        """The socket's handshake is answered: `client` is open, or (None) the socket is
+        closed. Whether the server is shutting down."""
+        with self._lock:
+            self._handshaking.discard(sock)
+            if client is not None:
+                self.clients.add(client)
+            shutting_down = self._shutting_down
+        if client is None:
+            sock.close()
+            if shutting_down:
+                self.loop.call_soon_threadsafe(self._stop_if_all_gone)
+        return shutting_down
+
+    # -- serving, on the pool's threads -------------------------------------------------
+
     def _serve(self, client: ServerConnection, readable: bool = True) -> None:
         """Apply what arrives for `client` while it is busy; then watch it again (or forget it).
 
         A client that sends again within `hold_time` keeps its thread: a
-        conversation of quick exchanges does not go through the selector
-        (and to another thread) for each message.
+        conversation of quick exchanges does not go through the loop (and to
+        another thread) for each message.
         """
         try:
             is_open = client._receive_ready(readable)
@@ -631,45 +595,28 @@ class Server(BaseServer[ServerConnection]):
             client._finish()
             is_open = False
         if is_open:
-            self._parked.append(client)
-            if not self._woken_up:
-                self._woken_up = True
-                self._wake()
+            self.loop.call_soon_threadsafe(self._watch, client)
             return
         with self._lock:
             self.clients.discard(client)
+            shutting_down = self._shutting_down
         client._recv_lock.release()
+        if shutting_down:
+            self.loop.call_soon_threadsafe(self._stop_if_all_gone)
 
-    # -- watching idle clients, on the run() thread ------------------------------------
+    # -- watching idle clients, on the loop ---------------------------------------------
 
-    def _dispatch(self, client: ServerConnection) -> None:
-        assert self._selector is not None
-        self._selector.unregister(client.sock)
+    def _watch(self, client: ServerConnection) -> None:
+        """Wait on the loop for the client to send; then a pool thread serves it."""
+        try:
+            self.loop.register(client.sock, READ, functools.partial(self._readable, client))
+        except (ValueError, OSError) as error:  # its socket failed under it meanwhile
+            logger.debug('%s: cannot watch it: %s', client, error)
+            self._pool.submit(self._serve, client)
+
+    def _readable(self, client: ServerConnection, mask: int) -> None:
+        self.loop.unregister(client.sock)
         self._pool.submit(self._serve, client)
-
-    def _woken(self, wake: socket.socket) -> None:
-        try:
-            while wake.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        # After the bytes are read, before the parked are taken: a client parked
-        # from now on is either taken below or sends a new byte.
-        self._woken_up = False
-        assert self._selector is not None
-        while self._parked:
-            client = self._parked.popleft()
-            try:
-                self._selector.register(client.sock, selectors.EVENT_READ, client)
-            except (ValueError, OSError) as error:  # its socket failed under it meanwhile
-                logger.debug('%s: cannot watch it: %s', client, error)
-                self._pool.submit(self._serve, client)
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b'\0')
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is pending already
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -680,62 +627,69 @@ class Server(BaseServer[ServerConnection]):
         only asks `run()` to stop, and returns at once. Called again while
         the clients' close handshakes are under way, it drops them at once.
         """
-        if self._stopping:
-            self._forced = True
-        self._stopping = True
-        self._wake()
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
+        self.loop.wake()  # from a signal handler, the loop may be inside select()
         if self._running and self._run_thread != threading.get_ident() and \
                 not self._pool.owns_current_thread():
             self._stopped.wait()
 
-    def _close_all(self) -> None:
-        """1001 to every client; serve their close handshakes for up to `max_join_time`."""
-        assert self._selector is not None
-        self._selector.unregister(self.sock)
-        self._close_listener()
-        for sock in list(self._heads):
-            self._drop_head(sock)
+    def _begin_shutdown(self) -> None:
+        """1001 to every client; the loop stops once all have gone, or at `max_join_time`."""
+        if self._shutting_down:  # asked twice: drop the clients still closing
+            self._drop_all()
+            return
         with self._lock:
+            self._shutting_down = True
+            self._unclosed = list(self.clients)
             handshaking = list(self._handshaking)
+        self.loop.unregister(self.sock)
+        self._close_listener()
+        for handshake in list(self._handshakes):
+            handshake.drop()
         for sock in handshaking:
             # Only the reading side: a stalled handshake wakes up and fails,
             # while one that just succeeded can still send its close frame.
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-        self._serve_until_gone(time.monotonic() + self.max_join_time, closing=True)
-        self._drop_all()
+        self._join_deadline = time.monotonic() + self.max_join_time
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        """Send 1001 to the clients that have not had it, where that cannot block; again
+        soon for those where it could (a client that does not read, or one a pool
+        thread is writing to)."""
+        if self._dropping or self._stop_if_all_gone():
+            return
+        self._unclosed = [client for client in self._unclosed if client.close_sent is None
+                          and not client._send_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON,
+                                                     wait=False)]
+        if time.monotonic() >= self._join_deadline:
+            self._drop_all()
+        else:
+            self.loop.call_later(_CLOSE_RETRY, self._close_clients)
 
     def _drop_all(self) -> None:
-        """Drop the clients still there, and give the pool a second to finish them."""
+        """Drop the clients still there; the loop stops once the pool has finished them,
+        or in a second."""
+        if self._dropping:
+            return
+        self._dropping = True
         with self._lock:
             late = list(self.clients)
         for client in late:
             logger.info('%s: no close handshake within max_join_time, dropping', client)
             client.abort()  # its socket turns readable: the pool finishes it
-        self._serve_until_gone(time.monotonic() + 1.0)
+        self.loop.call_later(_DROP_WAIT, self.loop.stop)
+        self._stop_if_all_gone()
 
-    def _serve_until_gone(self, deadline: float, closing: bool = False) -> None:
-        """Serve until every client has gone, or `deadline` (or, `closing`, a forced stop).
-
-        With `closing`, 1001 goes to every client that has not had it yet:
-        a close frame is written only when that cannot block (a client that
-        does not read, or one a pool thread is writing to, is tried again).
-        """
-        while not (closing and self._forced):
-            with self._lock:
-                clients = list(self.clients) if closing else ()
-                gone = not self.clients and not self._handshaking
-            for client in clients:
-                if client.close_sent is None:
-                    client._send_close(CLOSE_GOING_AWAY, SHUTDOWN_REASON, wait=False)
-            remaining = deadline - time.monotonic()
-            if gone or remaining <= 0:
-                return
-            self._select(min(remaining, 0.05))
+    def _stop_if_all_gone(self) -> bool:
+        """Stop the loop if no client is left; whether it was stopped."""
+        with self._lock:
+            gone = not self.clients and not self._handshaking
+        if gone:
+            self.loop.stop()
+        return gone
 
     def _release(self) -> None:
         self._close_listener()
-        self._wake_r.close()
-        self._wake_w.close()
+        self.loop.close()

@@ -202,7 +202,7 @@ class MemoryConnection(Protocol):
 
     def keepalive(self) -> float | None:
         """Run the keepalive as the driver's timer would; when it wants to run again."""
-        return self._keepalive()
+        return self.run_keepalive()
 
     def lose(self, error: Exception) -> None:
         """The transport broke under the connection."""

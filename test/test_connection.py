@@ -194,3 +194,72 @@ def test_messages_after_our_close_are_not_delivered() -> None:
     server.receive_forever()
     assert server.calls == [('open',), ('close', 1001, '')]
     assert server.wait_closed(1)
+
+
+class _WatchedLock:
+    """A receive lock that records the connection's must-not-wait flag at each acquire."""
+
+    def __init__(self, connection: wspy.Connection, held: bool) -> None:
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.flags: list[bool] = []
+        if held:
+            self.lock.acquire()
+
+    def acquire(self, *args, **kwargs) -> bool:
+        self.flags.append(self.connection._output_must_not_wait)
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+@pytest.mark.parametrize('held', [True, False])
+def test_the_keepalive_changes_how_frames_are_applied_only_while_it_holds_the_lock(
+        held: bool) -> None:
+    # While another thread receives, the keepalive must not make that thread's frames be
+    # applied as if nobody could wait (a close left unfinished, an error not handled).
+    server, client = websocket_pair()
+    connection = Recorder(client, ping_interval=None)
+    try:
+        watched = connection._recv_lock = _WatchedLock(connection, held)
+        read = connection._receive_for_keepalive()
+        assert read is not held
+        assert watched.flags and not any(watched.flags)
+        assert connection._output_must_not_wait is False
+        if held:
+            watched.release()
+    finally:
+        connection._recv_lock = threading.Lock()
+        server.close()
+        connection.abort()
+        client.close()
+
+
+def test_a_server_reading_a_closed_connection_reports_nothing_more() -> None:
+    server, client = websocket_pair()
+    connection = Recorder(server, ping_interval=None, close_timeout=0.5)
+    client.close()
+    connection._recv_lock.acquire()
+    assert connection._receive_ready() is False  # the peer went: 1006
+    calls = list(connection.calls)
+    assert calls[-1] == ('close', 1006, '')
+    assert connection._receive_ready() is False
+    assert connection.calls == calls
+
+
+def test_credentials_in_a_url_stay_out_of_errors_and_reprs() -> None:
+    from wspy.protocol.opening import without_credentials
+    assert without_credentials('wss://user:secret@example.com:8443/a?b') == \
+        'wss://example.com:8443/a?b'
+    with pytest.raises(wspy.InvalidURI) as info:
+        wspy.connect('http://user:secret@example.com/')
+    assert 'secret' not in str(info.value)
+    client = wspy.AsyncClient()
+    try:
+        connecting = wspy.Connecting(client, 'ws://user:secret@127.0.0.1:1/',
+                                     wspy.protocol.opening.ClientOpening(
+                                         'ws://user:secret@127.0.0.1:1/'), {})
+        assert 'secret' not in repr(connecting)
+    finally:
+        client.loop.close()

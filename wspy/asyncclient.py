@@ -27,7 +27,8 @@ from wspy.protocol.frame import DEFAULT_MAX_SIZE
 from wspy.protocol.handshake import check_header_items
 from wspy.loop import READ, WRITE, Loop, Timer
 from wspy.options import ASYNC_CLIENT_OPTIONS, check_options
-from wspy.protocol.opening import MAX_REDIRECTS, URI, ClientHandshake, ClientOpening, Tunnel
+from wspy.protocol.opening import (MAX_REDIRECTS, URI, ClientHandshake, ClientOpening, Tunnel,
+                                   without_credentials)
 from wspy.tls import client_context
 from wspy.websocket import HANDSHAKE_TIMEOUT, websocket
 
@@ -108,7 +109,8 @@ class Connecting:
         if handshake is not None and handshake.tunnel is not None:
             self._fail(handshake.tunnel.timed_out())
         else:
-            self._fail(HandshakeTimeout(f'{self.url}: not open within {timeout} s'))
+            self._fail(HandshakeTimeout(f'{without_credentials(self.url)}: not open within '
+                                        f'{timeout} s'))
 
     def _attempt(self) -> None:
         """Connect to the URL the opening tries now, with its headers."""
@@ -236,7 +238,7 @@ class Connecting:
     def __repr__(self) -> str:
         state = ('open' if self.connection is not None else 'failed' if self.error is not None
                  else 'connecting')
-        return f'<wspy.Connecting {self.url} {state}>'
+        return f'<wspy.Connecting {without_credentials(self.url)} {state}>'
 
 
 class _ClientHandshake(Channel):
@@ -291,17 +293,14 @@ class _ClientHandshake(Channel):
         """Connected to the server (directly, or through the tunnel): TLS, then the request."""
         sock = self.sock
         if sock.ssl_context is not None:
-            sock._start_tls()
             self._tls_handshaking = True
             self._advance_tls()
         else:
             self._send_request()
 
     def _advance_tls(self) -> None:
-        tls = self.sock.tls
-        assert tls is not None
         try:
-            done = self.sock._tls_step(tls.handshake)
+            done = self.sock.tls_handshake_step()
         except (ssl.SSLError, OSError) as error:
             self._lost(error)
             return
@@ -511,9 +510,7 @@ class AsyncClient(LoopClients):
         finally:
             for connecting in list(self._connecting):
                 connecting._abandon()
-            for client in list(self.clients):
-                client._abort()
-                client._drop()
+            self._drop_clients()
             self.loop.close()
             self._running = False
             self._stopped.set()
@@ -552,4 +549,4 @@ class AsyncClient(LoopClients):
 
     def onconnecterror(self, connecting: Connecting, error: Exception) -> None:
         """Called when a connection could not be opened (`connecting.url` says which)."""
-        logger.warning('cannot open %s: %s', connecting.url, error)
+        logger.warning('cannot open %s: %s', without_credentials(connecting.url), error)

@@ -382,12 +382,17 @@ class LoopClients(Callbacks[AsyncConnection]):
                 self.loop.stop()
 
     def _force_stop(self) -> None:
-        for client in list(self.clients):
+        for client in self.clients:
             logger.info('%s: no close handshake within max_join_time, dropping', client)
-            client._abort()
-            client._drop()
+        self._drop_clients()
         if self._owns_loop:
             self.loop.stop()
+
+    def _drop_clients(self) -> None:
+        """Drop every connection at once (loop thread)."""
+        for client in list(self.clients):
+            client._abort()
+            client._drop()
 
     def broadcast(self, message: Message | str | bytes | bytearray | memoryview) -> None:
         """Send one message to every open client: framed once, queued to each.

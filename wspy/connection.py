@@ -67,7 +67,8 @@ class Connection(Protocol):
 
     # Slots: an idle connection is small. `__dict__` keeps subclasses and
     # applications free to add attributes of their own.
-    __slots__ = ('__dict__', '__weakref__', '_closed', '_inbox', '_inbox_size', '_recv_lock',
+    __slots__ = ('__dict__', '__weakref__', '_closed', '_inbox', '_inbox_size',
+                 '_reading_for_keepalive', '_recv_lock',
                  '_send_lock', '_transport_closed', 'remote_address', 'sock')
 
     def __init__(self, sock: websocket, *, max_message_size: int | None = DEFAULT_MAX_SIZE,
@@ -89,6 +90,8 @@ class Connection(Protocol):
         # Messages the keepalive read while no thread was receiving, for `recv()`.
         self._inbox: deque[Message] | None = None
         self._inbox_size = 0
+        # The keepalive holds, or is about to take, the receive lock (see `_take_receiving`).
+        self._reading_for_keepalive = False
         if ping_interval:
             self._start_keepalive(ping_interval)
 
@@ -242,6 +245,8 @@ class Connection(Protocol):
         `recv()`). Returns whether the connection is open.
         """
         sock = self.sock
+        if self.state is _CLOSED:
+            return False
         while True:
             if readable:
                 readable = False
@@ -283,12 +288,12 @@ class Connection(Protocol):
         """
         if self._recv_lock.acquire(blocking=False):
             return True
-        return self._output_must_not_wait and self._recv_lock.acquire(timeout=self.close_timeout)
+        return self._reading_for_keepalive and self._recv_lock.acquire(timeout=self.close_timeout)
 
     # -- keepalive ---------------------------------------------------------------------
 
     def _start_keepalive(self, delay: float) -> None:
-        """Arrange for `_keepalive()` to run in `delay` seconds, on the keepalive thread."""
+        """Arrange for `run_keepalive()` to run in `delay` seconds, on the keepalive thread."""
         scheduler.schedule(self, delay)
 
     def _receive_for_keepalive(self) -> bool:
@@ -301,10 +306,12 @@ class Connection(Protocol):
         """
         if self._inbox_full():
             return False
-        self._output_must_not_wait = True  # before the lock: see `_take_receiving`
+        self._reading_for_keepalive = True  # before the lock: see `_take_receiving`
         if not self._recv_lock.acquire(blocking=False):
-            self._output_must_not_wait = False
+            self._reading_for_keepalive = False
             return False
+        # Only with the lock held: the core reads it while applying frames.
+        self._output_must_not_wait = True
         broken = read = False
         try:
             while self.close_received is None and not self._inbox_full():
@@ -331,7 +338,7 @@ class Connection(Protocol):
             logger.debug('%s: connection lost while idle: %s', self, error)
             broken = True
         finally:
-            self._output_must_not_wait = False
+            self._output_must_not_wait = self._reading_for_keepalive = False
             self._recv_lock.release()
         if broken:
             self._drop()

@@ -1,6 +1,6 @@
 """One background thread that runs the keepalive pings of blocking connections.
 
-Each connection's `_keepalive()` sends a ping or checks the last one and
+Each connection's `run_keepalive()` sends a ping or checks the last one and
 returns the delay until it wants to be called again (None: never). This
 thread serves the blocking connections of `connect()`; the connections of
 servers and of `AsyncClient` (every `ServerConnection`) use the timers of
@@ -21,11 +21,11 @@ logger = logging.getLogger('wspy')
 
 
 class _Keepalive(Protocol):
-    def _keepalive(self) -> float | None: ...
+    def run_keepalive(self) -> float | None: ...
 
 
 class Scheduler:
-    """Calls `_keepalive()` on each connection when its delay comes due."""
+    """Calls `run_keepalive()` on each connection when its delay comes due."""
 
     def __init__(self) -> None:
         # Weak references: a connection that closes before its turn is freed at once.
@@ -35,7 +35,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
 
     def schedule(self, connection: _Keepalive, delay: float) -> None:
-        """Call `connection._keepalive()` in `delay` seconds."""
+        """Call `connection.run_keepalive()` in `delay` seconds."""
         with self._condition:
             entry = (time.monotonic() + delay, next(self._order), weakref.ref(connection))
             heapq.heappush(self._heap, entry)
@@ -60,7 +60,7 @@ class Scheduler:
             if connection is None:
                 continue
             try:
-                delay = connection._keepalive()
+                delay = connection.run_keepalive()
             except Exception:
                 logger.exception('error in keepalive')
                 continue

@@ -187,13 +187,13 @@ class ServerConnection(Connection):
         super().__init__(sock, **options)
 
     # -- keepalive: on the server's loop, no thread of its own ---------------------------
-    # (`_keepalive()` never blocks: a ping that cannot be written at once waits.)
+    # (`run_keepalive()` never blocks: a ping that cannot be written at once waits.)
 
     def _start_keepalive(self, delay: float) -> None:
         self._keepalive_timer = self.server.loop.call_later(delay, self._keepalive_tick)
 
     def _keepalive_tick(self) -> None:
-        delay = self._keepalive()
+        delay = self.run_keepalive()
         self._keepalive_timer = (None if delay is None
                                  else self.server.loop.call_later(delay, self._keepalive_tick))
 

@@ -483,6 +483,19 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             return  # TLS starts on connect(), or on each accepted socket
         self._start_tls()
 
+    def tls_handshake_step(self) -> bool:
+        """Advance the TLS handshake without waiting for the peer; whether it is complete.
+
+        For an event loop: TLS starts on the first call; what it has to send
+        is written as far as the socket takes it (the rest waits in
+        `unsent()`). Raises `ssl.SSLError` (or `OSError`) when TLS fails.
+        """
+        if self.tls is None:
+            self._start_tls()
+        tls = self.tls
+        assert tls is not None
+        return self._tls_step(tls.handshake)
+
     def _start_tls(self) -> None:
         assert self.ssl_context is not None
         hostname = None

@@ -2,7 +2,7 @@
 
 Bytes in (`receive_data`), messages out (`next_message`; pings, pongs,
 errors and the close through the `on*` callbacks), frames out through the
-driver's writing methods, and deadlines out (`_keepalive()` tells when to
+driver's writing methods, and deadlines out (`run_keepalive()` tells when to
 come back; `close_timeout` bounds the close handshake). Every decision of
 the RFC is made here: fragmentation, UTF-8 (checked as it arrives),
 message limits, control frames, close codes, the close handshake, and the
@@ -135,7 +135,7 @@ class Protocol:
         """The transport failed under the connection (see `_connection_lost`)."""
 
     def _start_keepalive(self, delay: float) -> None:
-        """Arrange for `_keepalive()` to run in `delay` seconds."""
+        """Arrange for `run_keepalive()` to run in `delay` seconds."""
         raise NotImplementedError
 
     def _receive_for_keepalive(self) -> bool:
@@ -181,7 +181,7 @@ class Protocol:
         #: Round-trip time of the last answered keepalive ping, in seconds.
         self.latency: float | None = None
         self._ping_pending: tuple[bytes, float] | None = None
-        # Since when a due ping could not be sent without blocking (see `_keepalive`).
+        # Since when a due ping could not be sent without blocking (see `run_keepalive`).
         self._ping_blocked_since: float | None = None
         self._next_ping = self.clock() + (ping_interval or 0.0)
 
@@ -541,7 +541,7 @@ class Protocol:
 
     # -- keepalive ------------------------------------------------------------------
 
-    def _keepalive(self) -> float | None:
+    def run_keepalive(self) -> float | None:
         """Send a keepalive ping, or fail if the last went unanswered; when to come back.
 
         One ping is outstanding at a time: while it is, the next call is at

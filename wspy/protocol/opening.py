@@ -34,6 +34,18 @@ _MAX_AUTH_ATTEMPTS = 3
 MAX_ERROR_BODY = 65536
 
 
+def without_credentials(url: str) -> str:
+    """`url` without the user name and password it may hold, for logs and messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and parts.username is None:
+            return url
+        host = parts.netloc.rpartition('@')[2]
+    except ValueError:
+        return url.rpartition('@')[2] if '@' in url else url
+    return parts._replace(netloc=host).geturl()
+
+
 @dataclass(frozen=True)
 class URI:
     """A parsed ws:// or wss:// URL."""
@@ -68,13 +80,13 @@ def parse_uri(url: str) -> URI:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise InvalidURI(f'{url!r}: {error}') from None
+        raise InvalidURI(f'{without_credentials(url)!r}: {error}') from None
     if parts.scheme not in ('ws', 'wss'):
-        raise InvalidURI(f'{url!r} is not a ws:// or wss:// URL')
+        raise InvalidURI(f'{without_credentials(url)!r} is not a ws:// or wss:// URL')
     if not parts.hostname:
-        raise InvalidURI(f'{url!r} has no host')
+        raise InvalidURI(f'{without_credentials(url)!r} has no host')
     if parts.fragment:
-        raise InvalidURI(f'{url!r}: a WebSocket URL has no fragment')
+        raise InvalidURI(f'{without_credentials(url)!r}: a WebSocket URL has no fragment')
     secure = parts.scheme == 'wss'
     resource = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
     user = None if parts.username is None else unquote(parts.username)
@@ -197,9 +209,10 @@ class Tunnel:
             parts = urlsplit(proxy)
             self.port = parts.port or 80
         except ValueError as error:
-            raise InvalidURI(f'proxy {proxy!r}: {error}') from None
+            raise InvalidURI(f'proxy {without_credentials(proxy)!r}: {error}') from None
         if parts.scheme != 'http' or not parts.hostname:
-            raise InvalidURI(f'proxy {proxy!r}: only http:// proxies are supported')
+            raise InvalidURI(f'proxy {without_credentials(proxy)!r}: only http:// proxies '
+                             'are supported')
         self.host = parts.hostname
         self.authority = uri.authority
         lines = [f'CONNECT {uri.authority} HTTP/1.1', f'Host: {uri.authority}']

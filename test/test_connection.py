@@ -263,3 +263,24 @@ def test_credentials_in_a_url_stay_out_of_errors_and_reprs() -> None:
         assert 'secret' not in repr(connecting)
     finally:
         client.loop.close()
+
+
+def test_the_keepalive_of_blocking_connections_runs_on_a_loop() -> None:
+    from wspy.keepalive import scheduler
+    from wspy.loop import Loop
+    server, client = websocket_pair()
+    answering = Recorder(server, ping_interval=None)
+    pinging = Recorder(client, ping_interval=0.05, ping_timeout=5)
+    thread = threading.Thread(target=answering.receive_forever)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while pinging.latency is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pinging.latency is not None  # its pong was read by the keepalive itself
+        assert isinstance(scheduler._loop, Loop)
+        assert any(t.name == 'wspy-keepalive' for t in threading.enumerate())
+    finally:
+        pinging.close()
+        thread.join(5)
+    assert answering.calls[-1] == ('close', 1000, '')

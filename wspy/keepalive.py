@@ -1,21 +1,21 @@
-"""One background thread that runs the keepalive pings of blocking connections.
+"""The keepalive of blocking connections: timers on a `Loop` of their own, in one thread.
 
 Each connection's `run_keepalive()` sends a ping or checks the last one and
-returns the delay until it wants to be called again (None: never). This
-thread serves the blocking connections of `connect()`; the connections of
-servers and of `AsyncClient` (every `ServerConnection`) use the timers of
-their server's `Loop` for the same method instead.
+returns the delay until it wants to be called again (None: never). The
+blocking connections of `connect()` have no loop: they share this one,
+started on first use. The connections of servers and of `AsyncClient`
+(every `ServerConnection`) use the timers of their server's `Loop` for the
+same method: one way of keeping time.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
-import time
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
+
+from wspy.loop import Loop
 
 logger = logging.getLogger('wspy')
 
@@ -28,44 +28,35 @@ class Scheduler:
     """Calls `run_keepalive()` on each connection when its delay comes due."""
 
     def __init__(self) -> None:
-        # Weak references: a connection that closes before its turn is freed at once.
-        self._heap: list[tuple[float, int, weakref.ref[Any]]] = []
-        self._order = itertools.count()
-        self._condition = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._loop: Loop | None = None
+        self._lock = threading.Lock()
 
     def schedule(self, connection: _Keepalive, delay: float) -> None:
         """Call `connection.run_keepalive()` in `delay` seconds."""
-        with self._condition:
-            entry = (time.monotonic() + delay, next(self._order), weakref.ref(connection))
-            heapq.heappush(self._heap, entry)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name='wspy-keepalive',
-                                                daemon=True)
-                self._thread.start()
-            if self._heap[0] is entry:  # else the thread wakes up before it is due anyway
-                self._condition.notify()
+        # A weak reference: a connection dropped without a close is freed, not kept pinging.
+        # Through call_soon_threadsafe: the loop's thread may not have started running yet.
+        loop = self._running_loop()
+        loop.call_soon_threadsafe(loop.call_later, delay, self._run, weakref.ref(connection))
 
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._heap:
-                    self._condition.wait()
-                when = self._heap[0][0]
-                now = time.monotonic()
-                if when > now:
-                    self._condition.wait(when - now)
-                    continue
-                connection = heapq.heappop(self._heap)[2]()
-            if connection is None:
-                continue
-            try:
-                delay = connection.run_keepalive()
-            except Exception:
-                logger.exception('error in keepalive')
-                continue
-            if delay is not None:
-                self.schedule(connection, delay)
+    def _running_loop(self) -> Loop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = Loop()
+                threading.Thread(target=self._loop.run, name='wspy-keepalive',
+                                 daemon=True).start()
+            return self._loop
+
+    def _run(self, reference: weakref.ref[_Keepalive]) -> None:
+        connection = reference()
+        if connection is None:
+            return
+        try:
+            delay = connection.run_keepalive()
+        except Exception:
+            logger.exception('error in keepalive')
+            return
+        if delay is not None:
+            self.schedule(connection, delay)
 
 
 scheduler = Scheduler()

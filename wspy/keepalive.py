@@ -21,7 +21,8 @@ logger = logging.getLogger('wspy')
 
 
 class _Keepalive(Protocol):
-    def run_keepalive(self) -> float | None: ...
+    def run_keepalive(self) -> float | None:
+        """Ping or check the last ping; the seconds until it wants to run again (None: never)."""
 
 
 class Scheduler:

@@ -98,6 +98,7 @@ def _parse_challenge_params(value: str, position: int, params: dict[str, str]) -
 
 
 def quote_string(value: str) -> str:
+    """`value` as an HTTP quoted-string (RFC 9110 5.6.4): in quotes, `"` and `\\` escaped."""
     return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 

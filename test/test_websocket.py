@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
+import struct
+import termios
 import threading
+import time
 
 import pytest
 
@@ -149,3 +154,42 @@ def test_connection_over_a_raw_accept(listener) -> None:
     conn.close()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def wait_until_received(sock: socket.socket, size: int) -> None:
+    """Wait (5 s at most) until `size` bytes wait in the socket's receive queue."""
+    deadline = time.monotonic() + 5
+    while struct.unpack('i', fcntl.ioctl(sock, termios.FIONREAD, b'\0' * 4))[0] < size:
+        assert time.monotonic() < deadline, 'the bytes did not arrive'
+        time.sleep(0.01)
+
+
+def test_read_into_parser_without_waiting_reads_only_what_has_arrived(listener) -> None:
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)  # room for it all
+    accepted: list[wspy.websocket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    thread.start()
+    client = wspy.websocket()
+    client.connect(listener.getsockname())
+    thread.join(5)
+    server = accepted[0]
+    try:
+        assert server.read_into_parser(wait=False) is False  # nothing yet: no wait
+        payload = os.urandom(300_000)
+        data = wspy.Frame(wspy.OPCODE_BINARY, payload, b'abcd').pack()
+        client.sendall(data)
+        wait_until_received(server, len(data))
+        fills = [server.read_into_parser(wait=False) for _ in range(4)]
+        assert fills == [True, True, False, False]  # two full buffers, the rest, nothing
+        assert server.parser is not None
+        assert server.parser.next_frame() == wspy.Frame(wspy.OPCODE_BINARY, payload, b'abcd')
+        server.settimeout(5)  # with a timeout set, a read would wait for readability first
+        client.sendall(b'\x82\x00')
+        assert server.read_into_parser(wait=False) is False
+        server.settimeout(None)
+        client.close()
+        assert server.read_into_parser(wait=False) is False  # the two bytes: not a full buffer
+        with pytest.raises(wspy.SocketClosed):
+            server.read_into_parser(wait=False)
+    finally:
+        server.close()

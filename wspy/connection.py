@@ -239,22 +239,25 @@ class Connection(Protocol):
         """Apply what has arrived, for a server that reads a connection once it is readable.
 
         One read if the socket is `readable` (and each time TLS holds more
-        decrypted), then every message complete in what came, with
-        `onmessage` called between them. The receive lock is held on entry
-        and on return (not during `onmessage`, which may call `close()` or
-        `recv()`). Returns whether the connection is open.
+        decrypted, or a read filled the buffer: a long frame is read through
+        without a wait for readability between reads), then every message
+        complete in what came, with `onmessage` called between them. The
+        receive lock is held on entry and on return (not during `onmessage`,
+        which may call `close()` or `recv()`). Returns whether the
+        connection is open.
         """
         sock = self.sock
         if self.state is _CLOSED:
             return False
+        more = False
         while True:
-            if readable:
-                readable = False
+            if readable or more:
                 try:
-                    sock.read_into_parser()
+                    more = sock.read_into_parser(wait=readable)
                 except (OSError, SocketClosed) as error:
                     self._connection_lost(error)
                     return False
+                readable = False
             while True:
                 message = self.next_message()
                 if message is None:
@@ -266,9 +269,10 @@ class Connection(Protocol):
                     self._recv_lock.acquire()
             if self.state is _CLOSED:
                 return False
-            if not sock.pending():
+            if sock.pending():
+                readable = True
+            elif not more:
                 return self.check_partial()
-            readable = True
 
     def receive_forever(self) -> None:
         """Call `onopen`, then `onmessage` for every message until the connection closes."""

@@ -776,27 +776,40 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             frame = parser.next_frame()
         return frame
 
-    def read_into_parser(self, deadline: float | None = None) -> None:
+    def read_into_parser(self, deadline: float | None = None, wait: bool = True) -> bool:
         """Read once, waiting for bytes if none have come, and feed them to `parser`.
 
-        `SocketClosed` at end of file; with a `deadline` (a
-        `time.monotonic()` value), `TimeoutError` once it has passed.
+        Returns whether the read filled the buffer: more bytes may be
+        waiting. Without `wait`, only bytes that have already arrived are
+        read, on a plain socket in blocking mode (False, and nothing read,
+        if none have, or under TLS, or with a timeout set). `SocketClosed`
+        at end of file; with a `deadline` (a `time.monotonic()` value),
+        `TimeoutError` once it has passed.
         """
         parser = self.parser
         if parser is None:
             raise InvalidState('recv() before the handshake')
         buffer = _receive_buffer()
-        self._read_deadline = deadline
-        try:
-            self._apply_read_deadline()
-            count = self.recv_into(buffer)
-        finally:
-            self._read_deadline = None
+        if wait:
+            self._read_deadline = deadline
+            try:
+                self._apply_read_deadline()
+                count = self.recv_into(buffer)
+            finally:
+                self._read_deadline = None
+        else:
+            if self.tls is not None or self.gettimeout() is not None:
+                return False  # a timeout would wait for readability first
+            try:
+                count = _socket.socket.recv_into(self, buffer, 0, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
         if not count:
             raise SocketClosed('connection closed in the middle of a frame'
                                if parser.buffered else 'connection closed by the peer')
         with memoryview(buffer) as view:
             parser.feed(view[:count])
+        return count == len(buffer)
 
     @contextlib.contextmanager
     def writes_until(self, deadline: float) -> Iterator[None]:

@@ -7,10 +7,17 @@ import random
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import wspy
-from wspy.protocol.frame import (ControlFrame, Frame, FrameParser, close_payload,
+from wspy import ProtocolError
+from wspy.protocol import frame as frame_module
+from wspy.protocol.frame import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
+                                 OPCODE_TEXT, ControlFrame, Frame, FrameParser, close_payload,
                                  is_valid_close_code, parse_close)
+
+from test_properties import frames
 
 
 def parse_all(data: bytes, chunks: list[int] | None = None, **options) -> list[Frame]:
@@ -231,3 +238,98 @@ def test_rsv_bits_are_never_allowed_on_control_frames() -> None:
     parser.feed(Frame(wspy.OPCODE_PING, b'x', rsv1=True).pack())
     with pytest.raises(wspy.ProtocolError):
         parser.next_frame()
+
+
+# -- the C accelerator's split_frame agrees with the Python parser ----------------------
+
+try:
+    from wspy._speedups import split_frame as c_split_frame
+except ImportError:  # pragma: no cover - a build without a compiler
+    c_split_frame = None
+needs_c = pytest.mark.skipif(c_split_frame is None, reason='the C accelerator is not built')
+
+
+def python_parse(data: bytes, require_mask: bool | None, limit: int | None,
+                 rsv_allowed: int) -> tuple[Frame | None, int] | ProtocolError:
+    """What the pure-Python parser makes of `data`: (frame or None, bytes used) or its error."""
+    parser = FrameParser(require_mask=require_mask, max_frame_size=limit,
+                         rsv_allowed=rsv_allowed)
+    saved, frame_module.split_frame = frame_module.split_frame, None
+    try:
+        parser.feed(data)
+        frame = parser.next_frame()
+    except ProtocolError as error:
+        return error
+    finally:
+        frame_module.split_frame = saved
+    return frame, len(data) - parser.buffered
+
+
+ORDINARY_FRAMES = [
+    Frame(OPCODE_TEXT, b'hello', b'abcd'),
+    Frame(OPCODE_BINARY, b''),
+    Frame(OPCODE_BINARY, bytes(125), b'\x00\x00\x00\x00'),
+    Frame(OPCODE_TEXT, b'x' * 126, b'\xff\x01\x02\x03', final=False),
+    Frame(OPCODE_CONTINUATION, b'y' * 65535, b'wxyz'),
+    Frame(OPCODE_BINARY, os.urandom(65536)),
+    Frame(OPCODE_BINARY, os.urandom(300_000), b'1234'),  # unmasked with the GIL released
+    Frame(OPCODE_PING, b'p' * 125, b'pppp'),
+    Frame(OPCODE_CLOSE, b'\x03\xe8bye'),
+]
+
+
+@needs_c
+@pytest.mark.parametrize('frame', ORDINARY_FRAMES, ids=lambda f: f'{f.opcode}-{len(f.payload)}')
+def test_split_frame_takes_ordinary_frames_in_one_call(frame: Frame) -> None:
+    assert c_split_frame is not None
+    data = b'\x89\x00' + frame.pack() + b'\x81'  # after a pong, before the next frame
+    split = c_split_frame(data, 2, None, None, 0)
+    assert split is not None
+    b1, payload, key, end = split
+    assert (b1 & 0x0F, bool(b1 & 0x80), payload, key) == (
+        frame.opcode, frame.final, frame.payload, frame.masking_key)
+    assert end == len(data) - 1
+    assert c_split_frame(data[:-2], 2, None, None, 0) is None  # one byte short
+
+
+@needs_c
+@given(st.one_of(st.binary(max_size=200), frames.map(lambda f: f.pack())),
+       st.sampled_from([None, True, False]), st.sampled_from([None, 0, 5, 125, 126, 70000]),
+       st.sampled_from([0, 0x40, 0x70]))
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_split_frame_takes_only_what_the_python_parser_takes_alike(
+        data: bytes, require_mask: bool | None, limit: int | None, rsv_allowed: int) -> None:
+    assert c_split_frame is not None
+    split = c_split_frame(data, 0, require_mask, limit, rsv_allowed)
+    python = python_parse(data, require_mask, limit, rsv_allowed)
+    if split is None:
+        return  # the Python parser decides, whatever it decides
+    assert not isinstance(python, ProtocolError), python
+    frame, used = python
+    assert frame is not None
+    b1, payload, key, end = split
+    assert (b1 & 0x0F, bool(b1 & 0x80), bool(b1 & 0x40), bool(b1 & 0x20), bool(b1 & 0x10),
+            payload, key, end) == (frame.opcode, frame.final, frame.rsv1, frame.rsv2,
+                                   frame.rsv3, frame.payload, frame.masking_key, used)
+
+
+@needs_c
+def test_split_frame_leaves_bad_headers_and_limits_to_python() -> None:
+    assert c_split_frame is not None
+    ok = Frame(OPCODE_TEXT, b'hi', b'abcd').pack()
+    assert c_split_frame(ok, 0, True, 10, 0) is not None
+    for data, require_mask, limit, rsv_allowed in [
+            (b'\x83\x00', None, None, 0),  # reserved opcode
+            (b'\xc1\x00', None, None, 0),  # RSV1 not negotiated
+            (b'\xc8\x00', None, None, 0x40),  # RSV1 on a control frame
+            (b'\x09\x00', None, None, 0),  # fragmented ping
+            (b'\x89\x7e\x00\x7e' + bytes(126), None, None, 0),  # ping over 125 bytes
+            (b'\x81\x7f' + b'\x80' + bytes(7), None, None, 0),  # 64-bit length, top bit set
+            (ok, False, None, 0),  # masked frame from a server
+            (Frame(OPCODE_TEXT, b'hi').pack(), True, None, 0),  # unmasked from a client
+            (ok, None, 1, 0),  # over max_frame_size
+    ]:
+        assert c_split_frame(data, 0, require_mask, limit, rsv_allowed) is None, data
+        assert isinstance(python_parse(data, require_mask, limit, rsv_allowed), ProtocolError)
+    with pytest.raises(TypeError):
+        c_split_frame(ok, 0, None, None)

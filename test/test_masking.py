@@ -65,8 +65,9 @@ def test_mask_rejects_bad_arguments(implementation) -> None:
 
 def test_environment_variable_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv('WSPY_NO_SPEEDUPS', '1')
-    assert masking._select() == (python_mask, False)
+    assert masking._select() == (python_mask, None, False)
     monkeypatch.delenv('WSPY_NO_SPEEDUPS')
-    function, fast = masking._select()
+    function, split, fast = masking._select()
     assert fast == (len(IMPLEMENTATIONS) == 2)
     assert (function is python_mask) != fast
+    assert (split is None) != fast

@@ -1,4 +1,5 @@
-/* Optional C accelerator for wspy: XOR masking of frame payloads (RFC 6455 5.3). */
+/* Optional C accelerator for wspy: XOR masking of frame payloads (RFC 6455 5.3), and the
+   splitting of one complete, valid frame off a receive buffer (FrameParser.next_frame). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -133,8 +134,122 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(split_frame_doc,
+"split_frame(buf, pos, require_mask, max_frame_size, rsv_allowed)\n"
+"    -> (first_byte, payload, masking_key, end) | None\n\n"
+"The frame starting at `buf[pos]`, its payload unmasked, and where it ends; None unless\n"
+"the frame is complete and plainly valid (known opcode, reserved bits only as\n"
+"`rsv_allowed` lets data frames have them, a control frame final and of 125 bytes at\n"
+"most, masked as `require_mask` asks, within `max_frame_size`). On None the caller\n"
+"parses in Python, which tells an incomplete frame from an invalid one.");
+
+static PyObject *
+split_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    PyObject *result = NULL;
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "split_frame() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    int require_mask = args[2] == Py_None ? -1 : PyObject_IsTrue(args[2]);
+    if (require_mask == -1 && args[2] != Py_None)
+        return NULL;
+    Py_ssize_t limit = -1;  /* no limit */
+    if (args[3] != Py_None) {
+        limit = PyNumber_AsSsize_t(args[3], PyExc_OverflowError);
+        if (limit == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    long rsv_allowed = PyLong_AsLong(args[4]);
+    if (rsv_allowed == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+
+    const unsigned char *p = (const unsigned char *)view.buf + pos;
+    Py_ssize_t available = view.len - pos;
+    if (pos < 0 || available < 2)
+        goto fallback;
+    unsigned char b1 = p[0], b2 = p[1];
+    unsigned opcode = b1 & 0x0F;
+    int control = (opcode & 0x8) != 0;
+    if (control ? (opcode > 0xA || !(b1 & 0x80) || (b1 & 0x70) || (b2 & 0x7F) > 125)
+                : (opcode > 0x2 || (b1 & 0x70 & ~rsv_allowed)))
+        goto fallback;
+    int masked = (b2 & 0x80) != 0;
+    if (require_mask != -1 && masked != require_mask)
+        goto fallback;
+    uint64_t length = b2 & 0x7F;
+    Py_ssize_t header = 2;
+    if (length == 126) {
+        if (available < 4)
+            goto fallback;
+        length = ((uint64_t)p[2] << 8) | p[3];
+        header = 4;
+    }
+    else if (length == 127) {
+        if (available < 10)
+            goto fallback;
+        length = 0;
+        for (int i = 2; i < 10; i++)
+            length = (length << 8) | p[i];
+        header = 10;
+    }
+    /* Over the limit (even a compressed frame within its bound): Python decides. */
+    if ((limit >= 0 && length > (uint64_t)limit) || length > (uint64_t)PY_SSIZE_T_MAX / 2)
+        goto fallback;
+    const unsigned char *key = p + header;
+    if (masked)
+        header += 4;
+    if (available < header || (uint64_t)(available - header) < length)
+        goto fallback;
+
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    if (payload == NULL)
+        goto done;
+    PyObject *key_bytes;
+    if (masked) {
+        unsigned char doubled[8];
+        for (int j = 0; j < 8; j++)
+            doubled[j] = key[j & 3];
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payload);
+        if (length >= RELEASE_GIL_FROM) {
+            Py_BEGIN_ALLOW_THREADS
+            xor_payload(p + header, out, (Py_ssize_t)length, doubled);
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            xor_payload(p + header, out, (Py_ssize_t)length, doubled);
+        }
+        key_bytes = PyBytes_FromStringAndSize((const char *)key, 4);
+    }
+    else {
+        memcpy(PyBytes_AS_STRING(payload), p + header, (size_t)length);
+        key_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (key_bytes == NULL) {
+        Py_DECREF(payload);
+        goto done;
+    }
+    result = Py_BuildValue("(iNNn)", (int)b1, payload, key_bytes,
+                           pos + header + (Py_ssize_t)length);
+    goto done;
+
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL, mask_doc},
+    {"split_frame", (PyCFunction)(void (*)(void))split_frame, METH_FASTCALL, split_frame_doc},
     {NULL, NULL, 0, NULL}
 };
 

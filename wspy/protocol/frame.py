@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
-from wspy.protocol.masking import mask
+from wspy.protocol.masking import mask, split_frame
 
 __all__ = [
     'BYTES_LIKE', 'DEFAULT_MAX_SIZE', 'MESSAGE_LIMIT', 'OPCODE_BINARY', 'OPCODE_CLOSE',
@@ -386,6 +386,13 @@ class FrameParser:
         if header is None:
             if len(self._buf) - self._pos < 2:  # the usual end of a batch: no call
                 return None
+            if split_frame is not None:
+                # A complete, valid frame in one C call; anything else is parsed below.
+                split = split_frame(self._buf, self._pos, self.require_mask,
+                                    self.max_frame_size, self.rsv_allowed)
+                if split is not None:
+                    b1, payload, key, self._pos = split
+                    return _received_frame(b1, payload, key)
             header = self._parse_header()
             if header is None:
                 return None
@@ -404,17 +411,7 @@ class FrameParser:
         self._pos = end
         self._header = None
         self._peeked = 0
-        opcode = b1 & 0x0F
-        # The header is checked already: fill the slots without Frame.__init__'s checks.
-        frame = _new_object(ControlFrame if opcode & 0x8 else Frame)
-        frame.opcode = opcode
-        frame.payload = payload
-        frame.masking_key = key
-        frame.final = b1 & 0x80 != 0
-        frame.rsv1 = b1 & 0x40 != 0
-        frame.rsv2 = b1 & 0x20 != 0
-        frame.rsv3 = b1 & 0x10 != 0
-        return frame
+        return _received_frame(b1, payload, key)
 
     def ready(self) -> bool:
         """Whether `next_frame()` has a frame (or an error) to give without more bytes."""
@@ -505,6 +502,20 @@ class FrameParser:
             header_length += 4
         header = self._header = (b1, key, length, header_length)
         return header
+
+
+def _received_frame(b1: int, payload: bytes, key: bytes) -> Frame:
+    """A frame whose header has been checked, built without `Frame.__init__`'s checks."""
+    opcode = b1 & 0x0F
+    frame = _new_object(ControlFrame if opcode & 0x8 else Frame)
+    frame.opcode = opcode
+    frame.payload = payload
+    frame.masking_key = key
+    frame.final = b1 & 0x80 != 0
+    frame.rsv1 = b1 & 0x40 != 0
+    frame.rsv2 = b1 & 0x20 != 0
+    frame.rsv3 = b1 & 0x10 != 0
+    return frame
 
 
 def _parse_one(data: bytes | bytearray | memoryview) -> tuple[Frame | None, int]:

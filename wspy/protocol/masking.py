@@ -2,13 +2,16 @@
 
 `mask` is the C implementation from `wspy._speedups` unless it is missing
 or the environment variable ``WSPY_NO_SPEEDUPS`` is set to a non-empty
-value; `python_mask` is the pure-Python fallback, always importable.
+value; `python_mask` is the pure-Python fallback, always importable. The
+accelerator's `split_frame` (header parsing and unmasking in one call) is
+here too, for `FrameParser`: it masks as `mask` does.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 # Below this size one big-integer XOR is fastest; above it, translating the
 # four byte lanes through 256-byte tables is (see bench/mask.py).
@@ -47,14 +50,20 @@ def python_mask(key: bytes, data: bytes | bytearray | memoryview, offset: int = 
 MaskFunction = Callable[..., bytes]
 
 
-def _select() -> tuple[MaskFunction, bool]:
+#: `wspy._speedups.split_frame` (one complete frame off a buffer, unmasked), or None
+#: without the accelerator: `FrameParser` then parses in Python alone.
+SplitFunction = Callable[[Any, int, 'bool | None', 'int | None', int],
+                         'tuple[int, bytes, bytes, int] | None']
+
+
+def _select() -> tuple[MaskFunction, SplitFunction | None, bool]:
     if os.environ.get('WSPY_NO_SPEEDUPS'):
-        return python_mask, False
+        return python_mask, None, False
     try:
-        from wspy._speedups import mask as c_mask
+        from wspy._speedups import mask as c_mask, split_frame as c_split_frame
     except ImportError:
-        return python_mask, False
-    return c_mask, True
+        return python_mask, None, False
+    return c_mask, c_split_frame, True
 
 
-mask, HAS_SPEEDUPS = _select()
+mask, split_frame, HAS_SPEEDUPS = _select()

@@ -182,8 +182,6 @@ class AsyncConnection(Channel, ServerConnection):
                 self.onmessage(message)
             except Exception as error:
                 self._callback_failed(self.onmessage, error)
-            if not parser.buffered:  # the usual end of a read: no next_message() call for None
-                break
         if self.state is _CLOSED:
             return
         if parser.buffered:

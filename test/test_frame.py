@@ -244,8 +244,9 @@ def test_rsv_bits_are_never_allowed_on_control_frames() -> None:
 
 try:
     from wspy._speedups import split_frame as c_split_frame
+    from wspy._speedups import split_message as c_split_message
 except ImportError:  # pragma: no cover - a build without a compiler
-    c_split_frame = None
+    c_split_frame = c_split_message = None
 needs_c = pytest.mark.skipif(c_split_frame is None, reason='the C accelerator is not built')
 
 
@@ -333,3 +334,45 @@ def test_split_frame_leaves_bad_headers_and_limits_to_python() -> None:
         assert isinstance(python_parse(data, require_mask, limit, rsv_allowed), ProtocolError)
     with pytest.raises(TypeError):
         c_split_frame(ok, 0, None, None)
+
+
+@needs_c
+@given(st.one_of(st.binary(max_size=200), frames.map(lambda f: f.pack())),
+       st.sampled_from([None, True, False]), st.sampled_from([None, 0, 5, 126, 70000]),
+       st.sampled_from([None, 0, 3, 126, 70000]))
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_split_message_takes_only_whole_valid_messages(
+        data: bytes, require_mask: bool | None, frame_limit: int | None,
+        message_limit: int | None) -> None:
+    assert c_split_message is not None
+    split = c_split_message(data, 0, require_mask, frame_limit, message_limit)
+    python = python_parse(data, require_mask, frame_limit, 0)
+    if split is None:
+        return
+    assert not isinstance(python, ProtocolError), python
+    frame, used = python
+    assert frame is not None and frame.final and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+    assert message_limit is None or len(frame.payload) <= message_limit
+    opcode, payload, end = split
+    assert (opcode, end) == (frame.opcode, used)
+    assert payload == (frame.payload.decode() if opcode == OPCODE_TEXT else frame.payload)
+
+
+@needs_c
+def test_split_message_decodes_text_and_leaves_the_rest_to_the_frames() -> None:
+    assert c_split_message is not None
+    text = Frame(OPCODE_TEXT, 'héllo €'.encode(), b'abcd').pack()
+    assert c_split_message(b'..' + text, 2, True, None, None) == (
+        OPCODE_TEXT, 'héllo €', 2 + len(text))
+    binary = Frame(OPCODE_BINARY, b'\xff\x00').pack()
+    assert c_split_message(binary, 0, False, 10, 2) == (OPCODE_BINARY, b'\xff\x00', 4)
+    for data, message_limit in [
+            (Frame(OPCODE_TEXT, b'\xff', b'abcd').pack(), None),  # invalid UTF-8: 1007 in Python
+            (Frame(OPCODE_TEXT, b'part', final=False).pack(), None),  # a fragment
+            (Frame(OPCODE_CONTINUATION, b'end').pack(), None),
+            (Frame(OPCODE_PING, b'').pack(), None),  # control frames go through next_frame()
+            (Frame(OPCODE_BINARY, b'zz', rsv1=True).pack(), None),  # compressed
+            (binary, 1),  # over max_message_size: PayloadTooBig in Python
+            (binary[:-1], None),  # incomplete
+    ]:
+        assert c_split_message(data, 0, None, None, message_limit) is None, data

@@ -26,7 +26,7 @@ from wspy.errors import (ConnectionClosed, ConnectionClosedError, ConnectionClos
 from wspy.protocol.connection import State
 from wspy.protocol.deflate_frame import DeflateFrame
 from wspy.protocol.deflate_message import DeflateMessage
-from wspy.protocol.frame import ControlFrame, Frame
+from wspy.protocol.frame import ControlFrame, Frame, FrameParser
 from wspy.protocol.message import BinaryMessage, TextMessage
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -1147,3 +1147,25 @@ assert parser.next_frame().payload == b'hi'
                             timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ''
+
+
+def test_whole_messages_skip_the_frames_with_the_accelerator(
+        conn: MemoryConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the C accelerator, a one-frame message comes out of the buffer as a message."""
+    through_frames: list[int] = []
+    next_frame = FrameParser.next_frame
+
+    def counted(parser: FrameParser) -> Frame | None:
+        frame = next_frame(parser)
+        if frame is not None:
+            through_frames.append(frame.opcode)
+        return frame
+
+    monkeypatch.setattr(FrameParser, 'next_frame', counted)
+    assert conn.feed(Frame(TEXT, 'é'.encode()), Frame(BINARY, b'\x00'),
+                     Frame(TEXT, b'a', final=False), Frame(CONT, b'b'), Frame(PING, b'p'),
+                     Frame(TEXT, b'\xff')) == [TextMessage('é'), BinaryMessage(b'\x00'),
+                                               TextMessage('ab')]
+    whole = [] if FrameParser.splits_messages else [TEXT, BINARY]
+    assert through_frames == [*whole, TEXT, CONT, PING, TEXT]  # the invalid text too: 1007
+    assert_failed(conn, 1007)

@@ -1,5 +1,6 @@
 /* Optional C accelerator for wspy: XOR masking of frame payloads (RFC 6455 5.3), and the
-   splitting of one complete, valid frame off a receive buffer (FrameParser.next_frame). */
+   splitting of one complete, valid frame off a receive buffer (FrameParser.next_frame), or
+   of one that is a whole message on its own (FrameParser.next_whole_message). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -134,6 +135,118 @@ done:
     return result;
 }
 
+/* The frame at the start of p[0:available], if it is complete and plainly valid: known
+   opcode, reserved bits only as `rsv_allowed` lets data frames have them, a control frame
+   final and of 125 bytes at most, masked as `require_mask` asks (-1: either), its payload
+   within `limit` (-1: none). Returns 1 and fills the header fields, or 0. */
+struct header {
+    unsigned char b1;
+    int masked;
+    const unsigned char *key;
+    Py_ssize_t header_length, length;
+};
+
+static int
+parse_plain_header(const unsigned char *p, Py_ssize_t available, int require_mask,
+                   Py_ssize_t limit, long rsv_allowed, struct header *h)
+{
+    if (available < 2)
+        return 0;
+    unsigned char b1 = p[0], b2 = p[1];
+    unsigned opcode = b1 & 0x0F;
+    if ((opcode & 0x8) ? (opcode > 0xA || !(b1 & 0x80) || (b1 & 0x70) || (b2 & 0x7F) > 125)
+                       : (opcode > 0x2 || (b1 & 0x70 & ~rsv_allowed)))
+        return 0;
+    int masked = (b2 & 0x80) != 0;
+    if (require_mask != -1 && masked != require_mask)
+        return 0;
+    uint64_t length = b2 & 0x7F;
+    Py_ssize_t header = 2;
+    if (length == 126) {
+        if (available < 4)
+            return 0;
+        length = ((uint64_t)p[2] << 8) | p[3];
+        header = 4;
+    }
+    else if (length == 127) {
+        if (available < 10)
+            return 0;
+        length = 0;
+        for (int i = 2; i < 10; i++)
+            length = (length << 8) | p[i];
+        header = 10;
+    }
+    /* Over the limit (even a compressed frame within its bound): Python decides. */
+    if ((limit >= 0 && length > (uint64_t)limit) || length > (uint64_t)PY_SSIZE_T_MAX / 2)
+        return 0;
+    h->key = p + header;
+    if (masked)
+        header += 4;
+    if (available < header || (uint64_t)(available - header) < length)
+        return 0;
+    h->b1 = b1;
+    h->masked = masked;
+    h->header_length = header;
+    h->length = (Py_ssize_t)length;
+    return 1;
+}
+
+/* The payload of a parsed frame, unmasked, as new bytes. */
+static PyObject *
+unmasked_payload(const unsigned char *p, const struct header *h)
+{
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, h->length);
+    if (payload == NULL)
+        return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payload);
+    if (!h->masked) {
+        memcpy(out, p + h->header_length, (size_t)h->length);
+        return payload;
+    }
+    unsigned char doubled[8];
+    for (int j = 0; j < 8; j++)
+        doubled[j] = h->key[j & 3];
+    if (h->length >= RELEASE_GIL_FROM) {
+        Py_BEGIN_ALLOW_THREADS
+        xor_payload(p + h->header_length, out, h->length, doubled);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        xor_payload(p + h->header_length, out, h->length, doubled);
+    }
+    return payload;
+}
+
+/* The arguments both splitters start with: (buf, pos, require_mask, max_frame_size). */
+struct split_args {
+    Py_buffer view;
+    const unsigned char *p;
+    Py_ssize_t pos, available, limit;
+    int require_mask;
+};
+
+static int
+get_split_args(PyObject *const *args, struct split_args *a)
+{
+    a->pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (a->pos == -1 && PyErr_Occurred())
+        return -1;
+    a->require_mask = args[2] == Py_None ? -1 : PyObject_IsTrue(args[2]);
+    if (a->require_mask == -1 && args[2] != Py_None)
+        return -1;
+    a->limit = -1;
+    if (args[3] != Py_None) {
+        a->limit = PyNumber_AsSsize_t(args[3], PyExc_OverflowError);
+        if (a->limit == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (PyObject_GetBuffer(args[0], &a->view, PyBUF_SIMPLE) < 0)
+        return -1;
+    a->available = a->pos < 0 || a->pos > a->view.len ? 0 : a->view.len - a->pos;
+    a->p = (const unsigned char *)a->view.buf + (a->available ? a->pos : 0);
+    return 0;
+}
+
 PyDoc_STRVAR(split_frame_doc,
 "split_frame(buf, pos, require_mask, max_frame_size, rsv_allowed)\n"
 "    -> (first_byte, payload, masking_key, end) | None\n\n"
@@ -146,110 +259,98 @@ PyDoc_STRVAR(split_frame_doc,
 static PyObject *
 split_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer view;
+    struct split_args a;
+    struct header h;
     PyObject *result = NULL;
 
     if (nargs != 5) {
         PyErr_Format(PyExc_TypeError, "split_frame() takes 5 arguments (%zd given)", nargs);
         return NULL;
     }
-    Py_ssize_t pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
-    int require_mask = args[2] == Py_None ? -1 : PyObject_IsTrue(args[2]);
-    if (require_mask == -1 && args[2] != Py_None)
-        return NULL;
-    Py_ssize_t limit = -1;  /* no limit */
-    if (args[3] != Py_None) {
-        limit = PyNumber_AsSsize_t(args[3], PyExc_OverflowError);
-        if (limit == -1 && PyErr_Occurred())
-            return NULL;
-    }
     long rsv_allowed = PyLong_AsLong(args[4]);
-    if (rsv_allowed == -1 && PyErr_Occurred())
+    if ((rsv_allowed == -1 && PyErr_Occurred()) || get_split_args(args, &a) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-
-    const unsigned char *p = (const unsigned char *)view.buf + pos;
-    Py_ssize_t available = view.len - pos;
-    if (pos < 0 || available < 2)
-        goto fallback;
-    unsigned char b1 = p[0], b2 = p[1];
-    unsigned opcode = b1 & 0x0F;
-    int control = (opcode & 0x8) != 0;
-    if (control ? (opcode > 0xA || !(b1 & 0x80) || (b1 & 0x70) || (b2 & 0x7F) > 125)
-                : (opcode > 0x2 || (b1 & 0x70 & ~rsv_allowed)))
-        goto fallback;
-    int masked = (b2 & 0x80) != 0;
-    if (require_mask != -1 && masked != require_mask)
-        goto fallback;
-    uint64_t length = b2 & 0x7F;
-    Py_ssize_t header = 2;
-    if (length == 126) {
-        if (available < 4)
-            goto fallback;
-        length = ((uint64_t)p[2] << 8) | p[3];
-        header = 4;
+    if (!parse_plain_header(a.p, a.available, a.require_mask, a.limit, rsv_allowed, &h)) {
+        result = Py_NewRef(Py_None);
+        goto done;
     }
-    else if (length == 127) {
-        if (available < 10)
-            goto fallback;
-        length = 0;
-        for (int i = 2; i < 10; i++)
-            length = (length << 8) | p[i];
-        header = 10;
-    }
-    /* Over the limit (even a compressed frame within its bound): Python decides. */
-    if ((limit >= 0 && length > (uint64_t)limit) || length > (uint64_t)PY_SSIZE_T_MAX / 2)
-        goto fallback;
-    const unsigned char *key = p + header;
-    if (masked)
-        header += 4;
-    if (available < header || (uint64_t)(available - header) < length)
-        goto fallback;
-
-    PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    PyObject *payload = unmasked_payload(a.p, &h);
     if (payload == NULL)
         goto done;
-    PyObject *key_bytes;
-    if (masked) {
-        unsigned char doubled[8];
-        for (int j = 0; j < 8; j++)
-            doubled[j] = key[j & 3];
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payload);
-        if (length >= RELEASE_GIL_FROM) {
-            Py_BEGIN_ALLOW_THREADS
-            xor_payload(p + header, out, (Py_ssize_t)length, doubled);
-            Py_END_ALLOW_THREADS
-        }
-        else {
-            xor_payload(p + header, out, (Py_ssize_t)length, doubled);
-        }
-        key_bytes = PyBytes_FromStringAndSize((const char *)key, 4);
-    }
-    else {
-        memcpy(PyBytes_AS_STRING(payload), p + header, (size_t)length);
-        key_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    }
-    if (key_bytes == NULL) {
+    PyObject *key = PyBytes_FromStringAndSize(h.masked ? (const char *)h.key : NULL,
+                                              h.masked ? 4 : 0);
+    if (key == NULL) {
         Py_DECREF(payload);
         goto done;
     }
-    result = Py_BuildValue("(iNNn)", (int)b1, payload, key_bytes,
-                           pos + header + (Py_ssize_t)length);
-    goto done;
-
-fallback:
-    result = Py_NewRef(Py_None);
+    result = Py_BuildValue("(iNNn)", (int)h.b1, payload, key,
+                           a.pos + h.header_length + h.length);
 done:
-    PyBuffer_Release(&view);
+    PyBuffer_Release(&a.view);
+    return result;
+}
+
+PyDoc_STRVAR(split_message_doc,
+"split_message(buf, pos, require_mask, max_frame_size, max_message_size)\n"
+"    -> (opcode, payload, end) | None\n\n"
+"The frame starting at `buf[pos]` if it is a whole message on its own: a complete,\n"
+"plainly valid (see split_frame), final text or binary frame without reserved bits,\n"
+"within `max_message_size`, a text payload valid UTF-8. The payload is unmasked, a\n"
+"text one decoded to str. None otherwise: the caller goes through the frames.");
+
+static PyObject *
+split_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct split_args a;
+    struct header h;
+    PyObject *result = NULL;
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "split_message() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t message_limit = -1;
+    if (args[4] != Py_None) {
+        message_limit = PyNumber_AsSsize_t(args[4], PyExc_OverflowError);
+        if (message_limit == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (get_split_args(args, &a) < 0)
+        return NULL;
+    unsigned opcode = a.available ? a.p[0] & 0x0F : 0;
+    if (!(a.available && (a.p[0] & 0xF0) == 0x80 && (opcode == 1 || opcode == 2)
+          && parse_plain_header(a.p, a.available, a.require_mask, a.limit, 0, &h)
+          && (message_limit < 0 || h.length <= message_limit))) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *payload = unmasked_payload(a.p, &h);
+    if (payload != NULL && opcode == 1) {
+        PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
+                                              PyBytes_GET_SIZE(payload), "strict");
+        Py_DECREF(payload);
+        if (text == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                goto done;
+            PyErr_Clear();  /* invalid UTF-8: Python fails the connection with 1007 */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        payload = text;
+    }
+    if (payload != NULL)
+        result = Py_BuildValue("(iNn)", (int)opcode, payload,
+                               a.pos + h.header_length + h.length);
+done:
+    PyBuffer_Release(&a.view);
     return result;
 }
 
 static PyMethodDef speedups_methods[] = {
     {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL, mask_doc},
     {"split_frame", (PyCFunction)(void (*)(void))split_frame, METH_FASTCALL, split_frame_doc},
+    {"split_message", (PyCFunction)(void (*)(void))split_message, METH_FASTCALL,
+     split_message_doc},
     {NULL, NULL, 0, NULL}
 };
 

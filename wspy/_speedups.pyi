@@ -2,3 +2,6 @@ def mask(key: bytes, data: bytes | bytearray | memoryview, offset: int = 0) -> b
 def split_frame(buf: bytes | bytearray | memoryview, pos: int, require_mask: bool | None,
                 max_frame_size: int | None,
                 rsv_allowed: int) -> tuple[int, bytes, bytes, int] | None: ...
+def split_message(buf: bytes | bytearray | memoryview, pos: int, require_mask: bool | None,
+                  max_frame_size: int | None,
+                  max_message_size: int | None) -> tuple[int, bytes | str, int] | None: ...

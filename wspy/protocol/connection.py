@@ -375,8 +375,21 @@ class Protocol:
         raised, and a close received is left for it to complete.
         """
         parser = self._parser
+        # The usual message, one frame, comes whole out of the C accelerator: no Frame made.
+        whole_messages = parser.splits_messages and not self._hooks
         try:
             while self.close_received is None and self.state is not _CLOSED:
+                if whole_messages and self._fragments is None:
+                    whole = parser.next_whole_message(self.max_message_size)
+                    if whole is not None:
+                        if self.close_sent is not None:
+                            continue  # after our close frame: dropped
+                        opcode, payload = whole
+                        ready: Message = _new_object(
+                            TextMessage if opcode == OPCODE_TEXT else BinaryMessage)
+                        ready.payload = payload
+                        ready.opcode = opcode
+                        return ready
                 frame = parser.next_frame()
                 if frame is None:
                     return None

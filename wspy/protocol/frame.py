@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
-from wspy.protocol.masking import mask, split_frame
+from wspy.protocol.masking import mask, split_frame, split_message
 
 __all__ = [
     'BYTES_LIKE', 'DEFAULT_MAX_SIZE', 'MESSAGE_LIMIT', 'OPCODE_BINARY', 'OPCODE_CLOSE',
@@ -412,6 +412,27 @@ class FrameParser:
         self._header = None
         self._peeked = 0
         return _received_frame(b1, payload, key)
+
+    #: Whether `next_whole_message` can give anything (it needs the C accelerator).
+    splits_messages = split_message is not None
+
+    def next_whole_message(self, max_message_size: int | None) -> tuple[int, bytes | str] | None:
+        """The next frame if it is a whole message on its own, as (opcode, payload).
+
+        That is a complete final text or binary frame without reserved
+        bits, within `max_message_size`, a text payload valid UTF-8 (and
+        given as `str`). None for anything else, to go through
+        `next_frame()`, and always without the C accelerator
+        (`splits_messages`). A connection's fast path for the usual message.
+        """
+        if self._header is not None or split_message is None:
+            return None
+        split = split_message(self._buf, self._pos, self.require_mask, self.max_frame_size,
+                              max_message_size)
+        if split is None:
+            return None
+        opcode, payload, self._pos = split
+        return opcode, payload
 
     def ready(self) -> bool:
         """Whether `next_frame()` has a frame (or an error) to give without more bytes."""

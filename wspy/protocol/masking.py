@@ -3,8 +3,8 @@
 `mask` is the C implementation from `wspy._speedups` unless it is missing
 or the environment variable ``WSPY_NO_SPEEDUPS`` is set to a non-empty
 value; `python_mask` is the pure-Python fallback, always importable. The
-accelerator's `split_frame` (header parsing and unmasking in one call) is
-here too, for `FrameParser`: it masks as `mask` does.
+accelerator's `split_frame` and `split_message` (header parsing, unmasking and,
+for a message, UTF-8 decoding in one call) are here too, for `FrameParser`.
 """
 
 from __future__ import annotations
@@ -50,20 +50,24 @@ def python_mask(key: bytes, data: bytes | bytearray | memoryview, offset: int = 
 MaskFunction = Callable[..., bytes]
 
 
-#: `wspy._speedups.split_frame` (one complete frame off a buffer, unmasked), or None
-#: without the accelerator: `FrameParser` then parses in Python alone.
-SplitFunction = Callable[[Any, int, 'bool | None', 'int | None', int],
-                         'tuple[int, bytes, bytes, int] | None']
+#: `wspy._speedups.split_frame` (one complete frame off a buffer, unmasked) and
+#: `split_message` (one frame that is a whole message, decoded), or None without the
+#: accelerator: `FrameParser` then parses in Python alone.
+SplitFrame = Callable[[Any, int, 'bool | None', 'int | None', int],
+                      'tuple[int, bytes, bytes, int] | None']
+SplitMessage = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
+                        'tuple[int, bytes | str, int] | None']
 
 
-def _select() -> tuple[MaskFunction, SplitFunction | None, bool]:
+def _select() -> tuple[MaskFunction, SplitFrame | None, SplitMessage | None, bool]:
     if os.environ.get('WSPY_NO_SPEEDUPS'):
-        return python_mask, None, False
+        return python_mask, None, None, False
     try:
         from wspy._speedups import mask as c_mask, split_frame as c_split_frame
+        from wspy._speedups import split_message as c_split_message
     except ImportError:
-        return python_mask, None, False
-    return c_mask, c_split_frame, True
+        return python_mask, None, None, False
+    return c_mask, c_split_frame, c_split_message, True
 
 
-mask, split_frame, HAS_SPEEDUPS = _select()
+mask, split_frame, split_message, HAS_SPEEDUPS = _select()

@@ -425,8 +425,8 @@ class FrameParser:
         `next_frame()`, and always without the C accelerator
         (`splits_messages`). A connection's fast path for the usual message.
         """
-        if self._header is not None or split_message is None:
-            return None
+        if self._header is not None or split_message is None or len(self._buf) - self._pos < 2:
+            return None  # the last of the usual end of a read: no C call on an empty buffer
         split = split_message(self._buf, self._pos, self.require_mask, self.max_frame_size,
                               max_message_size)
         if split is None:

@@ -624,3 +624,34 @@ def test_server_clients_that_closed_leave_no_timers_on_its_loop() -> None:
         server.loop.call_soon_threadsafe(lambda: sizes.append(len(server.loop._timers)))
         assert wait_for(lambda: bool(sizes))
         assert sizes[0] < 300  # not 400 keepalive timers waiting to be due
+
+
+def test_answers_to_a_burst_are_not_held_back(serve) -> None:
+    """A read of many messages: the threaded Server corks their answers (TCP_CORK), and must
+    uncork once they are written, even when the read ends in the middle of a frame; else
+    the kernel holds them 200 ms."""
+    conn = wspy.connect(url(serve()))
+    try:
+        for burst in range(5):
+            frames = b''.join(wspy.Frame(wspy.OPCODE_TEXT, f'{burst}-{i}'.encode(),
+                                         os.urandom(4)).pack() for i in range(20))
+            last = wspy.Frame(wspy.OPCODE_TEXT, b'last', os.urandom(4)).pack()
+            start = time.monotonic()
+            conn.sock.sendall(frames + last[:3])  # ends inside a frame
+            answers = [conn.recv().payload for _ in range(20)]
+            elapsed = time.monotonic() - start
+            assert answers == [f'{burst}-{i}' for i in range(20)]
+            assert elapsed < 0.15, f'answers held back {elapsed:.3f} s'
+            conn.sock.sendall(last[3:])
+            assert conn.recv().payload == 'last'
+    finally:
+        conn.close()
+
+
+def test_cork_takes_effect_on_tcp_only() -> None:
+    listener = socket.create_server(('127.0.0.1', 0))
+    with listener, wspy.websocket() as tcp, wspy.websocket(socket.AF_UNIX) as unix:
+        tcp.connect_ex(listener.getsockname())  # no handshake: cork is a socket matter
+        assert tcp.cork(True) and tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+        assert tcp.cork(False) and tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        assert unix.cork(True) is False

@@ -226,8 +226,12 @@ struct split_args {
 };
 
 static int
-get_split_args(PyObject *const *args, struct split_args *a)
+get_split_args(const char *name, PyObject *const *args, Py_ssize_t nargs, struct split_args *a)
 {
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 5 arguments (%zd given)", name, nargs);
+        return -1;
+    }
     a->pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
     if (a->pos == -1 && PyErr_Occurred())
         return -1;
@@ -263,13 +267,13 @@ split_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     struct header h;
     PyObject *result = NULL;
 
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "split_frame() takes 5 arguments (%zd given)", nargs);
+    if (get_split_args("split_frame", args, nargs, &a) < 0)
+        return NULL;
+    long rsv_allowed = PyLong_AsLong(args[4]);
+    if (rsv_allowed == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&a.view);
         return NULL;
     }
-    long rsv_allowed = PyLong_AsLong(args[4]);
-    if ((rsv_allowed == -1 && PyErr_Occurred()) || get_split_args(args, &a) < 0)
-        return NULL;
     if (!parse_plain_header(a.p, a.available, a.require_mask, a.limit, rsv_allowed, &h)) {
         result = Py_NewRef(Py_None);
         goto done;
@@ -305,18 +309,16 @@ split_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     struct header h;
     PyObject *result = NULL;
 
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "split_message() takes 5 arguments (%zd given)", nargs);
+    if (get_split_args("split_message", args, nargs, &a) < 0)
         return NULL;
-    }
     Py_ssize_t message_limit = -1;
     if (args[4] != Py_None) {
         message_limit = PyNumber_AsSsize_t(args[4], PyExc_OverflowError);
-        if (message_limit == -1 && PyErr_Occurred())
+        if (message_limit == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&a.view);
             return NULL;
+        }
     }
-    if (get_split_args(args, &a) < 0)
-        return NULL;
     unsigned opcode = a.available ? a.p[0] & 0x0F : 0;
     if (!(a.available && (a.p[0] & 0xF0) == 0x80 && (opcode == 1 || opcode == 2)
           && parse_plain_header(a.p, a.available, a.require_mask, a.limit, 0, &h)

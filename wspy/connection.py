@@ -258,15 +258,24 @@ class Connection(Protocol):
                     self._connection_lost(error)
                     return False
                 readable = False
-            while True:
-                message = self.next_message()
-                if message is None:
-                    break
-                self._recv_lock.release()
-                try:
-                    self._callback(self.onmessage, message)
-                finally:
-                    self._recv_lock.acquire()
+            corked = False
+            try:
+                while True:
+                    message = self.next_message()
+                    if message is None:
+                        break
+                    if not corked and self._parser.buffered:
+                        # More messages follow: their answers leave together, not one
+                        # segment each (on loopback, half a small message's cost).
+                        corked = sock.cork(True)
+                    self._recv_lock.release()
+                    try:
+                        self._callback(self.onmessage, message)
+                    finally:
+                        self._recv_lock.acquire()
+            finally:
+                if corked:
+                    sock.cork(False)
             if self.state is _CLOSED:
                 return False
             if sock.pending():

@@ -130,7 +130,7 @@ bench/loadgen: bench/loadgen.c
 	@printf '#include <openssl/ssl.h>\n#include <zlib.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || \
 		{ echo 'bench/loadgen needs the OpenSSL and zlib headers:' \
 			'apt-get install libssl-dev zlib1g-dev' >&2; exit 1; }
-	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto -lz
+	$(CC) -O3 -Wall -Wextra -o $@ $< -lssl -lcrypto -lz
 
 # Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1, wspy beside
 # websockets, picows and aiohttp (plain, text with real masks, wss, permessage-deflate);

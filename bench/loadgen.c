@@ -14,11 +14,12 @@
  *              key is zero and frames are prebuilt: the generator spends no time masking)
  *   --check    check every echoed message, opcode and payload byte for byte (inflated first when
  *              compressed), against what was sent: a difference exits with status 3
- *   --tls      wss: TLS 1.3 (OpenSSL), certificate not verified, a full handshake per connection
- *              (no session resumption)
+ *   --tls      wss: TLS 1.3 (OpenSSL's default cipher suites), certificate not verified, a
+ *              full handshake per connection (no session resumption)
  *   --deflate  permessage-deflate (RFC 7692): offers "permessage-deflate; client_max_window_bits",
  *              follows the server's answer (window bits, no_context_takeover), compresses each
- *              message with a sync flush and without its 00 00 ff ff tail, sets RSV1
+ *              message with a sync flush and without its 00 00 ff ff tail, sets RSV1 (echoes
+ *              are inflated only with --check; handshake mode offers it and reads no answer)
  *
  * Without options: binary frames of 'x' bytes, zero masking key, echoes counted from their
  * headers only. Prints one line of "key=value" figures:
@@ -281,9 +282,9 @@ static void compress_messages(void) {
 
 /* Make the cycle of messages of `size` bytes (after the first upgrade: it needs pmd). */
 static void make_messages(size_t size) {
-    size_t count = opt.kind == BINARY ? 1 : (32u << 20) / (size ? size : 1);
-    nmessages = count < 2 ? 2 : count > 64 ? 64 : count;
-    if (opt.kind == BINARY) nmessages = 1;
+    /* Binary payloads are all alike; text ones differ, 2 to 64 of them in 32 MiB at most. */
+    size_t fit = (32u << 20) / (size ? size : 1);
+    nmessages = opt.kind == BINARY ? 1 : fit < 2 ? 2 : fit > 64 ? 64 : (int)fit;
     data_opcode = opt.kind == BINARY ? 2 : 1;
     messages = calloc(nmessages, sizeof *messages);
     for (int i = 0; i < nmessages; i++) {

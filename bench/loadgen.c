@@ -301,6 +301,7 @@ static void make_messages(size_t size) {
 }
 
 #define MAX_HEADER 14
+#define OUT_BUFFER (256 << 10)
 
 static size_t max_payload_len(void) {
     size_t max = 0;
@@ -436,6 +437,25 @@ static ssize_t io_write(struct io *io, const void *buf, size_t n) {
     int r = SSL_write(io->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
     if (r > 0) return r;
     if (tls_result(io->ssl, r, "TLS write") == 0) fail(1, "server closed the connection");
+    return -1;
+}
+
+/* Echo connections write TLS records through a 256 KiB buffer, flushed by io_flush, so
+   that a message of several records goes out in one write() rather than one a record. */
+static void buffer_tls_writes(struct io *io) {
+    BIO *sock = SSL_get_wbio(io->ssl), *buffer = BIO_new(BIO_f_buffer());
+    if (!buffer || !BIO_set_write_buffer_size(buffer, OUT_BUFFER) || !BIO_up_ref(sock))
+        fail(1, "BIO_f_buffer failed");
+    SSL_set0_wbio(io->ssl, BIO_push(buffer, sock));
+}
+
+/* Write what the TLS buffer holds: 0 once all has gone, -1 if the socket is full. */
+static int io_flush(struct io *io) {
+    if (!io->ssl) return 0;
+    BIO *wbio = SSL_get_wbio(io->ssl);
+    if (BIO_flush(wbio) > 0) return 0;
+    if (BIO_should_retry(wbio)) return -1;
+    die("TLS write");
     return -1;
 }
 
@@ -663,11 +683,9 @@ static long read_frames(struct reader *r, const unsigned char *p, size_t n) {
 
 /* -- echo ---------------------------------------------------------------------------------------- */
 
-#define OUT_CAP (256 << 10)
-
 /* A connection of the echo run and what it still has to send. Without --mask the frames are
    prebuilt and written straight from frames_buf (out_left bytes from out_off); with it each
-   frame is masked into `out` as it goes, OUT_CAP bytes at a time. */
+   frame is masked into `out` as it goes, OUT_BUFFER bytes at a time. */
 struct conn {
     struct io io;
     struct reader reader;
@@ -691,12 +709,12 @@ static void queue(struct conn *c, long count) {
     for (long i = 0; i < count; i++) c->out_left += frame_lens[c->next++ % nmessages];
 }
 
-/* Mask queued frames into c->out (emptied), up to OUT_CAP bytes. */
+/* Mask queued frames into c->out (emptied), up to OUT_BUFFER bytes. */
 static void fill_out(struct conn *c) {
     c->out_len = c->out_off = 0;
-    while (c->out_len < OUT_CAP) {
+    while (c->out_len < OUT_BUFFER) {
         if (!c->frame) {
-            if (!c->queued || OUT_CAP - c->out_len < MAX_HEADER) return;
+            if (!c->queued || OUT_BUFFER - c->out_len < MAX_HEADER) return;
             c->frame = &messages[c->next++ % nmessages];
             c->queued--;
             c->frame_off = 0;
@@ -704,7 +722,7 @@ static void fill_out(struct conn *c) {
             c->out_len += put_header(c->out + c->out_len, c->frame->payload_len, c->key);
         }
         size_t k = c->frame->payload_len - c->frame_off;
-        if (k > OUT_CAP - c->out_len) k = OUT_CAP - c->out_len;
+        if (k > OUT_BUFFER - c->out_len) k = OUT_BUFFER - c->out_len;
         mask_copy(c->out + c->out_len, c->frame->payload + c->frame_off, k, c->key, c->frame_off);
         c->out_len += k;
         c->frame_off += k;
@@ -725,9 +743,9 @@ static void write_some(struct conn *c) {
             k = frames_buf_len - c->out_off;
             if (c->out_left < k) k = c->out_left;
         }
-        if (!k) return;
+        if (!k) break;
         ssize_t n = io_write(&c->io, p, k);
-        if (n < 0) return;
+        if (n < 0) break;
         c->sent_bytes += n;
         if (opt.mask) {
             c->out_off += n;
@@ -736,6 +754,7 @@ static void write_some(struct conn *c) {
             c->out_off = (c->out_off + n) % frames_period;
         }
     }
+    io_flush(&c->io);   /* if the socket is full, the rest goes at its next EPOLLOUT */
 }
 
 /* Read all that has come; returns the messages completed. */
@@ -759,7 +778,8 @@ static void run_echo(size_t size, int nconns, int inflight, double seconds) {
             if (!opt.mask) prebuild_frames();
         }
         conns[i].reader.conn = i;
-        if (opt.mask) conns[i].out = xmalloc(OUT_CAP);
+        if (opt.tls) buffer_tls_writes(&conns[i].io);
+        if (opt.mask) conns[i].out = xmalloc(OUT_BUFFER);
         if (fcntl_nonblock(conns[i].io.fd) < 0) die("fcntl");
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = &conns[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].io.fd, &ev);

@@ -134,7 +134,7 @@ bench/loadgen: bench/loadgen.c
 
 # Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1, wspy beside
 # websockets, picows and aiohttp (plain, text with real masks, wss, permessage-deflate);
-# prints medians of 5 and ratios against websockets (about 25 minutes;
+# prints medians of 5 and ratios against websockets (about 21 minutes;
 # BENCH_ARGS=--quick for one short pass). Then the client.
 bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	@command -v openssl >/dev/null || { echo 'the wss rows need: apt-get install openssl' >&2; exit 1; }

@@ -9,7 +9,7 @@ AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis
 # The reference servers of the benchmark, installed for it only.
-BENCH_DEPS := websockets picows uvloop
+BENCH_DEPS := websockets picows uvloop aiohttp
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
@@ -28,7 +28,7 @@ $(VENV)/.test-deps: Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TEST_DEPS)
 	touch $@
 
-$(VENV)/.bench-deps: | $(BIN)/python
+$(VENV)/.bench-deps: Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q $(BENCH_DEPS)
 	touch $@
 
@@ -125,12 +125,19 @@ check-dist: dist
 		assert not m.HAS_SPEEDUPS; f = wspy.Frame(2, b"x" * 300, b"abcd"); \
 		assert wspy.read_frame(f.pack()) == f; print("pure-Python install works")'
 
+# The load generator speaks TLS (OpenSSL) and permessage-deflate (zlib).
 bench/loadgen: bench/loadgen.c
-	$(CC) -O2 -Wall -Wextra -o $@ $<
+	@printf '#include <openssl/ssl.h>\n#include <zlib.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || \
+		{ echo 'bench/loadgen needs the OpenSSL and zlib headers:' \
+			'apt-get install libssl-dev zlib1g-dev' >&2; exit 1; }
+	$(CC) -O3 -Wall -Wextra -o $@ $< -lssl -lcrypto -lz
 
 # Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1, wspy beside
-# websockets and picows; prints medians and ratios against websockets. Then the client.
+# websockets, picows and aiohttp (plain, text with real masks, wss, permessage-deflate);
+# prints medians of 5 and ratios against websockets (about 21 minutes;
+# BENCH_ARGS=--quick for one short pass). Then the client.
 bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
+	@command -v openssl >/dev/null || { echo 'the wss rows need: apt-get install openssl' >&2; exit 1; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/client.py
 

@@ -1,28 +1,42 @@
 """Run the echo benchmarks side by side and print medians.
 
-    python bench/run.py [--reps 3] [--only SCENARIO ...] [--servers NAME ...] [--workers]
-                        [--baseline DIR]
+    python bench/run.py [--reps 5] [--quick] [--only SCENARIO ...] [--servers NAME ...]
+                        [--reference NAME] [--workers] [--baseline DIR]
 
 Each server runs pinned to CPU 0 and the C load generator (bench/loadgen)
 to CPU 1. With --workers, wspy's AsyncServer in 1 and then 2 worker
 processes, nothing pinned (the workers need both CPUs; the load generator
 shares them). Implementations alternate within each repetition, so a noisy
 moment hurts them alike; the figures are medians over the repetitions,
-with ratios against the first server listed (websockets by default).
-With --baseline DIR (a checkout of another commit, its C accelerator
-built), each wspy server also runs from that tree, just before the same
-server from this one, and this one's ratios are against it.
+with ratios against the reference server (the first listed: websockets by
+default). With --baseline DIR (a checkout of another commit, its C
+accelerator built), each wspy server also runs from that tree, just before
+the same server from this one, and this one's ratios are against it.
+
+The first rows send what the first version of this benchmark sent: binary
+frames of one repeated byte, masked with a zero key, counted from their
+headers. The others send what clients send: text (valid UTF-8, some of it
+multi-byte) or JSON-like text, a random masking key per frame, and every
+echo checked byte for byte (a wrong echo fails the run); over TLS 1.3 with
+a self-signed RSA-2048 certificate made for the run (wss rows), and with
+permessage-deflate at each library's defaults (deflate rows, where the
+bytes the server sent per echo are shown too). A '-' marks a server that
+does not take part in a row: picows has no permessage-deflate, and aiohttp
+is a reference for the wss and deflate rows only.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,17 +47,97 @@ LOADGEN = HERE / 'loadgen'
 BASELINE_SUFFIX = '@baseline'
 # The checkout the servers named NAME@baseline run from (see --baseline).
 TREES: dict[str, Path] = {'': HERE.parent}
+# The certificate and key of the wss rows (made by make_certificate).
+CERTIFICATE: list[str] = []
 
-# name: (loadgen arguments, the figure to report, its unit)
-SCENARIOS = {
-    '16 B echo, 64 x 16': (['echo', '16', '64', '16', '3'], 'msgs_per_s', 'msg/s'),
-    '1 KiB echo, 64 x 16': (['echo', '1024', '64', '16', '3'], 'msgs_per_s', 'msg/s'),
-    '64 KiB echo, 8 conns': (['echo', '65536', '8', '1', '3'], 'MB_per_s', 'MB/s'),
-    '16 MiB echo, 1 conn': (['echo', str(16 << 20), '1', '1', '4'], 'MB_per_s', 'MB/s'),
-    'handshakes, 32 concurrent': (['handshake', '32', '3'], 'handshakes_per_s', '/s'),
-    '16 B round trip, 1 conn': (['rtt', '16', '20000'], 'median_us', 'us'),
-    'memory per idle connection (5,000)': (['idle', '5000'], 'kib_per_conn', 'KiB'),
-}
+# The options of loadgen that make its messages like a real client's.
+REAL = ('--text', '--mask', '--check')
+# With --quick: the duration in seconds or the count of each mode.
+QUICK = {'echo': 1, 'handshake': 1, 'rtt': 5000, 'idle': 1000}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the table: a figure of a scenario's loadgen run."""
+
+    name: str
+    key: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One loadgen run per server and repetition, and the rows it fills."""
+
+    mode: str
+    params: tuple[int, ...]         # the mode's arguments; the last a duration or a count
+    rows: tuple[Row, ...]
+    options: tuple[str, ...] = ()   # loadgen's options: --text, --tls, --deflate...
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server serves wss://."""
+        return '--tls' in self.options
+
+    @property
+    def deflate(self) -> bool:
+        """Whether the server accepts permessage-deflate."""
+        return '--deflate' in self.options
+
+    def loadgen_args(self, quick: bool) -> list[str]:
+        """The load generator's arguments after the port (options first)."""
+        params = [*self.params[:-1], QUICK[self.mode] if quick else self.params[-1]]
+        return [*self.options, self.mode, *map(str, params)]
+
+
+def echo(name: str, size: int, conns: int, inflight: int, seconds: int,
+         options: tuple[str, ...] = (), unit: str = 'msg/s') -> Scenario:
+    """An echo scenario reporting messages (or MB) per second."""
+    key = 'msgs_per_s' if unit == 'msg/s' else 'MB_per_s'
+    return Scenario('echo', (size, conns, inflight, seconds), (Row(name, key, unit),), options)
+
+
+def handshakes(name: str, options: tuple[str, ...] = ()) -> Scenario:
+    """Upgrades per second, 32 connections at a time, each reset once its 101 has come."""
+    return Scenario('handshake', (32, 3), (Row(name, 'handshakes_per_s', '/s'),), options)
+
+
+def deflate_echo(name: str, size: int, conns: int, inflight: int, unit: str,
+                 bytes_row: str) -> Scenario:
+    """A permessage-deflate echo of JSON-like text; also the bytes sent back per message."""
+    scenario = echo(name, size, conns, inflight, 3,
+                    ('--json', '--mask', '--check', '--deflate'), unit)
+    return Scenario(scenario.mode, scenario.params,
+                    (*scenario.rows, Row(bytes_row, 'wire_bytes_per_msg', 'B')),
+                    scenario.options)
+
+
+SCENARIOS = {scenario.rows[0].name: scenario for scenario in (
+    # The first version's rows: binary, zero masking key, echoes counted from their headers.
+    echo('16 B echo, 64 x 16', 16, 64, 16, 3),
+    echo('1 KiB echo, 64 x 16', 1024, 64, 16, 3),
+    echo('64 KiB echo, 8 conns', 65536, 8, 1, 3, unit='MB/s'),
+    echo('16 MiB echo, 1 conn', 16 << 20, 1, 1, 4, unit='MB/s'),
+    handshakes('handshakes, 32 concurrent'),
+    Scenario('rtt', (16, 20000), (Row('16 B round trip, 1 conn', 'median_us', 'us'),)),
+    Scenario('idle', (5000,), (Row('memory per idle connection (5,000)', 'kib_per_conn', 'KiB'),)),
+    # What clients send: text, random masks, every echo checked.
+    echo('16 B text echo, 64 x 16', 16, 64, 16, 3, REAL),
+    echo('1 KiB text echo, 64 x 16', 1024, 64, 16, 3, REAL),
+    echo('16 MiB text echo, 1 conn', 16 << 20, 1, 1, 4, REAL, unit='MB/s'),
+    Scenario('rtt', (16, 20000), (
+        Row('16 B text round trip, 1 conn, p50', 'p50_us', 'us'),
+        Row('16 B text round trip, 1 conn, p99', 'p99_us', 'us'),
+        Row('CPU per message, 1 conn', 'cpu_us_per_msg', 'us'),
+    ), REAL),
+    echo('wss 16 B text echo, 64 x 16', 16, 64, 16, 3, ('--tls', *REAL)),
+    echo('wss 64 KiB echo, 8 conns', 65536, 8, 1, 3, ('--tls', '--mask', '--check'), 'MB/s'),
+    handshakes('wss handshakes, 32 concurrent', ('--tls',)),
+    deflate_echo('deflate 1 KiB JSON echo, 64 x 16', 1024, 64, 16, 'msg/s',
+                 'deflate 1 KiB JSON, bytes per echo'),
+    deflate_echo('deflate 64 KiB JSON echo, 8 conns', 65536, 8, 1, 'MB/s',
+                 'deflate 64 KiB JSON, bytes per echo'),
+)}
 
 
 def free_port() -> int:
@@ -61,13 +155,36 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError('no VmRSS')
 
 
-def start_server(name: str) -> tuple[subprocess.Popen[bytes], int]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user and system, all its threads)."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def make_certificate(directory: str) -> None:
+    """A self-signed RSA-2048 certificate and its key for the wss rows."""
+    if shutil.which('openssl') is None:
+        raise SystemExit('the wss rows need the openssl command: apt-get install openssl')
+    cert, key = f'{directory}/cert.pem', f'{directory}/key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+                    '-subj', '/CN=localhost', '-keyout', key, '-out', cert],
+                   check=True, capture_output=True)
+    CERTIFICATE[:] = [cert, key]
+
+
+def start_server(name: str, tls: bool = False,
+                 deflate: bool = False) -> tuple[subprocess.Popen[bytes], int]:
     """Start an echo server pinned to CPU 0; wait until it accepts connections."""
     port = free_port()
     name, suffix, _ = name.partition(BASELINE_SUFFIX)
     env = {**os.environ, 'PYTHONPATH': str(TREES[suffix])}
-    server = subprocess.Popen([sys.executable, str(HERE / 'servers.py'), name, str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, str(HERE / 'servers.py'), name, str(port)]
+    if tls:
+        command += ['--tls', *CERTIFICATE]
+    if deflate:
+        command.append('--deflate')
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     if PIN['server'] is not None:
         os.sched_setaffinity(server.pid, PIN['server'])
     for _ in range(100):
@@ -106,7 +223,7 @@ def loadgen(args: list[str], timeout: float = 120) -> dict[str, float]:
     result = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True,
                             timeout=timeout, preexec_fn=pin)
     if result.returncode:
-        raise RuntimeError(f'loadgen {args}: {result.stderr.strip()}')
+        raise RuntimeError(f'loadgen {" ".join(args)}: {result.stderr.strip()}')
     return parse(result.stdout)
 
 
@@ -125,16 +242,95 @@ def idle_memory(server: subprocess.Popen[bytes], port: int, count: int) -> dict[
     return {'kib_per_conn': (after - before) / count}
 
 
-def measure(name: str, scenario: str) -> float:
-    """One measurement of one scenario on a fresh server."""
-    args, key, _ = SCENARIOS[scenario]
-    server, port = start_server(name)
+def measure(name: str, scenario: Scenario, quick: bool) -> dict[str, float]:
+    """One loadgen run of a scenario on a fresh server: its figures, and the server's CPU
+    time per message (cpu_us_per_msg)."""
+    server, port = start_server(name, scenario.tls, scenario.deflate)
     try:
-        if args[0] == 'idle':
-            return idle_memory(server, port, int(args[1]))[key]
-        return loadgen([str(port), *args])[key]
+        args = scenario.loadgen_args(quick)
+        if scenario.mode == 'idle':
+            return idle_memory(server, port, int(args[-1]))
+        before = cpu_seconds(server.pid)
+        figures = loadgen([str(port), *args])
+        spent = cpu_seconds(server.pid) - before
+        messages = figures.get('count') or figures.get('msgs')
+        if messages:
+            figures['cpu_us_per_msg'] = spent * 1e6 / messages
+        return figures
     finally:
         stop_server(server)
+
+
+def takes_part(name: str, scenario: Scenario) -> bool:
+    """Whether a server runs a scenario ('-' in its rows otherwise)."""
+    from servers import NO_DEFLATE, TLS_AND_DEFLATE_ONLY
+
+    base = name.partition(BASELINE_SUFFIX)[0]
+    if scenario.deflate and base in NO_DEFLATE:
+        return False
+    return base not in TLS_AND_DEFLATE_ONLY or scenario.tls or scenario.deflate
+
+
+def cell(values: list[float], unit: str, against: list[float] | None) -> str:
+    """A median with its unit, and its ratio to the reference's when there is one."""
+    median = statistics.median(values)
+    text = f'{median:,.0f} {unit}' if median >= 100 else f'{median:.1f} {unit}'
+    if against:
+        text += f' ({median / statistics.median(against):.2f}x)'
+    return text
+
+
+def print_table(results: dict[tuple[str, str], list[float]], scenarios: list[Scenario],
+                servers: list[str], reference: str) -> None:
+    """The table of medians, a row per figure and a column per server."""
+    print('| scenario | ' + ' | '.join(servers) + ' |')
+    print('|' + '---|' * (len(servers) + 1))
+    for scenario in scenarios:
+        for row in scenario.rows:
+            cells = []
+            for name in servers:
+                values = results.get((row.name, name))
+                if not takes_part(name, scenario):
+                    cells.append('-')
+                elif not values:
+                    cells.append('failed')
+                elif name == reference:
+                    cells.append(cell(values, row.unit, None))
+                else:
+                    base = results.get((row.name, reference))
+                    cells.append(cell(values, row.unit,
+                                      results.get((row.name, name + BASELINE_SUFFIX), base)))
+            print(f'| {row.name} | ' + ' | '.join(cells) + ' |')
+
+
+# Over this share of its run on its CPU, the load generator may be what limits a figure.
+BUSY = 0.9
+
+
+def run(scenarios: list[Scenario], servers: list[str], reps: int,
+        quick: bool) -> dict[tuple[str, str], list[float]]:
+    """Measure every scenario on every server taking part, `reps` times; the figures.
+
+    Where the load generator was busy over BUSY of a run, a line on stderr says so.
+    """
+    results: dict[tuple[str, str], list[float]] = {}
+    for scenario in scenarios:
+        for _ in range(reps):
+            for name in servers:
+                if not takes_part(name, scenario):
+                    continue
+                try:
+                    figures = measure(name, scenario, quick)
+                except Exception as error:  # report and go on with the others
+                    print(f'  {scenario.rows[0].name} / {name}: {error}', file=sys.stderr)
+                    continue
+                for row in scenario.rows:
+                    results.setdefault((row.name, name), []).append(figures[row.key])
+                busy = figures.get('loadgen_busy', 0)
+                if busy > BUSY:
+                    print(f'  {scenario.rows[0].name} / {name}: the load generator was '
+                          f'{busy:.0%} busy', file=sys.stderr)
+    return results
 
 
 def main() -> int:
@@ -142,15 +338,20 @@ def main() -> int:
     from servers import SERVERS, WORKERS
 
     parser = argparse.ArgumentParser()
-    parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--quick', action='store_true',
+                        help='one repetition of short runs: to check that all works')
     parser.add_argument('--only', nargs='*', default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument('--servers', nargs='*', default=list(SERVERS),
                         choices=[*SERVERS, *WORKERS])
+    parser.add_argument('--reference', help='the server of the ratios (default: the first)')
     parser.add_argument('--workers', action='store_true',
                         help='1 against 2 worker processes, nothing pinned')
     parser.add_argument('--baseline', type=Path,
                         help='a checkout of another commit: its wspy servers run beside these')
     args = parser.parse_args()
+    if args.quick:
+        args.reps = 1
     if args.baseline is not None:
         TREES[BASELINE_SUFFIX] = args.baseline.resolve()
         args.servers = [entry for name in args.servers for entry in (
@@ -162,44 +363,24 @@ def main() -> int:
         placement = 'nothing pinned'
         if args.only == list(SCENARIOS):
             args.only = [name for name in SCENARIOS if 'memory' not in name]
+    reference = args.reference or args.servers[0]
+    if reference not in args.servers:
+        parser.error(f'--reference {reference} is not among the servers')
     if not LOADGEN.exists():
         raise SystemExit(f'{LOADGEN} missing: run `make bench`')
+    scenarios = [SCENARIOS[name] for name in args.only]
     load = os.getloadavg()[0]
     print(f'# {os.cpu_count()} CPUs, load average {load:.2f} at start; '
-          f'{args.reps} repetitions, medians; {placement}')
+          f'{args.reps} repetitions, medians; {placement}; ratios against {reference}')
     if args.baseline is not None:
         print(f'# NAME{BASELINE_SUFFIX} runs from {args.baseline}; NAME\'s ratio is against it')
-    results: dict[tuple[str, str], list[float]] = {}
-    for scenario in args.only:
-        for _ in range(args.reps):
-            for name in args.servers:
-                try:
-                    value = measure(name, scenario)
-                except Exception as error:  # report and go on with the others
-                    print(f'  {scenario} / {name}: {error}', file=sys.stderr)
-                    continue
-                results.setdefault((scenario, name), []).append(value)
-    reference = args.servers[0]
-    header = '| scenario | ' + ' | '.join(args.servers) + ' |'
-    print(header)
-    print('|' + '---|' * (len(args.servers) + 1))
-    for scenario in args.only:
-        _, _, unit = SCENARIOS[scenario]
-        base = results.get((scenario, reference))
-        cells = []
-        for name in args.servers:
-            values = results.get((scenario, name))
-            if not values:
-                cells.append('failed')
-                continue
-            median = statistics.median(values)
-            cell = f'{median:,.0f} {unit}' if median >= 100 else f'{median:.1f} {unit}'
-            against = results.get((scenario, name + BASELINE_SUFFIX), base)
-            if against and name != reference:
-                ratio = median / statistics.median(against)
-                cell += f' ({ratio:.2f}x)'
-            cells.append(cell)
-        print(f'| {scenario} | ' + ' | '.join(cells) + ' |')
+    with tempfile.TemporaryDirectory(prefix='wspy-bench-') as directory:
+        if any(scenario.tls for scenario in scenarios):
+            make_certificate(directory)
+        started = time.monotonic()
+        results = run(scenarios, args.servers, args.reps, args.quick)
+    print_table(results, scenarios, args.servers, reference)
+    print(f'# {time.monotonic() - started:.0f} s')
     return 0
 
 

@@ -17,14 +17,12 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from memory import FakeClock, MemoryConnection, connected_pair, negotiated_hooks, transfer
 from wspy.errors import (ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, PingError,
                          ProtocolError, SocketClosed)
-from wspy.protocol import connection as connection_module
 from wspy.protocol.connection import State
 from wspy.protocol.deflate_frame import DeflateFrame
 from wspy.protocol.deflate_message import DeflateMessage
@@ -1171,25 +1169,3 @@ def test_whole_messages_skip_the_frames_with_the_accelerator(
     whole = [] if FrameParser.splits_messages else [TEXT, BINARY]
     assert through_frames == [*whole, TEXT, CONT, PING, TEXT]  # the invalid text too: 1007
     assert_failed(conn, 1007)
-
-
-def test_a_text_frame_checked_as_it_arrives_is_not_decoded_again(
-        conn: MemoryConnection, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pieces `check_partial` decoded make the message: one pass over a long text."""
-    texts = []
-    text = connection_module._PartialText.text
-
-    def counted(partial: Any, payload: bytes) -> str:
-        texts.append(len(payload))
-        return text(partial, payload)
-
-    monkeypatch.setattr(connection_module._PartialText, 'text', counted)
-    payload = ('é€' + '\N{GRINNING FACE}' * 50).encode()
-    raw = header(conn, 0x81, len(payload)) + payload
-    conn.feed_bytes(raw[:40])
-    assert conn.check_partial()
-    conn.feed_bytes(raw[40:77])  # ends inside a character
-    assert conn.check_partial()
-    assert conn.feed_bytes(raw[77:]) == [TextMessage('é€' + '\N{GRINNING FACE}' * 50)]
-    assert texts == [len(payload)]
-    assert_open(conn)

@@ -73,30 +73,6 @@ def _check_utf8_tail(decoder: codecs.IncrementalDecoder) -> None:
         raise InvalidPayload('invalid UTF-8 in a text message')
 
 
-class _PartialText:
-    """What `check_partial` decoded of a text frame still arriving.
-
-    Once the frame is whole, its text is these pieces and the decoded rest:
-    a long text frame is decoded once, not once as it arrives and again.
-    """
-
-    __slots__ = ('decoder', 'pieces', 'size')
-
-    def __init__(self, decoder: codecs.IncrementalDecoder) -> None:
-        self.decoder = decoder
-        self.pieces: list[str] = []
-        self.size = 0  # the payload bytes decoded so far
-
-    def decode(self, chunk: bytes) -> None:
-        """Decode the next bytes of the payload (`UnicodeDecodeError` if invalid)."""
-        self.pieces.append(self.decoder.decode(chunk))
-        self.size += len(chunk)
-
-    def text(self, payload: bytes) -> str:
-        """The text of the whole payload, which began with the bytes decoded so far."""
-        return ''.join(self.pieces) + self.decoder.decode(payload[self.size:], True)
-
-
 class Protocol:
     """The state of one WebSocket connection and every decision RFC 6455 asks of it.
 
@@ -110,7 +86,7 @@ class Protocol:
 
     __slots__ = ('_decoder', '_failed_code', '_fragments', '_fragments_compressed',
                  '_fragments_opcode', '_fragments_size', '_hooks', '_masks', '_next_ping',
-                 '_output_must_not_wait', '_parser', '_partial', '_ping_blocked_since',
+                 '_output_must_not_wait', '_parser', '_partial_decoder', '_ping_blocked_since',
                  '_ping_pending', 'close_received', 'close_sent', 'close_timeout', 'latency',
                  'max_message_size', 'ping_interval', 'ping_timeout', 'state')
 
@@ -197,7 +173,7 @@ class Protocol:
         self._fragments_compressed = False
         self._decoder: codecs.IncrementalDecoder | None = None
         # Validates the text of a frame that is still arriving (fail fast).
-        self._partial: _PartialText | None = None
+        self._partial_decoder: codecs.IncrementalDecoder | None = None
         # Set by a driver while it reads on a thread that must never wait to write.
         self._output_must_not_wait = False
         self.ping_interval = ping_interval
@@ -463,7 +439,7 @@ class Protocol:
         if opcode & 0x8:
             self._handle_control(frame)
             return None
-        partial, self._partial = self._partial, None
+        self._partial_decoder = None
         if self._hooks:
             if frame.opcode != OPCODE_CONTINUATION:
                 self._fragments_compressed = frame.rsv1
@@ -485,8 +461,7 @@ class Protocol:
             if opcode == OPCODE_TEXT:
                 message: Message = _new_object(TextMessage)
                 try:
-                    message.payload = (payload.decode('utf-8') if partial is None or self._hooks
-                                       else partial.text(payload))
+                    message.payload = payload.decode('utf-8')
                 except UnicodeDecodeError:
                     raise InvalidPayload('invalid UTF-8 in a text message') from None
             else:
@@ -535,8 +510,8 @@ class Protocol:
         if first is None or first & 0x40:  # not yet known, or compressed
             return
         opcode = first & 0x0F
-        partial = self._partial
-        if partial is None:
+        decoder = self._partial_decoder
+        if decoder is None:
             if opcode == OPCODE_TEXT and self._fragments is None:
                 decoder = _utf8_decoder()
             elif (opcode == OPCODE_CONTINUATION and self._decoder is not None
@@ -545,12 +520,12 @@ class Protocol:
                 decoder.setstate(self._decoder.getstate())
             else:
                 return
-            partial = self._partial = _PartialText(decoder)
+            self._partial_decoder = decoder
         try:
-            partial.decode(parser.peek_payload())
+            decoder.decode(parser.peek_payload())
         except UnicodeDecodeError:
             raise InvalidPayload('invalid UTF-8 in a text message') from None
-        _check_utf8_tail(partial.decoder)
+        _check_utf8_tail(decoder)
 
     def _handle_control(self, frame: Frame) -> None:
         opcode = frame.opcode

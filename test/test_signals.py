@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 
 KINDS = {'Server': ['--threaded'], 'AsyncServer': [], 'Workers': ['--workers', '2']}
+# `python -m wspy`, with Ctrl-C's handler even where SIGINT came ignored (a test run started
+# as a background job of a shell): the signal then reaches the server as it does from a terminal.
+WSPY_WITH_SIGINT = ('import runpy, signal; '
+                    'signal.signal(signal.SIGINT, signal.default_int_handler); '
+                    'runpy.run_module("wspy", run_name="__main__", alter_sys=True)')
 #: The demo server's max_join_time (the default) and how late a stop may come after it.
 MAX_JOIN_TIME = 2.0
 SLACK = 2.5
@@ -31,7 +36,7 @@ class Demo:
     def __init__(self, kind: str) -> None:
         env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
         self.process = subprocess.Popen(
-            [sys.executable, '-m', 'wspy', 'serve', '--host', '127.0.0.1', '--port', '0',
+            [sys.executable, '-c', WSPY_WITH_SIGINT, 'serve', '--host', '127.0.0.1', '--port', '0',
              *KINDS[kind]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             text=True)
         assert self.process.stdout is not None

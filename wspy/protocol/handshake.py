@@ -354,17 +354,23 @@ class UpgradeSettings(Protocol):
     """
 
     @property
-    def protocols(self) -> list[str]: ...
+    def protocols(self) -> list[str]:
+        """Subprotocols the server speaks, in its order of preference."""
     @property
-    def trusted_origins(self) -> list[str | None] | None: ...
+    def trusted_origins(self) -> list[str | None] | None:
+        """Origins accepted (None: any; None in the list: requests without one)."""
     @property
-    def locations(self) -> list[str] | None: ...
+    def locations(self) -> list[str] | None:
+        """Paths accepted (None: any)."""
     @property
-    def headers(self) -> list[tuple[str, str]]: ...
+    def headers(self) -> list[tuple[str, str]]:
+        """Extra headers of the 101 response."""
     @property
-    def select_protocol(self) -> ProtocolSelector: ...
+    def select_protocol(self) -> ProtocolSelector:
+        """Chooses the subprotocol among those the client offers."""
     @property
-    def extensions(self) -> list[Extension]: ...
+    def extensions(self) -> list[Extension]:
+        """Extensions the server negotiates, in its order of preference."""
 
 
 def check_request(request: Request, settings: UpgradeSettings) -> tuple[str, str | None]:

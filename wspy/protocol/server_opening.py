@@ -43,19 +43,26 @@ class ServerSettings(UpgradeSettings, Protocol):
     """
 
     @property
-    def auth(self) -> object: ...
+    def auth(self) -> object:
+        """The `RequestAuthenticator` that checks the request, if any."""
     @property
-    def process_request(self) -> RequestHook | None: ...
+    def process_request(self) -> RequestHook | None:
+        """The hook that may answer the request itself, if any."""
     @property
-    def trusted_proxies(self) -> TrustedProxies | None: ...
+    def trusted_proxies(self) -> TrustedProxies | None:
+        """Proxies whose X-Forwarded-For gives the client address, if any."""
     @property
-    def handshake_timeout(self) -> float | None: ...
+    def handshake_timeout(self) -> float | None:
+        """Seconds the whole opening handshake may take (None: no limit)."""
     @property
-    def max_line_length(self) -> int: ...
+    def max_line_length(self) -> int:
+        """The longest request line or header line accepted, in bytes."""
     @property
-    def max_headers(self) -> int: ...
+    def max_headers(self) -> int:
+        """The most header lines accepted."""
     @property
-    def max_head_size(self) -> int: ...
+    def max_head_size(self) -> int:
+        """The largest request head accepted, in bytes."""
 
 
 @dataclass

@@ -135,10 +135,7 @@ done:
     return result;
 }
 
-/* The frame at the start of p[0:available], if it is complete and plainly valid: known
-   opcode, reserved bits only as `rsv_allowed` lets data frames have them, a control frame
-   final and of 125 bytes at most, masked as `require_mask` asks (-1: either), its payload
-   within `limit` (-1: none). Returns 1 and fills the header fields, or 0. */
+/* A frame's header, as parse_plain_header reads it. */
 struct header {
     unsigned char b1;
     int masked;
@@ -146,6 +143,10 @@ struct header {
     Py_ssize_t header_length, length;
 };
 
+/* The frame at the start of p[0:available], if it is complete and plainly valid: known
+   opcode, reserved bits only as `rsv_allowed` lets data frames have them, a control frame
+   final and of 125 bytes at most, masked as `require_mask` asks (-1: either), its payload
+   within `limit` (-1: none). Returns 1 and fills the header fields, or 0. */
 static int
 parse_plain_header(const unsigned char *p, Py_ssize_t available, int require_mask,
                    Py_ssize_t limit, long rsv_allowed, struct header *h)

@@ -258,30 +258,37 @@ class Connection(Protocol):
                     self._connection_lost(error)
                     return False
                 readable = False
-            corked = False
-            try:
-                while True:
-                    message = self.next_message()
-                    if message is None:
-                        break
-                    if not corked and self._parser.buffered:
-                        # More messages follow: their answers leave together, not one
-                        # segment each (on loopback, half a small message's cost).
-                        corked = sock.cork(True)
-                    self._recv_lock.release()
-                    try:
-                        self._callback(self.onmessage, message)
-                    finally:
-                        self._recv_lock.acquire()
-            finally:
-                if corked:
-                    sock.cork(False)
+            self._deliver_messages()
             if self.state is _CLOSED:
                 return False
             if sock.pending():
                 readable = True
             elif not more:
                 return self.check_partial()
+
+    def _deliver_messages(self) -> None:
+        """Call `onmessage` with every complete message received, the receive lock released.
+
+        While more messages follow, the answers are corked: they leave
+        together, not one segment each (on loopback, half a small message's
+        cost), and are sent once the last has been delivered.
+        """
+        corked = False
+        try:
+            while True:
+                message = self.next_message()
+                if message is None:
+                    return
+                if not corked and self._parser.buffered:
+                    corked = self.sock.cork(True)
+                self._recv_lock.release()
+                try:
+                    self._callback(self.onmessage, message)
+                finally:
+                    self._recv_lock.acquire()
+        finally:
+            if corked:
+                self.sock.cork(False)
 
     def receive_forever(self) -> None:
         """Call `onopen`, then `onmessage` for every message until the connection closes."""

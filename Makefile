@@ -14,7 +14,7 @@ PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
 	autobahn-asyncclient \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers dist check-dist clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +144,11 @@ bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 # AsyncServer in 1 and in 2 worker processes (Workers, SO_REUSEPORT), nothing pinned.
 bench-workers: $(VENV)/.installed bench/loadgen
 	$(BIN)/python bench/run.py --workers $(BENCH_ARGS)
+
+# The pure-Python fallback (no C accelerator) of both servers against websockets
+# (which has its C masking), both pinned as in `make bench`.
+bench-fallback: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
+	$(BIN)/python bench/run.py --fallback $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \

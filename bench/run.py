@@ -124,6 +124,7 @@ SCENARIOS = {scenario.rows[0].name: scenario for scenario in (
     # What clients send: text, random masks, every echo checked.
     echo('16 B text echo, 64 x 16', 16, 64, 16, 3, REAL),
     echo('1 KiB text echo, 64 x 16', 1024, 64, 16, 3, REAL),
+    echo('64 KiB echo, random masks, 8 conns', 65536, 8, 1, 3, ('--mask', '--check'), 'MB/s'),
     echo('16 MiB text echo, 1 conn', 16 << 20, 1, 1, 4, REAL, unit='MB/s'),
     Scenario('rtt', (16, 20000), (
         Row('16 B text round trip, 1 conn, p50', 'p50_us', 'us'),
@@ -138,6 +139,10 @@ SCENARIOS = {scenario.rows[0].name: scenario for scenario in (
     deflate_echo('deflate 64 KiB JSON echo, 8 conns', 65536, 8, 1, 'MB/s',
                  'deflate 64 KiB JSON, bytes per echo'),
 )}
+# `--fallback` (issue 17, goal 8): the pure-Python servers against websockets.
+FALLBACK_ROWS = ['16 B echo, 64 x 16', '16 B text echo, 64 x 16', '1 KiB text echo, 64 x 16',
+                 'handshakes, 32 concurrent', '64 KiB echo, 8 conns',
+                 '64 KiB echo, random masks, 8 conns']
 
 
 def free_port() -> int:
@@ -335,7 +340,7 @@ def run(scenarios: list[Scenario], servers: list[str], reps: int,
 
 def main() -> int:
     """Measure, then print the table."""
-    from servers import SERVERS, WORKERS
+    from servers import NO_C, SERVERS, WORKERS
 
     parser = argparse.ArgumentParser()
     parser.add_argument('--reps', type=int, default=5)
@@ -343,10 +348,12 @@ def main() -> int:
                         help='one repetition of short runs: to check that all works')
     parser.add_argument('--only', nargs='*', default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument('--servers', nargs='*', default=list(SERVERS),
-                        choices=[*SERVERS, *WORKERS])
+                        choices=[*SERVERS, *WORKERS, *NO_C])
     parser.add_argument('--reference', help='the server of the ratios (default: the first)')
     parser.add_argument('--workers', action='store_true',
                         help='1 against 2 worker processes, nothing pinned')
+    parser.add_argument('--fallback', action='store_true',
+                        help="wspy's pure-Python servers (no C accelerator) against websockets")
     parser.add_argument('--baseline', type=Path,
                         help='a checkout of another commit: its wspy servers run beside these')
     args = parser.parse_args()
@@ -363,6 +370,10 @@ def main() -> int:
         placement = 'nothing pinned'
         if args.only == list(SCENARIOS):
             args.only = [name for name in SCENARIOS if 'memory' not in name]
+    if args.fallback:
+        args.servers = ['websockets', *NO_C]
+        if args.only == list(SCENARIOS):
+            args.only = FALLBACK_ROWS
     reference = args.reference or args.servers[0]
     if reference not in args.servers:
         parser.error(f'--reference {reference} is not among the servers')

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,10 +172,25 @@ WORKERS: dict[str, Callable[[Settings], None]] = {
 }
 
 
+def without_c(serve: Callable[[Settings], None]) -> Callable[[Settings], None]:
+    """`serve` on wspy's pure-Python fallback (the C accelerator not loaded)."""
+    def serve_without_c(settings: Settings) -> None:
+        os.environ['WSPY_NO_SPEEDUPS'] = '1'
+        serve(settings)
+    return serve_without_c
+
+
+# `make bench-fallback`: both servers as where no C compiler was at hand.
+NO_C: dict[str, Callable[[Settings], None]] = {
+    'wspy-AsyncServer-noC': without_c(async_server),
+    'wspy-Server-noC': without_c(threaded_server),
+}
+
+
 def main() -> None:
     """Run the server named on the command line."""
     parser = argparse.ArgumentParser()
-    parser.add_argument('name', choices=[*SERVERS, *WORKERS])
+    parser.add_argument('name', choices=[*SERVERS, *WORKERS, *NO_C])
     parser.add_argument('port', type=int)
     parser.add_argument('--tls', nargs=2, metavar=('CERT', 'KEY'))
     parser.add_argument('--deflate', action='store_true')
@@ -183,7 +199,7 @@ def main() -> None:
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*args.tls)
-    {**SERVERS, **WORKERS}[args.name](Settings(args.port, context, args.deflate))
+    {**SERVERS, **WORKERS, **NO_C}[args.name](Settings(args.port, context, args.deflate))
 
 
 if __name__ == '__main__':

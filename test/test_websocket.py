@@ -90,6 +90,31 @@ def test_accept_without_handshake_and_unopened_sockets(listener) -> None:
     raw.close()
 
 
+def _no_delay(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_tcp_websockets_send_without_delay() -> None:
+    """Nagle's algorithm is off on both ends (else a burst of small messages to a peer
+    that only reads waits for its delayed acknowledgements), made or accepted, even on
+    a listener that was not made with it off; Unix sockets have no such option."""
+    plain = socket.socket()
+    plain.bind(('127.0.0.1', 0))
+    plain.listen(1)
+    assert not _no_delay(plain)
+    listener = wspy.websocket(fileno=plain.detach())  # a listener handed over, left as it was
+    assert not _no_delay(listener)
+    client = wspy.websocket()
+    assert _no_delay(client)
+    client.setblocking(False)
+    client.connect_ex(listener.getsockname())
+    accepted, _ = listener.accept(handshake=False)
+    assert _no_delay(accepted)
+    for sock in (accepted, client, listener):
+        sock.close()
+    wspy.websocket(socket.AF_UNIX).close()
+
+
 def test_accepted_sockets_get_the_options_and_fresh_state(listener) -> None:
     listener.locations = ['/chat']
     listener.hooks.append('listener state')  # never copied to an accepted socket

@@ -68,6 +68,21 @@ def _receive_buffer() -> bytearray:
     return buffer
 
 
+_TCP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+
+
+def _send_without_delay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on a TCP socket (TCP_NODELAY).
+
+    wspy writes each message (or a loop turn's messages) at once. With Nagle on,
+    a small write that follows one not yet acknowledged would wait for the
+    peer's delayed acknowledgement, up to 40 ms on Linux, whenever the peer is
+    only reading: a burst of small messages would stall.
+    """
+    if _plain_family(sock) in _TCP_FAMILIES and _plain_type(sock) == socket.SOCK_STREAM:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class websocket(socket.socket):  # noqa: N801 - the original wspy's name
     """A socket that performs the WebSocket handshake and sends and receives frames.
 
@@ -110,6 +125,8 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  max_line_length: int = MAX_LINE_LENGTH, max_headers: int = MAX_HEADERS,
                  max_head_size: int = MAX_HEAD_SIZE) -> None:
         super().__init__(family, type, proto, fileno)
+        if fileno is None:
+            _send_without_delay(self)
         self.location = location
         self.host = host
         self.origin = origin
@@ -189,6 +206,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             raise TypeError(_SERVER_AUTH)
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = self._accepted(fd)
+        _send_without_delay(sock)
         # What accept() tells, no getpeername() needed; a Unix socket's client has no
         # name of its own (''): it is named after the server's path.
         sock._peer = address or self.unix_name()

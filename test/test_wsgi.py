@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import werkzeug.serving
+from gunicorn import config as gunicorn_config
 
 import wspy
 from wspy.wsgi import (SocketUnavailable, WebSocketApplication, accept, answer, is_upgrade,
                        make_server, request_head)
 
 from certs import Certs
+from conftest import free_port
 
 TEST_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TEST_DIR))
@@ -61,12 +64,11 @@ def wsgiref_server(app: Any = wsgi_app.app) -> Iterator[int]:
 
 @contextlib.contextmanager
 def werkzeug_server(certs: Certs | None = None, app: Any = wsgi_app.app) -> Iterator[int]:
-    serving_module = pytest.importorskip('werkzeug.serving')
     context = None
     if certs is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certs.server_cert, certs.server_key)
-    server = serving_module.make_server('127.0.0.1', 0, app, threaded=True,
+    server = werkzeug.serving.make_server('127.0.0.1', 0, app, threaded=True,
                                         ssl_context=context)
     with serving(server):
         yield server.server_port
@@ -74,8 +76,7 @@ def werkzeug_server(certs: Certs | None = None, app: Any = wsgi_app.app) -> Iter
 
 def _quiet_flags() -> list[str]:
     """gunicorn's flags for a test: no control socket in the home directory (gunicorn 25+)."""
-    from gunicorn import config
-    names = {setting.name for setting in config.KNOWN_SETTINGS}
+    names = {setting.name for setting in gunicorn_config.KNOWN_SETTINGS}
     return ['--no-control-socket'] if 'control_socket_disable' in names else []
 
 
@@ -83,15 +84,15 @@ class Gunicorn:
     """A gunicorn process serving wsgi_app.py; its log collected, for asserts."""
 
     def __init__(self, worker: str, threads: int = 1, certs: Certs | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, app: str = 'wsgi_app:app',
+                 chdir: Path = TEST_DIR) -> None:
         command = [sys.executable, '-m', 'gunicorn', '--bind', '127.0.0.1:0', '--workers', '1',
-                   '--worker-class', worker, '--threads', str(threads), '--chdir', str(TEST_DIR),
-                   '--graceful-timeout', '1', '--log-level', 'debug', *_quiet_flags(),
-                   'wsgi_app:app']
+                   '--worker-class', worker, '--threads', str(threads), '--chdir', str(chdir),
+                   '--graceful-timeout', '1', '--log-level', 'debug', *_quiet_flags(), app]
         if certs is not None:
             command[3:3] = ['--certfile', str(certs.server_cert),
                             '--keyfile', str(certs.server_key)]
-        environment = {**os.environ, 'PYTHONPATH': f'{ROOT}{os.pathsep}{TEST_DIR}',
+        environment = {**os.environ, 'PYTHONPATH': f'{ROOT}{os.pathsep}{chdir}',
                        **(env or {})}
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                                         env=environment)
@@ -129,9 +130,8 @@ class Gunicorn:
 
 @contextlib.contextmanager
 def gunicorn(worker: str, threads: int = 1, certs: Certs | None = None,
-             env: dict[str, str] | None = None) -> Iterator[Gunicorn]:
-    pytest.importorskip('gunicorn')
-    server = Gunicorn(worker, threads, certs, env)
+             env: dict[str, str] | None = None, **options: Any) -> Iterator[Gunicorn]:
+    server = Gunicorn(worker, threads, certs, env, **options)
     try:
         yield server
     finally:
@@ -452,3 +452,55 @@ def test_gunicorn_gthread_holds_one_websocket_a_thread() -> None:
         with open_ws(server.port, '/echo') as connection:
             connection.send('again')
             assert connection.recv().payload == 'again'
+
+
+# -- examples/flask_chat.py ---------------------------------------------------------------------
+
+EXAMPLES = ROOT / 'examples'
+
+
+def check_chat(port: int) -> None:
+    """Two people chat; the page is served on the same port."""
+    status, page = get_page(port, '/')
+    assert status == 200 and 'new WebSocket' in page
+    assert get_page(port, '/chat')[0] == 400  # Werkzeug's router: a WebSocket route
+    alice = open_ws(port, '/chat?name=alice', extensions=[wspy.DeflateMessage()])
+    assert alice.recv().payload == '* alice joined'
+    bob = open_ws(port, '/chat?name=bob')
+    assert alice.recv().payload == '* bob joined' and bob.recv().payload == '* bob joined'
+    bob.send('hi alice')
+    assert alice.recv().payload == 'bob: hi alice' and bob.recv().payload == 'bob: hi alice'
+    bob.close()
+    assert alice.recv().payload == '* bob left'
+    alice.close()
+    assert (alice.close_code, bob.close_code) == (1000, 1000)
+
+
+def test_flask_chat_example_on_werkzeug() -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / 'flask_chat.py'), str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, 'PYTHONPATH': str(ROOT),
+                                    'PYTHONUNBUFFERED': '1'})
+    try:
+        assert process.stdout is not None
+        assert f'127.0.0.1:{port}' in process.stdout.readline()
+        assert _eventually(lambda: _accepts(port))
+        check_chat(port)
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+    assert 'Traceback' not in errors, errors
+
+
+def test_flask_chat_example_on_gunicorn() -> None:
+    with gunicorn('gthread', threads=4, app='flask_chat:app', chdir=EXAMPLES) as server:
+        check_chat(server.port)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    except OSError:
+        return False
+    return True

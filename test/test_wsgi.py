@@ -504,3 +504,42 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@pytest.mark.parametrize('secure', [False, True], ids=['ws', 'wss'])
+def test_write_to_a_client_that_does_not_read_times_out(secure: bool, certs: Certs) -> None:
+    """A write the client takes nothing of is bounded by write_timeout, under TLS too (where
+    the bytes go through the server's SSLSocket)."""
+    failures: queue.Queue[BaseException] = queue.Queue()
+
+    def flood(connection: wspy.Connection) -> None:
+        try:
+            while True:
+                connection.send(b'x' * (256 << 10))
+        except BaseException as error:
+            failures.put(error)
+            raise
+
+    app = WebSocketApplication(flood, write_timeout=0.3, close_timeout=0.5, ping_interval=None)
+    with werkzeug_server(certs if secure else None, app) as port:
+        connection = open_ws(port, '/', certs if secure else None, ping_interval=None)
+        try:
+            failure = failures.get(timeout=10)
+        finally:
+            connection.abort()
+    assert isinstance(failure, wspy.WriteTimeout), failure
+
+
+@pytest.mark.parametrize('secure', [False, True], ids=['ws', 'wss'])
+def test_keepalive_of_a_handler_that_only_sends(secure: bool, certs: Certs) -> None:
+    """The keepalive reads the pongs while the handler does not receive (through the server's
+    SSLSocket under TLS)."""
+    def wait_for_pong(connection: wspy.Connection) -> None:
+        seen = _eventually(lambda: connection.latency is not None, timeout=5)
+        connection.send(f'pong seen: {seen}')
+        connection.recv()
+
+    app = WebSocketApplication(wait_for_pong, ping_interval=0.05, ping_timeout=2)
+    with werkzeug_server(certs if secure else None, app) as port, \
+            open_ws(port, '/', certs if secure else None) as connection:
+        assert connection.recv().payload == 'pong seen: True'

@@ -344,10 +344,11 @@ class _Upgraded(websocket):
         data = b''.join(buffers) if len(buffers) > 1 else buffers[0]
         with memoryview(data) as view, view.cast('B') as flat:
             for start in range(0, len(flat), CHUNK_SIZE):
-                # A write TLS could not finish is retried with the same bytes, as it asks.
                 chunk = flat[start:start + CHUNK_SIZE]
-                self._tls_call(functools.partial(tls_socket.send, chunk),
-                               self._write_deadline_now())
+                while chunk:  # a write TLS could not finish is retried with the same bytes
+                    sent = self._tls_call(functools.partial(tls_socket.send, chunk),
+                                          self._write_deadline_now())
+                    chunk = chunk[sent or 0:]
 
     def _write_deadline_now(self) -> float | None:
         """The time a write must end by: `write_timeout` from now, or the write deadline."""
@@ -448,9 +449,10 @@ class WebSocketApplication:
         self.open_count = 0
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if self.fallback is not None and not is_upgrade(environ):
+        upgrade = is_upgrade(environ)
+        if not upgrade and self.fallback is not None:
             return self.fallback(environ, start_response)
-        if not self._reserve():
+        if upgrade and not self._reserve():
             return self._refuse(BUSY, start_response)
         try:
             try:
@@ -463,8 +465,9 @@ class WebSocketApplication:
                 return _finished(start_response)
             self._serve(connection)
         finally:
-            with self._lock:
-                self.open_count -= 1
+            if upgrade:
+                with self._lock:
+                    self.open_count -= 1
         return _finished(start_response)
 
     def _reserve(self) -> bool:

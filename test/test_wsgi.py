@@ -297,6 +297,24 @@ def test_wsgiref_echo_and_pages() -> None:
         check_view(port)
 
 
+def test_plain_wsgiref_says_it_cannot_serve_websockets() -> None:
+    """wsgiref's own server gives no socket: the upgrade gets a 500 that says so, at once."""
+    import wsgiref.simple_server
+
+    class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = wsgiref.simple_server.make_server('127.0.0.1', 0, wsgi_app.app,
+                                               handler_class=Quiet)
+    with serving(server):
+        started = time.monotonic()
+        with pytest.raises(wspy.InvalidStatus) as refused:
+            open_ws(server.server_port, '/echo')
+        assert refused.value.status == 500 and time.monotonic() - started < 2
+        assert get_page(server.server_port, '/echo') == (200, 'page /echo')
+
+
 def test_wsgiref_writes_nothing_after_the_application() -> None:
     with wsgiref_server() as port:
         assert raw_close_exchange(port) == CLOSE_1000

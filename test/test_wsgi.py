@@ -280,6 +280,39 @@ def test_server_without_socket_is_told_at_the_first_upgrade() -> None:
     assert app.open_count == 0
 
 
+def test_the_server_socket_is_left_dead_after_the_upgrade() -> None:
+    """Once taken over, the server's socket object writes nowhere and reads end of file;
+    the connection goes on on its own descriptor."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        connection = accept({**UPGRADE, 'wspy.socket': server_end}, ping_interval=None)
+        client_end.settimeout(5)
+        assert client_end.recv(4096).startswith(b'HTTP/1.1 101 Switching Protocols\r\n')
+        with pytest.raises(BrokenPipeError):
+            server_end.sendall(b'HTTP/1.1 200 OK\r\n\r\n')
+        assert server_end.recv(10) == b''
+        client_end.sendall(b'\x81\x82\x00\x00\x00\x00hi')  # a masked text frame
+        assert connection.recv().payload == 'hi'
+        connection.abort()
+        connection.close()
+        assert client_end.recv(10) == b''  # the client sees the end: nothing else holds it
+
+
+def test_refused_options_leave_no_descriptor() -> None:
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        before = len(os.listdir('/proc/self/fd'))
+        for _ in range(3):
+            with pytest.raises(ValueError):
+                accept({**UPGRADE, 'wspy.socket': server_end}, headers=[('X', 'a\r\nb')])
+        assert len(os.listdir('/proc/self/fd')) == before
+        # Nor does a refused request take the socket: the server still answers on it.
+        with pytest.raises(wspy.InvalidOrigin):
+            accept({**UPGRADE, 'wspy.socket': server_end}, trusted_origins=['https://a.example'])
+        server_end.sendall(b'still the server\'s')
+        assert client_end.recv(100) == b'still the server\'s'
+
+
 def test_options_are_checked_when_the_application_is_made() -> None:
     with pytest.raises(TypeError, match='max_mesage_size'):
         WebSocketApplication(lambda connection: None, max_mesage_size=1)  # type: ignore[call-arg]

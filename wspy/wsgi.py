@@ -178,8 +178,9 @@ def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
     it to `answer()` for the WSGI answer) and leaves the socket to the
     server. Otherwise the 101 is sent and the socket is the connection's
     alone: the view's own response is never written. Close the connection
-    before the view returns (`with accept(environ) as connection:`): the
-    server closes its side of the socket then. `SocketUnavailable` (500)
+    before the view returns (`with accept(environ) as connection:`): over
+    TLS the server's socket carries it, and the server closes that socket
+    once the view has returned. `SocketUnavailable` (500)
     when the server does not give the socket; `OSError` or `WriteTimeout`
     if the client has gone before the 101 is sent.
     """

@@ -594,3 +594,38 @@ def test_keepalive_of_a_handler_that_only_sends(secure: bool, certs: Certs) -> N
     with werkzeug_server(certs if secure else None, app) as port, \
             open_ws(port, '/', certs if secure else None) as connection:
         assert connection.recv().payload == 'pong seen: True'
+
+
+# -- examples/django_echo.py ---------------------------------------------------------------
+
+def check_django(port: int) -> None:
+    status, page = get_page(port, '/')
+    assert status == 200 and 'new WebSocket' in page
+    status, text = get_page(port, '/echo')
+    assert status == 426 and 'WebSocket endpoint' in text
+    with open_ws(port, '/echo', extensions=[wspy.DeflateMessage()]) as connection:
+        assert connection.sock.hooks, 'permessage-deflate not negotiated'
+        connection.send('hello django')
+        assert connection.recv().payload == 'hello django'
+    assert connection.close_code == 1000
+
+
+def test_django_example_on_wsgiref() -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / 'django_echo.py'), str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, 'PYTHONPATH': str(ROOT),
+                                    'PYTHONUNBUFFERED': '1'})
+    try:
+        assert process.stdout is not None
+        assert f'127.0.0.1:{port}' in process.stdout.readline()
+        check_django(port)
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+    assert 'Traceback' not in errors, errors
+
+
+def test_django_example_on_gunicorn() -> None:
+    with gunicorn('gthread', threads=2, app='django_echo:application', chdir=EXAMPLES) as server:
+        check_django(server.port)

@@ -298,6 +298,19 @@ def test_the_server_socket_is_left_dead_after_the_upgrade() -> None:
         assert client_end.recv(10) == b''  # the client sees the end: nothing else holds it
 
 
+def test_a_tcp_socket_taken_over_sends_without_delay() -> None:
+    """Nagle's algorithm goes off on the socket taken over, as on wspy's own servers'."""
+    with socket.create_server(('127.0.0.1', 0)) as listener:
+        client_end = socket.create_connection(listener.getsockname())
+        server_end, _ = listener.accept()
+    with server_end, client_end:
+        assert not server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        connection = accept({**UPGRADE, 'wspy.socket': server_end}, ping_interval=None)
+        assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        connection.abort()
+        connection.close()
+
+
 def test_refused_options_leave_no_descriptor() -> None:
     server_end, client_end = socket.socketpair()
     with server_end, client_end:

@@ -47,7 +47,7 @@ from wspy.protocol.handshake import Response, error_response
 from wspy.protocol.server_opening import ServerOpening
 from wspy.protocol.tls import CHUNK_SIZE
 from wspy.server import BUSY
-from wspy.websocket import _SERVER_AUTH, websocket
+from wspy.websocket import _SERVER_AUTH, _send_without_delay, websocket
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -257,6 +257,7 @@ class _Upgraded(websocket):
 
     def take_over(self, server_sock: socket.socket) -> None:
         """Make the connection this socket's alone (see the class)."""
+        _send_without_delay(self)
         if isinstance(server_sock, ssl.SSLSocket):
             self._server_timeout = server_sock.gettimeout()
             server_sock.setblocking(False)

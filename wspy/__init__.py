@@ -32,7 +32,7 @@ from wspy.server import BaseServer, Server, ServerConnection
 from wspy.websocket import websocket
 from wspy.workers import Workers
 
-__version__ = '0.10.0'
+__version__ = '1.0.0'
 
 __all__ = [
     'connect', 'Connection', 'State', 'BaseServer', 'Server', 'ServerConnection', 'AsyncServer',

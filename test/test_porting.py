@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_other_names_are_untouched() -> None:
             wspy.protocol.frame.CLOSE_NOPE  # noqa: B018
 
 
-def test_wspy_itself_uses_no_deprecated_name() -> None:
+def test_wspy_itself_uses_no_deprecated_name(tmp_path: Path) -> None:
     """Importing wspy, every module of it and `*` warns of nothing."""
     code = ('import pkgutil, importlib, wspy, wspy.protocol\n'
             'for info in pkgutil.walk_packages(wspy.__path__, "wspy."):\n'
@@ -64,7 +65,7 @@ def test_wspy_itself_uses_no_deprecated_name() -> None:
             '        importlib.import_module(info.name)\n'
             'from wspy import *\n')
     result = subprocess.run([sys.executable, '-W', 'error::DeprecationWarning', '-c', code],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 

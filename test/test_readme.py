@@ -139,7 +139,7 @@ def test_examples_section_commands_print_what_they_say() -> None:
     assert result.stdout.splitlines() == expected.split(', ')
 
 
-def test_a_client_refused_with_401_raises_invalid_status() -> None:
+def test_a_client_refused_with_401_raises_invalid_status(tmp_path: Path) -> None:
     """What the Errors section says, and its block's except clause catches."""
     errors = README.split('\n## Errors\n', 1)[1].split('\n## ', 1)[0]
     assert re.search(r'a 401 for credentials it lacks.*\n?.*raises\s+`InvalidStatus`', errors)
@@ -150,7 +150,7 @@ def test_a_client_refused_with_401_raises_invalid_status() -> None:
         url = f'ws://127.0.0.1:{server.address[1]}/'
         code = block.code.replace("'wss://localhost:8443/'", repr(url))
         result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, cwd=tmp_path)
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr

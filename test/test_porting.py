@@ -13,7 +13,7 @@ import pytest
 import wspy
 import wspy.frame
 import wspy.protocol.frame
-from wspy.compat import RENAMED_CLOSE_CODES
+from wspy.protocol.compat import RENAMED_CLOSE_CODES
 
 OLD_CLOSE_CODES = [
     ('CLOSE_NOACCEPT_DTYPE', 'CLOSE_UNSUPPORTED_DATA', 1003),

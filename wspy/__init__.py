@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from wspy.protocol.frame import CLOSE_UNABLE as CLOSE_UNABLE
 else:
     def __getattr__(name: str) -> object:
-        """wspy 0.9's close-code names (deprecated): `wspy.compat.RENAMED_CLOSE_CODES`."""
-        from wspy.compat import renamed_close_code
+        """wspy 0.9's close-code names (deprecated): `wspy.protocol.compat.RENAMED_CLOSE_CODES`."""
+        from wspy.protocol.compat import renamed_close_code
         return renamed_close_code(__name__, name, globals())
 
 __all__ = [

@@ -188,7 +188,7 @@ class SocketClosed(ConnectionClosedError):
         if isinstance(reason, str) and not legacy:
             super().__init__(1006, reason)
             return
-        from wspy.compat import warn_deprecated
+        from wspy.protocol.compat import warn_deprecated
         warn_deprecated('SocketClosed(code, reason)',
                         'SocketClosed(reason) (code 1006) or ConnectionClosedError(code, reason)')
         code, text = reason, legacy[0] if legacy else ''

@@ -11,7 +11,7 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any, Final
 
-from wspy.compat import renamed_close_code, warn_deprecated
+from wspy.protocol.compat import renamed_close_code, warn_deprecated
 from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
 from wspy.protocol.masking import mask, split_frame, split_message
 
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     CLOSE_UNABLE: Final = 1011
 else:
     def __getattr__(name: str) -> object:
-        """wspy 0.9's close-code names (deprecated): `wspy.compat.RENAMED_CLOSE_CODES`."""
+        """wspy 0.9's close-code names (deprecated): `wspy.protocol.compat.RENAMED_CLOSE_CODES`."""
         return renamed_close_code(__name__, name, globals())
 
 #: Default limit on the size of one frame and of one message: 1 MiB.

@@ -24,7 +24,7 @@ def server():
     client, _address = sock.accept()
     client.send(wspy.Frame(wspy.OPCODE_TEXT, b'Hello, Client!'))
     frame = client.recv()
-    print('server received:', frame.payload.decode())
+    print(f'server received: {frame.payload.decode()}')
     client.close()
 
 
@@ -34,7 +34,8 @@ thread.start()
 client = wspy.websocket(location='/my/path')
 client.connect(sock.getsockname())
 client.send(wspy.Frame(wspy.OPCODE_TEXT, 'Hello, Server!', masking_key=os.urandom(4)))
-print('client received:', client.recv().payload.decode())
-thread.join(10)
+reply = client.recv()
+thread.join(10)                   # the server's line first, then the client's
+print(f'client received: {reply.payload.decode()}')
 client.close()
 sock.close()

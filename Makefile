@@ -110,20 +110,45 @@ autobahn-deflate: $(VENV)/.installed $(WSTEST)
 			--cases '12.*' '13.*' --exclude --timeout 1800 || exit 1; \
 	done
 
-# An sdist and a wheel in dist/.
+# An sdist and a wheel in dist/ (build fails on any warning of the build backend's).
 dist: | $(BIN)/python
 	$(BIN)/python -m pip install -q build
 	rm -rf dist build
-	$(BIN)/python -m build --outdir dist .
+	mkdir build
+	$(BIN)/python -m build --outdir dist . > build/dist.log 2>&1 || \
+		{ cat build/dist.log; exit 1; }
+	@if grep -iE 'warning|deprecat' build/dist.log | grep -v 'byte-compiling is disabled'; then \
+		echo 'make dist: the build printed warnings (build/dist.log)' >&2; exit 1; fi
+	ls dist
 
-# The sdist installs where no C compiler works, and wspy then runs in pure Python.
+# Each artifact in a fresh venv: the wheel installs and imports with the C accelerator;
+# the sdist installs where no C compiler works (pure Python), holds every tracked file
+# but the CI's, and its tests pass from the unpacked sdist against that install
+# (SDIST_TESTS: those that read more than wspy/; SDIST_TESTS=test for the whole suite).
+SDIST_TESTS ?= test/test_examples.py test/test_readme.py test/test_porting.py
 check-dist: dist
-	rm -rf build/nocc
-	$(PYTHON) -m venv build/nocc
-	CC=/bin/false build/nocc/bin/python -m pip install -q dist/wspy-*.tar.gz
-	cd build && nocc/bin/python -c 'import wspy, wspy.protocol.masking as m; \
+	rm -rf build/check
+	$(PYTHON) -m venv build/check/wheel
+	build/check/wheel/bin/python -m pip install -q dist/wspy-*.whl
+	cd build && check/wheel/bin/python -c 'import wspy, wspy.protocol.masking as m; \
+		assert m.HAS_SPEEDUPS, "wheel without the C accelerator"; \
+		f = wspy.Frame(2, b"x" * 300, b"abcd"); assert wspy.read_frame(f.pack()) == f; \
+		print("wheel: wspy", wspy.__version__, "with the C accelerator")'
+	$(PYTHON) -m venv build/check/nocc
+	CC=/bin/false build/check/nocc/bin/python -m pip install -q "$$(ls dist/wspy-*.tar.gz)[test]"
+	cd build && check/nocc/bin/python -c 'import wspy, wspy.protocol.masking as m; \
 		assert not m.HAS_SPEEDUPS; f = wspy.Frame(2, b"x" * 300, b"abcd"); \
-		assert wspy.read_frame(f.pack()) == f; print("pure-Python install works")'
+		assert wspy.read_frame(f.pack()) == f; print("sdist: wspy", wspy.__version__, \
+		"in pure Python, installed without a compiler")'
+	mkdir -p build/check/src && tar -xzf dist/wspy-*.tar.gz -C build/check/src
+	git ls-files | grep -v '^\.' | sort > build/check/tracked
+	cd build/check/src/wspy-* && find . -type f | sed 's|^\./||' | sort > ../../shipped
+	comm -23 build/check/tracked build/check/shipped > build/check/missing
+	[ ! -s build/check/missing ] || { echo 'tracked files missing from the sdist:' >&2; \
+		cat build/check/missing >&2; exit 1; }
+	# The script pytest, not python -m pytest: the installed wspy, not the unpacked source.
+	cd build/check/src/wspy-* && ../../nocc/bin/pytest -q -p no:cacheprovider \
+		$(SDIST_TESTS)
 
 # The load generator speaks TLS (OpenSSL) and permessage-deflate (zlib).
 bench/loadgen: bench/loadgen.c

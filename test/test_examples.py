@@ -90,3 +90,54 @@ def test_wss_server_with_digest_auth(background, certs) -> None:
     with pytest.raises(wspy.InvalidStatus) as refused:
         wspy.connect(url, ssl_args=trust, auth=('alice', 'guess'))
     assert refused.value.status == 401
+
+
+def echoes_both_kinds(url: str) -> None:
+    """A client sends text and binary to an echo server and gets each back as it was."""
+    conn = wspy.connect(url, extensions=[wspy.DeflateMessage()])
+    conn.send('Hello, World!')
+    assert conn.recv() == wspy.TextMessage('Hello, World!')
+    conn.send(b'\x00\xff')
+    assert conn.recv() == wspy.BinaryMessage(b'\x00\xff')
+    conn.close()
+    assert conn.close_code == 1000
+
+
+@pytest.mark.parametrize('mode', [(), ('--threaded',), ('--connection',)],
+                         ids=['AsyncServer', 'Server', 'Connection'])
+def test_porting_wspy09_echo(background, mode: tuple[str, ...]) -> None:
+    port = background('porting_wspy09_echo.py', *mode)
+    echoes_both_kinds(f'ws://127.0.0.1:{port}/')
+    if mode == ('--connection',):      # one client at a time: the next is served after
+        echoes_both_kinds(f'ws://127.0.0.1:{port}/')
+
+
+def test_porting_wspy09_frames() -> None:
+    result = run('porting_wspy09_frames.py')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['server received: Hello, Server!',
+                                          'client received: Hello, Client!']
+
+
+def test_porting_ws4py_echo_and_client(background) -> None:
+    port = background('porting_ws4py_echo.py')
+    echoes_both_kinds(f'ws://127.0.0.1:{port}/ws')
+    result = run('porting_ws4py_client.py', f'ws://127.0.0.1:{port}/ws')
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    sizes = list(range(0, 200, 25))
+    assert lines[:8] == [str(size) for size in sizes]
+    assert lines[8] == '=> 708 ' + '#' * 708       # the fragmented message, whole
+    assert lines[9:17] == [f'=> {size} ' + '*' * size for size in sizes]
+    assert lines[17:] == ['Closed down 1000 ']
+
+
+def test_porting_ws4py_broadcast(background) -> None:
+    port = background('porting_ws4py_echo.py', '--broadcast')
+    alice = wspy.connect(f'ws://127.0.0.1:{port}/ws')
+    bob = wspy.connect(f'ws://127.0.0.1:{port}/ws')
+    bob.send('hi all')
+    assert alice.recv().payload == 'hi all' and bob.recv().payload == 'hi all'
+    bob.close(1000, 'bob has to go')
+    assert alice.recv().payload == 'bob has to go'
+    alice.close()

@@ -1,5 +1,7 @@
 """wspy: a socket-level WebSocket (RFC 6455) library, from single frames to servers."""
 
+from typing import TYPE_CHECKING
+
 from wspy.asyncclient import AsyncClient, Connecting
 from wspy.asyncserver import AsyncConnection, AsyncServer
 from wspy.auth import BasicAuth, DigestAuth
@@ -32,7 +34,21 @@ from wspy.server import BaseServer, Server, ServerConnection
 from wspy.websocket import websocket
 from wspy.workers import Workers
 
-__version__ = '0.10.0'
+__version__ = '1.0.0'
+
+if TYPE_CHECKING:
+    # wspy 0.9's close-code names: at run time they come from __getattr__, with a
+    # DeprecationWarning naming today's (docs/porting.md).
+    from wspy.protocol.frame import CLOSE_MESSAGE_TOOBIG as CLOSE_MESSAGE_TOOBIG
+    from wspy.protocol.frame import CLOSE_MISSING_EXTENSIONS as CLOSE_MISSING_EXTENSIONS
+    from wspy.protocol.frame import CLOSE_NOACCEPT_DTYPE as CLOSE_NOACCEPT_DTYPE
+    from wspy.protocol.frame import CLOSE_POLICY as CLOSE_POLICY
+    from wspy.protocol.frame import CLOSE_UNABLE as CLOSE_UNABLE
+else:
+    def __getattr__(name: str) -> object:
+        """wspy 0.9's close-code names (deprecated): `wspy.protocol.compat.RENAMED_CLOSE_CODES`."""
+        from wspy.protocol.compat import renamed_close_code
+        return renamed_close_code(__name__, name, globals())
 
 __all__ = [
     'connect', 'Connection', 'State', 'BaseServer', 'Server', 'ServerConnection', 'AsyncServer',

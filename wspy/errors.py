@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 
 class WebSocketError(Exception):
@@ -171,10 +171,31 @@ class ConnectionClosedError(ConnectionClosed):
 
 
 class SocketClosed(ConnectionClosedError):
-    """The TCP connection ended without a close handshake (1006)."""
+    """The TCP connection ended without a close handshake (1006).
 
-    def __init__(self, reason: str = 'connection dropped') -> None:
-        super().__init__(1006, reason)
+    `SocketClosed(code, reason)`, wspy 0.9's form, still makes one with that
+    `code` (1006 for None), with a DeprecationWarning: raise
+    `ConnectionClosedError(code, reason)` for a code other than 1006.
+    """
+
+    @overload
+    def __init__(self, reason: str = 'connection dropped') -> None: ...
+
+    @overload
+    def __init__(self, code: int | None, reason: str, /) -> None: ...
+
+    def __init__(self, reason: str | int | None = 'connection dropped', *legacy: str) -> None:
+        if isinstance(reason, str) and not legacy:
+            super().__init__(1006, reason)
+            return
+        from wspy.protocol.compat import warn_deprecated
+        warn_deprecated('SocketClosed(code, reason)',
+                        'SocketClosed(reason) (code 1006) or ConnectionClosedError(code, reason)')
+        code, text = reason, legacy[0] if legacy else ''
+        if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+            raise TypeError(f'SocketClosed(code, reason): code must be an int or None, '
+                            f'not {type(code).__name__}')
+        super().__init__(1006 if code is None else code, text)
 
 
 class WriteTimeout(SocketClosed):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
+from wspy.protocol.compat import renamed_close_code, warn_deprecated
 from wspy.errors import InvalidPayload, PayloadTooBig, PingError, ProtocolError
 from wspy.protocol.masking import mask, split_frame, split_message
 
@@ -45,6 +46,18 @@ CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_BAD_GATEWAY = 1014
 CLOSE_TLS_HANDSHAKE = 1015
+
+if TYPE_CHECKING:
+    # wspy 0.9's names: at run time they come from __getattr__, with a DeprecationWarning.
+    CLOSE_NOACCEPT_DTYPE: Final = 1003
+    CLOSE_POLICY: Final = 1008
+    CLOSE_MESSAGE_TOOBIG: Final = 1009
+    CLOSE_MISSING_EXTENSIONS: Final = 1010
+    CLOSE_UNABLE: Final = 1011
+else:
+    def __getattr__(name: str) -> object:
+        """wspy 0.9's close-code names (deprecated): `wspy.protocol.compat.RENAMED_CLOSE_CODES`."""
+        return renamed_close_code(__name__, name, globals())
 
 #: Default limit on the size of one frame and of one message: 1 MiB.
 DEFAULT_MAX_SIZE = 1 << 20
@@ -162,18 +175,30 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     return code, reason
 
 
+def _legacy_masking_key(masking_key: bytes) -> bytes:
+    """`Frame(..., mask=True)` of wspy 0.9: a random key unless one is given (deprecated)."""
+    # 4: warn_deprecated <- here <- Frame.__init__ (or ControlFrame's) <- the user's code.
+    warn_deprecated('Frame(..., mask=True)', 'Frame(..., masking_key=os.urandom(4))',
+                    stacklevel=4)
+    return masking_key or os.urandom(4)
+
+
 class Frame:
     """One WebSocket frame; `payload` is the unmasked payload.
 
     `masking_key` is `b''` for an unmasked frame or 4 bytes; `pack()` masks
-    the payload with it. A `str` payload is encoded as UTF-8.
+    the payload with it. A `str` payload is encoded as UTF-8. `mask=True`
+    (wspy 0.9's keyword, deprecated: pass `masking_key=os.urandom(4)`)
+    gives the frame a random masking key unless `masking_key` is given.
     """
 
     __slots__ = ('final', 'masking_key', 'opcode', 'payload', 'rsv1', 'rsv2', 'rsv3')
 
     def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
                  masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
-                 rsv2: bool = False, rsv3: bool = False) -> None:
+                 rsv2: bool = False, rsv3: bool = False, *, mask: bool = False) -> None:
+        if mask:
+            masking_key = _legacy_masking_key(masking_key)
         if len(masking_key) not in (0, 4):
             raise ValueError('masking key must be empty or 4 bytes')
         self.opcode = opcode
@@ -273,7 +298,9 @@ class ControlFrame(Frame):
 
     def __init__(self, opcode: int, payload: bytes | bytearray | memoryview | str = b'',
                  masking_key: bytes = b'', final: bool = True, rsv1: bool = False,
-                 rsv2: bool = False, rsv3: bool = False) -> None:
+                 rsv2: bool = False, rsv3: bool = False, *, mask: bool = False) -> None:
+        if mask:
+            masking_key = _legacy_masking_key(masking_key)
         super().__init__(opcode, payload, masking_key, final, rsv1, rsv2, rsv3)
         if len(self.payload) > MAX_CONTROL_PAYLOAD:
             error = PingError if opcode in (OPCODE_PING, OPCODE_PONG) else ValueError

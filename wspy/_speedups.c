@@ -349,11 +349,111 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(utf8_check_doc,
+"utf8_check(data, state) -> int\n\n"
+"Check that `data` continues valid UTF-8 from `state` (0 at a character boundary, else\n"
+"what an earlier call returned). Returns the state after it, or -1 at the first byte\n"
+"that no valid UTF-8 can have there (surrogates and code points above U+10FFFF included).");
+
+/* UTF-8 as a small automaton. Each byte falls in one of 12 classes; a state is a row of
+   16 next states (its number times 16, so that a step is one lookup). States: 0 at a
+   character boundary; 1, 2, 3 continuation bytes still expected (80-BF each); 4 after E0
+   (next A0-BF), 5 after ED (80-9F: no surrogates), 6 after F0 (90-BF), 7 after F4 (80-8F:
+   nothing above U+10FFFF); 8 rejected, for good. */
+enum { ASCII, C80_8F, C90_9F, CA0_BF, LEAD2, E0, LEAD3, ED, F0, LEAD4, F4, BAD };
+#define UTF8_REJECT (8 * 16)
+static unsigned char utf8_class[256];
+static unsigned char utf8_next[9 * 16];
+
+static void
+utf8_tables_init(void)
+{
+    for (int b = 0; b < 256; b++)
+        utf8_class[b] = b < 0x80 ? ASCII : b < 0x90 ? C80_8F : b < 0xA0 ? C90_9F
+                      : b < 0xC0 ? CA0_BF : b < 0xC2 ? BAD : b < 0xE0 ? LEAD2
+                      : b == 0xE0 ? E0 : b == 0xED ? ED : b < 0xF0 ? LEAD3
+                      : b == 0xF0 ? F0 : b < 0xF4 ? LEAD4 : b == 0xF4 ? F4 : BAD;
+    memset(utf8_next, UTF8_REJECT, sizeof utf8_next);
+    unsigned char *from_boundary = utf8_next;
+    from_boundary[ASCII] = 0;
+    from_boundary[LEAD2] = 1 * 16;
+    from_boundary[LEAD3] = 2 * 16;
+    from_boundary[LEAD4] = 3 * 16;
+    from_boundary[E0] = 4 * 16;
+    from_boundary[ED] = 5 * 16;
+    from_boundary[F0] = 6 * 16;
+    from_boundary[F4] = 7 * 16;
+    for (int expected = 1; expected <= 3; expected++)
+        for (int c = C80_8F; c <= CA0_BF; c++)
+            utf8_next[expected * 16 + c] = (expected - 1) * 16;
+    utf8_next[4 * 16 + CA0_BF] = 1 * 16;
+    utf8_next[5 * 16 + C80_8F] = utf8_next[5 * 16 + C90_9F] = 1 * 16;
+    utf8_next[6 * 16 + C90_9F] = utf8_next[6 * 16 + CA0_BF] = 2 * 16;
+    utf8_next[7 * 16 + C80_8F] = 2 * 16;
+}
+
+/* The state after p[0:n] from `state` (a state number), or -1 if rejected. Sixteen bytes a
+   step: skipped at once if all ASCII at a character boundary, else through the automaton
+   (the rejected state is a sink: checked once a step). */
+static long
+utf8_advance(const unsigned char *p, Py_ssize_t n, long state)
+{
+    unsigned s = (unsigned)state * 16;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        if (s == 0) {
+            uint64_t a, b;
+            memcpy(&a, p + i, 8);
+            memcpy(&b, p + i + 8, 8);
+            if (!((a | b) & 0x8080808080808080ULL))
+                continue;
+        }
+        for (int j = 0; j < 16; j++)
+            s = utf8_next[s + utf8_class[p[i + j]]];
+        if (s == UTF8_REJECT)
+            return -1;
+    }
+    for (; i < n; i++)
+        s = utf8_next[s + utf8_class[p[i]]];
+    return s == UTF8_REJECT ? -1 : (long)(s / 16);
+}
+
+static PyObject *
+utf8_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "utf8_check() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long state = PyLong_AsLong(args[1]);
+    if (state == -1 && PyErr_Occurred())
+        return NULL;
+    if (state < 0 || state > 7) {
+        PyErr_SetString(PyExc_ValueError, "not a state utf8_check returned");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    long result;
+    if (data.len >= RELEASE_GIL_FROM) {
+        Py_BEGIN_ALLOW_THREADS
+        result = utf8_advance(data.buf, data.len, state);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        result = utf8_advance(data.buf, data.len, state);
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL, mask_doc},
     {"split_frame", (PyCFunction)(void (*)(void))split_frame, METH_FASTCALL, split_frame_doc},
     {"split_message", (PyCFunction)(void (*)(void))split_message, METH_FASTCALL,
      split_message_doc},
+    {"utf8_check", (PyCFunction)(void (*)(void))utf8_check, METH_FASTCALL, utf8_check_doc},
     {NULL, NULL, 0, NULL}
 };
 
@@ -368,5 +468,6 @@ PyInit__speedups(void)
 #ifdef WSPY_X86_64
     xor_payload = __builtin_cpu_supports("avx2") ? xor_avx2 : xor_sse2;
 #endif
+    utf8_tables_init();
     return PyModule_Create(&speedups_module);
 }

@@ -33,6 +33,7 @@ from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STAT
                                  close_payload, parse_close, unmasked_frame)
 from wspy.protocol.extension import Hook
 from wspy.protocol.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
+from wspy.protocol.utf8 import Utf8Checker, check_utf8_tail, new_utf8_checker
 
 logger = logging.getLogger('wspy')
 
@@ -65,14 +66,6 @@ class State(enum.IntEnum):
 _OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
-def _check_utf8_tail(decoder: codecs.IncrementalDecoder) -> None:
-    # CPython's decoder waits for more bytes after a lead byte 0xED followed
-    # by 0xA0-0xBF, although that can only become a surrogate: fail now.
-    pending = decoder.getstate()[0]
-    if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-        raise InvalidPayload('invalid UTF-8 in a text message')
-
-
 class Protocol:
     """The state of one WebSocket connection and every decision RFC 6455 asks of it.
 
@@ -86,7 +79,7 @@ class Protocol:
 
     __slots__ = ('_decoder', '_failed_code', '_fragments', '_fragments_compressed',
                  '_fragments_opcode', '_fragments_size', '_hooks', '_masks', '_next_ping',
-                 '_output_must_not_wait', '_parser', '_partial_decoder', '_ping_blocked_since',
+                 '_output_must_not_wait', '_parser', '_partial_checker', '_ping_blocked_since',
                  '_ping_pending', 'close_received', 'close_sent', 'close_timeout', 'latency',
                  'max_message_size', 'ping_interval', 'ping_timeout', 'state')
 
@@ -173,7 +166,7 @@ class Protocol:
         self._fragments_compressed = False
         self._decoder: codecs.IncrementalDecoder | None = None
         # Validates the text of a frame that is still arriving (fail fast).
-        self._partial_decoder: codecs.IncrementalDecoder | None = None
+        self._partial_checker: Utf8Checker | None = None
         # Set by a driver while it reads on a thread that must never wait to write.
         self._output_must_not_wait = False
         self.ping_interval = ping_interval
@@ -439,7 +432,7 @@ class Protocol:
         if opcode & 0x8:
             self._handle_control(frame)
             return None
-        self._partial_decoder = None
+        self._partial_checker = None
         if self._hooks:
             if frame.opcode != OPCODE_CONTINUATION:
                 self._fragments_compressed = frame.rsv1
@@ -484,7 +477,8 @@ class Protocol:
                 fragments.append(decoder.decode(payload, frame.final))
             except UnicodeDecodeError:
                 raise InvalidPayload('invalid UTF-8 in a text message') from None
-            _check_utf8_tail(decoder)
+            if not check_utf8_tail(decoder):
+                raise InvalidPayload('invalid UTF-8 in a text message')
         else:
             fragments.append(payload)
         if not frame.final:
@@ -510,22 +504,19 @@ class Protocol:
         if first is None or first & 0x40:  # not yet known, or compressed
             return
         opcode = first & 0x0F
-        decoder = self._partial_decoder
-        if decoder is None:
+        checker = self._partial_checker
+        if checker is None:
             if opcode == OPCODE_TEXT and self._fragments is None:
-                decoder = _utf8_decoder()
+                checker = new_utf8_checker()
             elif (opcode == OPCODE_CONTINUATION and self._decoder is not None
                   and not self._fragments_compressed):
-                decoder = _utf8_decoder()
-                decoder.setstate(self._decoder.getstate())
+                checker = new_utf8_checker()
+                checker.feed(self._decoder.getstate()[0])  # the message's unfinished character
             else:
                 return
-            self._partial_decoder = decoder
-        try:
-            decoder.decode(parser.peek_payload())
-        except UnicodeDecodeError:
-            raise InvalidPayload('invalid UTF-8 in a text message') from None
-        _check_utf8_tail(decoder)
+            self._partial_checker = checker
+        if not checker.feed(parser.peek_payload()):
+            raise InvalidPayload('invalid UTF-8 in a text message')
 
     def _handle_control(self, frame: Frame) -> None:
         opcode = frame.opcode

@@ -4,7 +4,8 @@
 or the environment variable ``WSPY_NO_SPEEDUPS`` is set to a non-empty
 value; `python_mask` is the pure-Python fallback, always importable. The
 accelerator's `split_frame` and `split_message` (header parsing, unmasking and,
-for a message, UTF-8 decoding in one call) are here too, for `FrameParser`.
+for a message, UTF-8 decoding in one call) are here too, for `FrameParser`, and
+its `utf8_check`, for `wspy.protocol.utf8`.
 """
 
 from __future__ import annotations
@@ -58,17 +59,22 @@ SplitFrame = Callable[[Any, int, 'bool | None', 'int | None', int],
                       'tuple[int, bytes, bytes, int] | None']
 SplitMessage = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
                         'tuple[int, bytes | str, int] | None']
+#: `wspy._speedups.utf8_check` (UTF-8 checked in pieces, no text made: wspy.protocol.utf8),
+#: or None without the accelerator.
+Utf8Check = Callable[[Any, int], int]
 
 
-def _select() -> tuple[MaskFunction, SplitFrame | None, SplitMessage | None, bool]:
+def _select() -> tuple[MaskFunction, SplitFrame | None, SplitMessage | None, Utf8Check | None,
+                       bool]:
     if os.environ.get('WSPY_NO_SPEEDUPS'):
-        return python_mask, None, None, False
+        return python_mask, None, None, None, False
     try:
         from wspy._speedups import mask as c_mask, split_frame as c_split_frame
         from wspy._speedups import split_message as c_split_message
+        from wspy._speedups import utf8_check as c_utf8_check
     except ImportError:
-        return python_mask, None, None, False
-    return c_mask, c_split_frame, c_split_message, True
+        return python_mask, None, None, None, False
+    return c_mask, c_split_frame, c_split_message, c_utf8_check, True
 
 
-mask, split_frame, split_message, HAS_SPEEDUPS = _select()
+mask, split_frame, split_message, utf8_check, HAS_SPEEDUPS = _select()

@@ -13,7 +13,7 @@ BENCH_DEPS := websockets picows uvloop aiohttp
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-asyncclient \
+	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
 	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback dist check-dist clean
 
 $(BIN)/python:
@@ -63,7 +63,8 @@ $(WSTEST):
 # Autobahn|Testsuite cases 1-7 and 10 against both servers and both clients (connect and
 # AsyncClient), 9.* (limits and performance) against both servers, the same over wss://
 # for both servers, and a permessage-deflate subset (the first four cases of each 12.* and
-# 13.* group, 48 in all) against all four; fails on any FAILED.
+# 13.* group, 48 in all) against all four, and 1-7 and 10 against wspy.wsgi under gunicorn
+# and Werkzeug; fails on any FAILED.
 # `make autobahn-deflate` runs all 216 permessage-deflate cases (about 25 minutes).
 # Case ids, not patterns: wstest matches a pattern as a prefix ('12.*.1' takes 12.1.10 too).
 DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
@@ -71,7 +72,16 @@ DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
 AGENTS := Server AsyncServer client AsyncClient
 
 autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-asyncclient \
-	autobahn-performance autobahn-deflate-subset autobahn-wss
+	autobahn-performance autobahn-deflate-subset autobahn-wss autobahn-gunicorn \
+	autobahn-werkzeug
+
+# wspy.wsgi's endpoint (test/autobahn/wsgi_echo.py) under gunicorn's gthread worker and
+# under Werkzeug's development server: cases 1-7 and 10.
+autobahn-gunicorn: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py gunicorn --wstest $(WSTEST) --outdir reports
+
+autobahn-werkzeug: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py werkzeug --wstest $(WSTEST) --outdir reports
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports

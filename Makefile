@@ -9,12 +9,12 @@ AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis werkzeug flask gunicorn django
 # The reference servers of the benchmark, installed for it only.
-BENCH_DEPS := websockets picows uvloop aiohttp
+BENCH_DEPS := websockets picows uvloop aiohttp flask-sock
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
 	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback dist check-dist clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback bench-wsgi dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -159,6 +159,11 @@ bench-workers: $(VENV)/.installed bench/loadgen
 # (which has its C masking), both pinned as in `make bench`.
 bench-fallback: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	$(BIN)/python bench/run.py --fallback $(BENCH_ARGS)
+
+# WebSockets in a WSGI application under one gunicorn gthread worker (16 threads), pinned as
+# in `make bench`: wspy.wsgi (WebSocketApplication, and HandOff) against flask-sock.
+bench-wsgi: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
+	$(BIN)/python bench/run.py --wsgi $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \

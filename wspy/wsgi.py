@@ -667,19 +667,19 @@ class HandOff(LoopClients):
             loop = self.loop
             running = threading.Event()
             loop.call_soon_threadsafe(running.set)
-            threading.Thread(target=self._run, args=(loop,), name='wspy-HandOff',
-                             daemon=True).start()
+            threading.Thread(target=self._run, args=(loop, self._stopped),
+                             name='wspy-HandOff', daemon=True).start()
             running.wait(5)  # until then, the caller's thread would pass for the loop's
             atexit.register(self._at_exit, self._pid)
             return loop
 
-    def _run(self, loop: Loop) -> None:
+    def _run(self, loop: Loop, stopped: threading.Event) -> None:
         try:
             loop.run()
         finally:
             self._drop_clients()
             loop.close()
-            self._stopped.set()
+            stopped.set()
 
     def shutdown(self) -> None:
         """Close every client with 1001 and stop this process's loop, waiting at most

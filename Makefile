@@ -9,12 +9,12 @@ AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis werkzeug flask gunicorn django
 # The reference servers of the benchmark, installed for it only.
-BENCH_DEPS := websockets picows uvloop aiohttp
+BENCH_DEPS := websockets picows uvloop aiohttp flask-sock
 PORT ?= 8000
 
 .PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-asyncclient \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback dist check-dist clean
+	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback bench-wsgi dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,8 @@ $(WSTEST):
 # Autobahn|Testsuite cases 1-7 and 10 against both servers and both clients (connect and
 # AsyncClient), 9.* (limits and performance) against both servers, the same over wss://
 # for both servers, and a permessage-deflate subset (the first four cases of each 12.* and
-# 13.* group, 48 in all) against all four; fails on any FAILED.
+# 13.* group, 48 in all) against all four, and 1-7 and 10 against wspy.wsgi under gunicorn
+# and Werkzeug; fails on any FAILED.
 # `make autobahn-deflate` runs all 216 permessage-deflate cases (about 25 minutes).
 # Case ids, not patterns: wstest matches a pattern as a prefix ('12.*.1' takes 12.1.10 too).
 DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
@@ -71,7 +72,16 @@ DEFLATE_SUBSET := $(foreach g,1 2 3 4 5,$(foreach n,1 2 3 4,12.$(g).$(n))) \
 AGENTS := Server AsyncServer client AsyncClient
 
 autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-asyncclient \
-	autobahn-performance autobahn-deflate-subset autobahn-wss
+	autobahn-performance autobahn-deflate-subset autobahn-wss autobahn-gunicorn \
+	autobahn-werkzeug
+
+# wspy.wsgi's endpoint (test/autobahn/wsgi_echo.py) under gunicorn's gthread worker and
+# under Werkzeug's development server: cases 1-7 and 10.
+autobahn-gunicorn: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py gunicorn --wstest $(WSTEST) --outdir reports
+
+autobahn-werkzeug: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py werkzeug --wstest $(WSTEST) --outdir reports
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports
@@ -174,6 +184,11 @@ bench-workers: $(VENV)/.installed bench/loadgen
 # (which has its C masking), both pinned as in `make bench`.
 bench-fallback: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	$(BIN)/python bench/run.py --fallback $(BENCH_ARGS)
+
+# WebSockets in a WSGI application under one gunicorn gthread worker (16 threads), pinned as
+# in `make bench`: wspy.wsgi (WebSocketApplication, and HandOff) against flask-sock.
+bench-wsgi: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
+	$(BIN)/python bench/run.py --wsgi $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \

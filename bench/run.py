@@ -1,7 +1,7 @@
 """Run the echo benchmarks side by side and print medians.
 
     python bench/run.py [--reps 5] [--quick] [--only SCENARIO ...] [--servers NAME ...]
-                        [--reference NAME] [--workers] [--baseline DIR]
+                        [--reference NAME] [--workers] [--fallback] [--wsgi] [--baseline DIR]
 
 Each server runs pinned to CPU 0 and the C load generator (bench/loadgen)
 to CPU 1. With --workers, wspy's AsyncServer in 1 and then 2 worker
@@ -11,7 +11,11 @@ moment hurts them alike; the figures are medians over the repetitions,
 with ratios against the reference server (the first listed: websockets by
 default). With --baseline DIR (a checkout of another commit, its C
 accelerator built), each wspy server also runs from that tree, just before
-the same server from this one, and this one's ratios are against it.
+the same server from this one, and this one's ratios are against it. With
+--wsgi, WebSockets inside a WSGI application under one gunicorn `gthread`
+worker (16 threads): flask-sock's echo, then wspy.wsgi's (a thread per
+connection, as flask-sock's) and its hand-off to an event loop, in rows
+with few connections (a thread holds each).
 
 The first rows send what the first version of this benchmark sent: binary
 frames of one repeated byte, masked with a zero key, counted from their
@@ -145,6 +149,17 @@ FALLBACK_ROWS = ['16 B echo, 64 x 16', '16 B text echo, 64 x 16', '1 KiB text ec
                  '64 KiB echo, random masks, 8 conns']
 
 
+# `--wsgi` (issue 18): a thread per connection, so 8 connections (16 messages in flight each).
+WSGI_SCENARIOS = {scenario.rows[0].name: scenario for scenario in (
+    echo('16 B text echo, 8 x 16', 16, 8, 16, 3, REAL),
+    echo('1 KiB text echo, 8 x 16', 1024, 8, 16, 3, REAL),
+)}
+WSGI_ROWS = ['16 B text echo, 8 x 16', '1 KiB text echo, 8 x 16',
+             '64 KiB echo, random masks, 8 conns', '16 B text round trip, 1 conn, p50',
+             'handshakes, 32 concurrent']
+ALL_SCENARIOS = {**SCENARIOS, **WSGI_SCENARIOS}
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -161,9 +176,17 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used so far (user and system, all its threads)."""
+    """CPU time a process and its children (gunicorn's worker) have used so far (user and
+    system, all their threads)."""
     fields = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    spent = (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    children = Path(f'/proc/{pid}/task/{pid}/children')
+    for child in (children.read_text().split() if children.exists() else ()):
+        try:
+            spent += cpu_seconds(int(child))
+        except OSError:  # gone meanwhile
+            pass
+    return spent
 
 
 def make_certificate(directory: str) -> None:
@@ -190,16 +213,38 @@ def start_server(name: str, tls: bool = False,
         command.append('--deflate')
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
+    # gunicorn's worker is forked later by this process: it inherits the CPUs set here.
     if PIN['server'] is not None:
         os.sched_setaffinity(server.pid, PIN['server'])
-    for _ in range(100):
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    from servers import WSGI
+
+    ready = answers_http if name in WSGI else accepts
+    for _ in range(200):
+        if ready(port):
             return server, port
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     server.kill()
     raise RuntimeError(f'{name} did not start')
+
+
+def accepts(port: int) -> bool:
+    """Whether a server accepts connections on `port`."""
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def answers_http(port: int) -> bool:
+    """Whether a server answers an HTTP request on `port` (gunicorn's master listens
+    before its worker is up: the worker answers)."""
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=2) as sock:
+            sock.sendall(b'GET /ready HTTP/1.0\r\n\r\n')
+            return bool(sock.recv(16))
+    except OSError:
+        return False
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
@@ -340,20 +385,23 @@ def run(scenarios: list[Scenario], servers: list[str], reps: int,
 
 def main() -> int:
     """Measure, then print the table."""
-    from servers import NO_C, SERVERS, WORKERS
+    from servers import NO_C, SERVERS, WORKERS, WSGI
 
     parser = argparse.ArgumentParser()
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--quick', action='store_true',
                         help='one repetition of short runs: to check that all works')
-    parser.add_argument('--only', nargs='*', default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument('--only', nargs='*', default=list(SCENARIOS),
+                        choices=list(ALL_SCENARIOS))
     parser.add_argument('--servers', nargs='*', default=list(SERVERS),
-                        choices=[*SERVERS, *WORKERS, *NO_C])
+                        choices=[*SERVERS, *WORKERS, *NO_C, *WSGI])
     parser.add_argument('--reference', help='the server of the ratios (default: the first)')
     parser.add_argument('--workers', action='store_true',
                         help='1 against 2 worker processes, nothing pinned')
     parser.add_argument('--fallback', action='store_true',
                         help="wspy's pure-Python servers (no C accelerator) against websockets")
+    parser.add_argument('--wsgi', action='store_true',
+                        help='wspy.wsgi against flask-sock under one gunicorn gthread worker')
     parser.add_argument('--baseline', type=Path,
                         help='a checkout of another commit: its wspy servers run beside these')
     args = parser.parse_args()
@@ -374,12 +422,16 @@ def main() -> int:
         args.servers = ['websockets', *NO_C]
         if args.only == list(SCENARIOS):
             args.only = FALLBACK_ROWS
+    if args.wsgi:
+        args.servers = list(WSGI)
+        if args.only == list(SCENARIOS):
+            args.only = WSGI_ROWS
     reference = args.reference or args.servers[0]
     if reference not in args.servers:
         parser.error(f'--reference {reference} is not among the servers')
     if not LOADGEN.exists():
         raise SystemExit(f'{LOADGEN} missing: run `make bench`')
-    scenarios = [SCENARIOS[name] for name in args.only]
+    scenarios = [ALL_SCENARIOS[name] for name in args.only]
     load = os.getloadavg()[0]
     print(f'# {os.cpu_count()} CPUs, load average {load:.2f} at start; '
           f'{args.reps} repetitions, medians; {placement}; ratios against {reference}')

@@ -9,7 +9,8 @@ permessage-deflate with the library's default settings, and without it
 compresses nothing. IMPLEMENTATION is one of the keys of SERVERS: wspy's two
 servers, and for reference websockets (asyncio), picows (Cython, on uvloop;
 no permessage-deflate: see NO_DEFLATE) and aiohttp (asyncio), which
-`make bench` installs for the benchmark only.
+`make bench` installs for the benchmark only; or of WSGI: wspy.wsgi and
+flask-sock under gunicorn (`--wsgi`, plain ws:// only).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import argparse
 import logging
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 LIMIT = 32 << 20
+HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -187,10 +191,35 @@ NO_C: dict[str, Callable[[Settings], None]] = {
 }
 
 
+# The threads of the gunicorn worker: one per WebSocket (but with HandOff), and the
+# WSGI rows open at most 8 at once (32 for the handshakes, each held a moment).
+WSGI_THREADS = 16
+
+
+def gunicorn_server(settings: Settings, factory: str) -> None:
+    """gunicorn (this process its master) with one `gthread` worker serving the WSGI
+    application `factory` of wsgi_apps.py; the worker inherits this process's CPUs."""
+    from gunicorn.app.wsgiapp import run
+
+    sys.argv = ['gunicorn', '--bind', f'127.0.0.1:{settings.port}', '--workers', '1',
+                '--worker-class', 'gthread', '--threads', str(WSGI_THREADS),
+                '--backlog', '1024', '--log-level', 'critical', '--chdir', str(HERE),
+                f'wsgi_apps:{factory}()']
+    run()
+
+
+# `make bench-wsgi`: WSGI echo endpoints under the same gunicorn worker.
+WSGI: dict[str, Callable[[Settings], None]] = {
+    'flask-sock': lambda settings: gunicorn_server(settings, 'flask_sock_app'),
+    'wspy-gunicorn': lambda settings: gunicorn_server(settings, 'wspy_app'),
+    'wspy-handoff': lambda settings: gunicorn_server(settings, 'handoff_app'),
+}
+
+
 def main() -> None:
     """Run the server named on the command line."""
     parser = argparse.ArgumentParser()
-    parser.add_argument('name', choices=[*SERVERS, *WORKERS, *NO_C])
+    parser.add_argument('name', choices=[*SERVERS, *WORKERS, *NO_C, *WSGI])
     parser.add_argument('port', type=int)
     parser.add_argument('--tls', nargs=2, metavar=('CERT', 'KEY'))
     parser.add_argument('--deflate', action='store_true')
@@ -199,7 +228,7 @@ def main() -> None:
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*args.tls)
-    {**SERVERS, **WORKERS, **NO_C}[args.name](Settings(args.port, context, args.deflate))
+    {**SERVERS, **WORKERS, **NO_C, **WSGI}[args.name](Settings(args.port, context, args.deflate))
 
 
 if __name__ == '__main__':

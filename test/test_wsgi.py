@@ -85,10 +85,11 @@ class Gunicorn:
 
     def __init__(self, worker: str, threads: int = 1, certs: Certs | None = None,
                  env: dict[str, str] | None = None, app: str = 'wsgi_app:app',
-                 chdir: Path = TEST_DIR) -> None:
+                 chdir: Path = TEST_DIR, args: tuple[str, ...] = ()) -> None:
         command = [sys.executable, '-m', 'gunicorn', '--bind', '127.0.0.1:0', '--workers', '1',
                    '--worker-class', worker, '--threads', str(threads), '--chdir', str(chdir),
-                   '--graceful-timeout', '1', '--log-level', 'debug', *_quiet_flags(), app]
+                   '--graceful-timeout', '1', '--log-level', 'debug', *_quiet_flags(), *args,
+                   app]
         if certs is not None:
             command[3:3] = ['--certfile', str(certs.server_cert),
                             '--keyfile', str(certs.server_key)]

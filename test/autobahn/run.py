@@ -5,6 +5,8 @@
     python test/autobahn/run.py --wstest PATH client        # fuzzingserver vs wspy.connect
     python test/autobahn/run.py --wstest PATH AsyncClient   # fuzzingserver vs AsyncClient
     python test/autobahn/run.py --wstest PATH --tls Server  # the same over wss://
+    python test/autobahn/run.py --wstest PATH gunicorn      # wspy.wsgi under gunicorn (gthread)
+    python test/autobahn/run.py --wstest PATH werkzeug      # wspy.wsgi under Werkzeug
 
 Every run has a time limit (wstest writes its report only at the end, so
 a hang would stall it). Exits 1 if any case FAILED or has no verdict,
@@ -58,11 +60,22 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def server_command(side: str, port: int) -> list[str]:
+    """The command that serves the echo endpoint of `side` on `port`."""
+    if side == 'gunicorn':  # wspy.wsgi's WebSocketApplication, one gthread worker
+        return [sys.executable, '-m', 'gunicorn', '--bind', f'127.0.0.1:{port}',
+                '--workers', '1', '--worker-class', 'gthread', '--threads', '4',
+                '--log-level', 'warning', '--chdir', str(HERE), 'wsgi_echo:app']
+    if side == 'werkzeug':
+        return [sys.executable, str(HERE / 'wsgi_echo.py'), '--port', str(port)]
+    return [sys.executable, str(HERE / 'echo_server.py'), '--port', str(port),
+            '--server', side]
+
+
 def run_server_suite(args: argparse.Namespace, outdir: Path) -> Path:
     """Fuzzingclient against the echo server; returns the index.json path."""
     port = free_port()
-    command = [sys.executable, str(HERE / 'echo_server.py'), '--port', str(port),
-               '--server', args.side]
+    command = server_command(args.side, port)
     scheme = 'ws'
     if args.tls:
         certs = make_certs(outdir / 'certs')
@@ -128,7 +141,8 @@ def judge(index_path: Path, agent: str) -> int:
 def main() -> int:
     """Run the chosen suite and judge it."""
     parser = argparse.ArgumentParser()
-    parser.add_argument('side', choices=['Server', 'AsyncServer', 'client', 'AsyncClient'])
+    parser.add_argument('side', choices=['Server', 'AsyncServer', 'client', 'AsyncClient',
+                                         'gunicorn', 'werkzeug'])
     parser.add_argument('--wstest', required=True)
     parser.add_argument('--cases', nargs='+', default=['*'])
     parser.add_argument('--exclude', nargs='*', default=['9.*', '12.*', '13.*'])
@@ -139,6 +153,8 @@ def main() -> int:
     clients = ('client', 'AsyncClient')
     if args.tls and args.side in clients:
         parser.error('--tls is for the servers: the fuzzingserver speaks ws:// only')
+    if args.tls and args.side in ('gunicorn', 'werkzeug'):
+        parser.error('--tls is for wspy\'s own servers')
     args.agent = f'wspy-{args.side}' + ('-wss' if args.tls else '')
     args.wstest = os.path.abspath(args.wstest)
     outdir = Path(args.outdir).resolve() / args.agent

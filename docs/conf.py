@@ -7,6 +7,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)     # the checkout's wspy, not an installed one
 
 import wspy  # noqa: E402
+from sphinx.ext.napoleon.docstring import GoogleDocstring  # noqa: E402
 
 project = 'wspy'
 author = 'wspy contributors'
@@ -38,3 +39,12 @@ napoleon_numpy_docstring = False
 
 html_theme = 'furo'
 html_title = f'wspy {release}'
+
+
+def _attribute_docstring_as_written(self: GoogleDocstring) -> list[str]:
+    """wspy types attributes by annotation: a colon in their docstring is prose, not a type."""
+    return self._consume_to_end()
+
+
+# napoleon reads "text: more" on an attribute's first line as "type: description".
+GoogleDocstring._parse_attribute_docstring = _attribute_docstring_as_written

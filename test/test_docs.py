@@ -21,6 +21,7 @@ import pytest
 
 import wspy
 
+from certs import make_certs
 from test_readme import Block, python_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,14 @@ def page_block(page: str, text: str) -> Block:
     return block
 
 
-def run_client(block: Block, port: int) -> list[str]:
-    """Run a client block against 127.0.0.1:PORT instead of the port it names; its output."""
-    code = re.sub(r'127\.0\.0\.1:8000', f'127.0.0.1:{port}', block.code)
-    assert code != block.code, 'the block names no ws://127.0.0.1:8000/ to replace'
+def run_client(block: Block, port: int, host: str = '127.0.0.1:8000',
+               cwd: Path | None = None) -> list[str]:
+    """Run a client block against PORT instead of the port it names; its output."""
+    name = host.split(':')[0]
+    code = block.code.replace(host, f'{name}:{port}')
+    assert code != block.code, f'the block names no {host} to replace'
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -118,6 +121,25 @@ def test_tutorial_chat_serves_its_page_and_broadcasts() -> None:
         finally:
             watchdog.cancel()
         alice.close()
+    finally:
+        server.shutdown()
+
+
+def test_tutorial_chat_over_wss(tmp_path: Path) -> None:
+    """The tutorial's wss step, with the certificates its test/certs.py command makes."""
+    make_certs(tmp_path / 'certs')
+    server_block = page_block('tutorial/wss.md', 'server = Chat(')
+    [ssl_args] = [ast.literal_eval(keyword.value) for node in ast.walk(ast.parse(server_block.code))
+                  if isinstance(node, ast.Call) for keyword in node.keywords
+                  if keyword.arg == 'ssl_args']
+    chat = server_class(page_block('tutorial/chat.md', 'class Chat'), 'Chat')
+    server = chat(('127.0.0.1', 0), handshake_timeout=5,
+                  ssl_args={key: str(tmp_path / path) for key, path in ssl_args.items()})
+    server.start()
+    try:
+        client = page_block('tutorial/wss.md', 'wss://localhost:8443/dave')
+        assert run_client(client, server.address[1], 'localhost:8443', tmp_path) == \
+            ['* dave joined, 1 here']
     finally:
         server.shutdown()
 

@@ -10,9 +10,11 @@ WSTEST := $(AUTOBAHN)/venv/bin/wstest
 TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis werkzeug flask gunicorn django
 # The reference servers of the benchmark, installed for it only.
 BENCH_DEPS := websockets picows uvloop aiohttp flask-sock
+# The documentation site's builder, its theme and its Markdown parser.
+DOCS_DEPS := sphinx furo myst-parser
 PORT ?= 8000
 
-.PHONY: run test lint autobahn autobahn-server autobahn-asyncserver autobahn-client \
+.PHONY: run test lint docs autobahn autobahn-server autobahn-asyncserver autobahn-client \
 	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
 	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback bench-wsgi dist check-dist clean
 
@@ -30,6 +32,10 @@ $(VENV)/.test-deps: Makefile | $(BIN)/python
 
 $(VENV)/.bench-deps: Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q $(BENCH_DEPS)
+	touch $@
+
+$(VENV)/.docs-deps: Makefile | $(BIN)/python
+	$(BIN)/python -m pip install -q $(DOCS_DEPS)
 	touch $@
 
 $(VENV)/.lint-deps: | $(BIN)/python
@@ -54,6 +60,12 @@ lint: $(VENV)/.installed $(VENV)/.lint-deps
 	$(BIN)/ruff check wspy test examples bench setup.py
 	# typing_sample.py: a typed user program; its deliberate mistakes must stay errors.
 	$(BIN)/mypy --strict wspy test/typing_sample.py
+
+# The documentation site (docs/: Sphinx, MyST pages, autodoc reference) into build/docs;
+# any warning fails the build. Open build/docs/index.html.
+docs: $(VENV)/.installed $(VENV)/.docs-deps
+	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs
+	@echo 'make docs: open build/docs/index.html'
 
 $(WSTEST):
 	$(PY27) -m pip install --user -q 'virtualenv==20.15.1'
@@ -135,7 +147,7 @@ dist: | $(BIN)/python
 # the sdist installs where no C compiler works (pure Python), holds every tracked file
 # but the CI's, and its tests pass from the unpacked sdist against that install
 # (SDIST_TESTS: those that read more than wspy/; SDIST_TESTS=test for the whole suite).
-SDIST_TESTS ?= test/test_examples.py test/test_readme.py test/test_porting.py
+SDIST_TESTS ?= test/test_examples.py test/test_readme.py test/test_porting.py test/test_docs.py
 check-dist: dist
 	rm -rf build/check
 	$(PYTHON) -m venv build/check/wheel

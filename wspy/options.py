@@ -5,7 +5,7 @@ Each is a `TypedDict` (every key optional): the `**options` of `websocket`,
 a type checker catches a misspelled option or a wrong type, and the options
 reach the socket (`SocketOptions`) and the connection (`ConnectionOptions`)
 unchanged. At run time an unknown option is a `TypeError` at once.
-A dictionary of options to reuse can be annotated with them too:
+A dictionary of options to reuse can be annotated with them too::
 
     limits: wspy.options.ConnectionOptions = {'max_message_size': 1 << 16}
     server = wspy.Server(('', 8000), **limits)

@@ -402,8 +402,8 @@ class Protocol:
     def check_partial(self) -> bool:
         """Check the part of a frame received so far; whether the connection is still open.
 
-        RFC 6455 8.1: an endpoint that finds invalid UTF-8 "MUST _Fail the
-        WebSocket Connection_"; checking as bytes arrive fails at once
+        RFC 6455 8.1: an endpoint that finds invalid UTF-8 "MUST *Fail the
+        WebSocket Connection*"; checking as bytes arrive fails at once
         instead of after the rest of a long frame.
         """
         try:

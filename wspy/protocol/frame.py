@@ -315,7 +315,7 @@ class ControlFrame(Frame):
 
 
 class FrameParser:
-    """Incremental frame parser: `feed()` bytes, then take `next_frame()`s.
+    """Incremental frame parser: `feed()` bytes, then take frames with `next_frame()`.
 
     `require_mask` is True on a server (client frames must be masked), False
     on a client (server frames must not be) and None to accept both.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -113,6 +114,24 @@ def test_tcp_websockets_send_without_delay() -> None:
     for sock in (accepted, client, listener):
         sock.close()
     wspy.websocket(socket.AF_UNIX).close()
+
+
+def test_accept_goes_on_where_tcp_nodelay_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and the BSDs refuse TCP_NODELAY (EINVAL) on a connection the peer has reset:
+    accept() still returns the socket, whose next read or write tells."""
+    def refuse(sock: socket.socket, level: int, option: int, value: int) -> None:
+        raise OSError(errno.EINVAL, 'Invalid argument')
+
+    plain = socket.socket()
+    plain.bind(('127.0.0.1', 0))
+    plain.listen(1)
+    listener = wspy.websocket(fileno=plain.detach())
+    client = socket.create_connection(listener.getsockname())
+    monkeypatch.setattr(wspy.websocket, 'setsockopt', refuse)
+    accepted, _ = listener.accept(handshake=False)
+    assert accepted.fileno() >= 0
+    for sock in (accepted, client, listener):
+        sock.close()
 
 
 def test_accepted_sockets_get_the_options_and_fresh_state(listener) -> None:

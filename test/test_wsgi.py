@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import socket
@@ -310,6 +311,25 @@ def test_a_tcp_socket_taken_over_sends_without_delay() -> None:
         assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         connection.abort()
         connection.close()
+
+
+def test_a_socket_that_cannot_be_taken_over_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors while taking the socket over: the server still owns it and
+    answers 503 with Retry-After, not a bare 101 (nor "the client has gone")."""
+    def out_of_descriptors(sock: socket.socket) -> None:
+        raise OSError(errno.EMFILE, 'Too many open files')
+
+    monkeypatch.setattr(wspy.wsgi, '_detach', out_of_descriptors)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        app = WebSocketApplication(lambda connection: None)
+        status, headers, body = call(app, {**UPGRADE, 'wspy.socket': server_end})
+        assert status.startswith('503 ') and ('Retry-After', '1') in headers
+        assert b'Too many open files' in body
+        client_end.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client_end.recv(10)  # nothing written behind the server's back
+    assert app.open_count == 0
 
 
 def test_refused_options_leave_no_descriptor() -> None:

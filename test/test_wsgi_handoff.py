@@ -57,6 +57,65 @@ def test_a_loop_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
         parent_loop.stop()
 
 
+def test_a_socket_handed_over_while_the_loop_stops_gets_a_503() -> None:
+    """A request still in `process_request` when the loop stops is answered 503 by the
+    server, not left without an answer on a loop that no longer runs."""
+    checking, stopped = threading.Event(), threading.Event()
+
+    def slow_check(request: Any) -> None:
+        checking.set()
+        assert stopped.wait(5)
+
+    hub = HandOff(process_request=slow_check)
+    hub.loop  # started
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        result: list[Any] = []
+        request = threading.Thread(target=lambda: result.append(
+            call(hub, {**UPGRADE, 'wspy.socket': server_end})))
+        request.start()
+        assert checking.wait(5)
+        hub.shutdown()
+        stopped.set()
+        request.join(5)
+        status, headers, _ = result[0]
+        assert status.startswith('503 ')
+        assert not hub._handed and not hub._loop._threadsafe  # nothing stranded
+
+
+def test_max_connections_answers_503() -> None:
+    hub = HandOff(max_connections=1, ping_interval=None)
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        hub.accept({**UPGRADE, 'wspy.socket': pairs[0][0]})
+        status, headers, _ = call(hub, {**UPGRADE, 'wspy.socket': pairs[1][0]})
+        assert status.startswith('503 ') and ('Retry-After', '1') in headers
+        pairs[0][1].settimeout(5)
+        assert pairs[0][1].recv(4096).startswith(b'HTTP/1.1 101 ')
+        assert _eventually(lambda: len(hub.clients) == 1)
+    finally:
+        hub.shutdown()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+def test_503s_after_shutdown_keep_no_tracebacks() -> None:
+    hub = HandOff()
+    hub.loop
+    hub.shutdown()
+    errors = []
+    for _ in range(3):
+        server_end, client_end = socket.socketpair()
+        with server_end, client_end:
+            try:
+                hub.accept({**UPGRADE, 'wspy.socket': server_end})
+            except wspy.HandshakeError as error:
+                errors.append(error)
+    assert [error.status for error in errors] == [503] * 3
+    assert len({id(error) for error in errors}) == 3  # each its own, with its own traceback
+
+
 def test_handoff_on_werkzeug() -> None:
     """The request returns at once; the loop sends the 101, calls onopen, and broadcasts;
     pages go on; the view helper refuses a plain GET with 426."""

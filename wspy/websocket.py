@@ -80,7 +80,10 @@ def _send_without_delay(sock: socket.socket) -> None:
     only reading: a burst of small messages would stall.
     """
     if _plain_family(sock) in _TCP_FAMILIES and _plain_type(sock) == socket.SOCK_STREAM:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # macOS, BSDs: EINVAL once the peer has reset; the next I/O tells
+            pass
 
 
 class websocket(socket.socket):  # noqa: N801 - the original wspy's name

@@ -216,19 +216,32 @@ def _accept(environ: Environ, connection_class: type[Connection],
     if server_sock is None:
         _check_without_socket(environ, head, socket_options)
         raise SocketUnavailable(_NO_SOCKET)
-    sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **socket_options)
+    try:
+        sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **socket_options)
+    except OSError as error:
+        raise _cannot_take_over(error) from None
     try:
         opening = sock.server_opening()
         opening.decide(head)
         if opening.error is not None:
             raise opening.error
-        sock.take_over(server_sock)
+        try:
+            sock.take_over(server_sock)
+        except OSError as error:  # the socket is still the server's: it answers the 503
+            raise _cannot_take_over(error) from None
         sock.sendall(opening.response)
         sock.finish_handshake(opening)
         return connection_class(sock, **connection_options)
     except BaseException:
         sock.close()
         raise
+
+
+def _cannot_take_over(error: OSError) -> HandshakeError:
+    """The 503 of a request whose socket could not be taken over (out of descriptors, say)."""
+    logger.error('could not take the WebSocket over from the WSGI server: %s', error)
+    return HandshakeError(f'cannot take the connection over: {error}', 503,
+                          headers=[('Retry-After', '1')])
 
 
 def _check_without_socket(environ: Environ, head: bytes, socket_options: dict[str, Any]) -> None:
@@ -602,11 +615,13 @@ class HandOff(LoopClients):
     loop in each worker, and shuts it down at the process's exit (1001 to
     every client, waiting at most `max_join_time`). Plain TCP only: a TLS
     connection's session lives in the server's `ssl.SSLSocket`, which the
-    loop cannot drive, so its upgrade is answered 500 (`SocketUnavailable`,
-    logged); put TLS in a proxy in front, or use `WebSocketApplication`.
+    loop cannot drive, so its upgrade is answered 500 (`SocketUnavailable`);
+    put TLS in a proxy in front, or use `WebSocketApplication`.
 
     `fallback` is the WSGI application for requests that ask for no
-    WebSocket; without it they get 426. `max_buffer_size`, `selector` and
+    WebSocket; without it they get 426. `max_connections` bounds the
+    WebSockets open (and being handed over) in this process: one more is
+    answered 503 with Retry-After. `max_buffer_size`, `selector` and
     `connection_class` are as on `AsyncServer`; the other keyword options
     are `WSGIOptions`.
     """
@@ -616,12 +631,13 @@ class HandOff(LoopClients):
     _shutdown_reason = 'worker shutting down'
 
     def __init__(self, *, fallback: WSGIApplication | None = None,
-                 max_join_time: float = 2.0,
+                 max_connections: int | None = None, max_join_time: float = 2.0,
                  max_buffer_size: int | Default | None = DEFAULT,
                  selector: type[selectors.BaseSelector] | None = None,
                  connection_class: type[AsyncConnection] | None = None,
                  **options: Unpack[WSGIOptions]) -> None:
         self.fallback = fallback
+        self.max_connections = max_connections
         self.max_join_time = max_join_time
         if connection_class is not None:
             self.connection_class = connection_class
@@ -639,6 +655,7 @@ class HandOff(LoopClients):
         self._pid: int | None = None  # the process whose loop `_loop` is
         self.clients = set()
         self._stopped = threading.Event()
+        self._handed: set[websocket] = set()  # handed to the loop, not yet adopted
 
     # -- the loop of this process --------------------------------------------------------
 
@@ -664,6 +681,7 @@ class HandOff(LoopClients):
             self._pid = os.getpid()
             self.clients = set()
             self._stopped = threading.Event()
+            self._handed = set()
             loop = self.loop
             running = threading.Event()
             loop.call_soon_threadsafe(running.set)
@@ -678,8 +696,12 @@ class HandOff(LoopClients):
             loop.run()
         finally:
             self._drop_clients()
+            with self._start_lock:  # no socket is handed over after this
+                stopped.set()
+                stranded, self._handed = self._handed, set()
+            for sock in stranded:  # handed over as the loop stopped: never adopted
+                sock.close()
             loop.close()
-            stopped.set()
 
     def shutdown(self) -> None:
         """Close every client with 1001 and stop this process's loop, waiting at most
@@ -725,25 +747,40 @@ class HandOff(LoopClients):
         if server_sock is None or isinstance(server_sock, ssl.SSLSocket):
             _check_without_socket(environ, head, self._socket_options)
             raise SocketUnavailable(_NO_SOCKET if server_sock is None else _NO_TLS_HAND_OFF)
-        loop = self.loop  # started before the socket is taken: nothing to fail after
-        if self._shutting_down:
-            raise _SHUTTING_DOWN
-        sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **self._socket_options)
+        try:
+            loop = self.loop  # started before the socket is taken: nothing to fail after
+            sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **self._socket_options)
+        except OSError as error:
+            raise _cannot_take_over(error) from None
         try:
             opening = sock.server_opening()
             opening.decide(head)
             if opening.error is not None:
                 raise opening.error
-            sock.take_over(server_sock)
-            sock.setblocking(False)
-            sock.finish_handshake(opening)
+            with self._start_lock:  # against the loop's end: see `_run`
+                if self._shutting_down or self._stopped.is_set():
+                    raise _shutting_down()
+                if (self.max_connections is not None
+                        and len(self.clients) + len(self._handed) >= self.max_connections):
+                    logger.warning('refusing a WebSocket: max_connections is %d',
+                                   self.max_connections)
+                    raise HandshakeError(str(BUSY), 503, headers=[('Retry-After', '1')])
+                try:
+                    sock.take_over(server_sock)
+                except OSError as error:
+                    raise _cannot_take_over(error) from None
+                sock.setblocking(False)
+                sock.finish_handshake(opening)
+                self._handed.add(sock)
+                loop.call_soon_threadsafe(self._adopt_handed, sock, opening.response)
         except BaseException:
             sock.close()
             raise
-        loop.call_soon_threadsafe(self._adopt_handed, sock, opening.response)
 
     def _adopt_handed(self, sock: websocket, response: bytes) -> None:
         """A socket handed over joins the loop (loop thread): the 101 goes out, then `onopen`."""
+        with self._start_lock:
+            self._handed.discard(sock)
         if self._shutting_down:
             sock.close()
             return
@@ -763,8 +800,10 @@ _NO_TLS_HAND_OFF = ('HandOff cannot take a TLS connection: its session lives in 
                     'in a proxy in front of the server, or use WebSocketApplication')
 
 
-_SHUTTING_DOWN = HandshakeError('shutting down: try again later', 503,
-                                headers=[('Retry-After', '1')])
+def _shutting_down() -> HandshakeError:
+    # A new one each time: one instance raised again and again keeps every traceback
+    # (and each request's environ) it was raised with.
+    return HandshakeError('shutting down: try again later', 503, headers=[('Retry-After', '1')])
 
 
 def _ignore(mask: int) -> None:

@@ -511,7 +511,8 @@ class Protocol:
             elif (opcode == OPCODE_CONTINUATION and self._decoder is not None
                   and not self._fragments_compressed):
                 checker = new_utf8_checker()
-                checker.feed(self._decoder.getstate()[0])  # the message's unfinished character
+                if not checker.feed(self._decoder.getstate()[0]):  # its unfinished character
+                    raise InvalidPayload('invalid UTF-8 in a text message')
             else:
                 return
             self._partial_checker = checker

@@ -3,7 +3,10 @@ and close_all_on_signals does it when gunicorn tells a worker to stop or reload.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -129,3 +132,34 @@ def test_gunicorn_reload_closes_websockets_with_1001(tmp_path: Path) -> None:
         assert _eventually(lambda: server.log.count('Booting worker') > booted)
         with open_ws(server.port, '/echo') as again:
             assert echoed(again, 'after')
+
+
+SERVE = """import signal, sys
+sys.path.insert(0, sys.argv[1])
+import wsgi_app
+import wspy.wsgi
+server = wspy.wsgi.make_server('127.0.0.1', 0, wsgi_app.app)
+wspy.wsgi.close_all_on_signals([signal.SIGTERM])
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def test_close_all_on_a_signal_that_ended_the_process() -> None:
+    """A signal left to its default action (SIGTERM of a plain process): the WebSockets are
+    closed with 1001 first, then the process ends by the signal."""
+    test_dir = Path(__file__).resolve().parent
+    process = subprocess.Popen([sys.executable, '-c', SERVE, str(test_dir)],
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, 'PYTHONPATH': str(test_dir.parent)})
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        connection = open_ws(port, '/echo')
+        assert echoed(connection, 'before')
+        process.send_signal(signal.SIGTERM)
+        assert closed_with(connection) == 1001
+        assert process.wait(5) == -signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()

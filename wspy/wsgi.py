@@ -886,7 +886,8 @@ def close_all_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT
 def _close_then(previous: _SignalHandler, code: int, reason: str,
                 signum: int, frame: Any) -> None:
     """A signal handler: start closing everything, then do what the signal did before."""
-    if previous == signal.SIG_DFL:
+    if previous == signal.SIG_DFL:  # a second one ends the process at once
+        signal.signal(signum, signal.SIG_DFL)
         threading.Thread(target=_close_and_die, args=(signum, code, reason),
                          daemon=True).start()
         return
@@ -898,5 +899,4 @@ def _close_then(previous: _SignalHandler, code: int, reason: str,
 def _close_and_die(signum: int, code: int, reason: str) -> None:
     """Close everything, then take the default action of `signum` (ending the process)."""
     _process.close_all(code, reason)
-    signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

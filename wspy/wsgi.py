@@ -19,11 +19,16 @@ for another request; over TLS, whose session lives in the server's
 shuts the TCP connection down when it closes, which ends the server's use of
 it just as well. The WebSocket holds the server's thread (or greenlet) for
 as long as it is open: see the README's "WSGI" section for what that means
-with each gunicorn worker.
+with each gunicorn worker. `close_all()` closes them with 1001 for a
+graceful stop (`close_all_on_signals()` from gunicorn's `post_worker_init`
+hook). Under gevent (its monkey-patching, or a request on a greenlet) the
+upgrades are refused with a 500 saying why: blocking sockets would hold up
+every greenlet.
 """
 
 from __future__ import annotations
 
+import _socket
 import atexit
 import functools
 import logging
@@ -33,6 +38,7 @@ import selectors
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -45,7 +51,7 @@ from urllib.parse import quote
 from wspy.asyncserver import DEFAULT, AsyncConnection, Default, LoopClients
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import (AbortHandshake, ConnectionClosed, HandshakeError, InvalidRequest,
-                         WriteTimeout)
+                         NotUpgrade, WriteTimeout)
 from wspy.loop import READ, Loop
 from wspy.options import ConnectionOptions, SocketOptions, check_options
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, DEFAULT_MAX_SIZE
@@ -175,6 +181,52 @@ def answer(error: HandshakeError) -> tuple[str, list[tuple[str, str]], bytes]:
     return f'{response.status} {response.reason}', kept, body
 
 
+# -- greenlets: gevent --------------------------------------------------------------------
+
+_NO_GREENLETS = ('wspy.wsgi cannot serve WebSockets here: {why}. Its connections are '
+                 'blocking sockets and OS threads, and under gevent (gunicorn -k gevent, '
+                 'gevent.pywsgi) one blocked greenlet would hold up every request of the '
+                 "process: serve WebSockets with gunicorn's gthread or sync worker, Werkzeug "
+                 'or wspy.wsgi.make_server')
+_greenlets_logged = False
+
+
+def _greenlet_reason() -> str | None:
+    """Why wspy's blocking connections cannot run in this request (gevent), or None."""
+    if not issubclass(websocket, _socket.socket) or not issubclass(socket.socket,
+                                                                   _socket.socket):
+        return 'the socket module is monkey-patched (gevent or eventlet)'
+    gevent = sys.modules.get('gevent')
+    if gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet):
+        return 'the request runs on a gevent greenlet'
+    return None
+
+
+def _refuse_greenlets(environ: Environ) -> None:
+    """Under gevent, refuse at once: `SocketUnavailable` (500) saying why (426 to a
+    request that is no upgrade), logged once per process. Never a hang."""
+    global _greenlets_logged
+    why = _greenlet_reason()
+    if why is None:
+        return
+    if not is_upgrade(environ):
+        raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
+                         headers=[('Upgrade', 'websocket')])
+    message = _NO_GREENLETS.format(why=why)
+    if not _greenlets_logged:
+        _greenlets_logged = True
+        logger.error('%s', message)
+    raise SocketUnavailable(message)
+
+
+def _check_socket_options(socket_options: dict[str, Any]) -> None:
+    """Make a socket with `socket_options`: a mistaken one fails when the application is
+    made, not at the first request (not under gevent's patching, where the upgrades are
+    refused anyway)."""
+    if issubclass(websocket, _socket.socket):
+        websocket(**socket_options).close()
+
+
 # -- taking the socket over ------------------------------------------------------------
 
 def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
@@ -214,6 +266,7 @@ def _split_options(caller: str, options: Mapping[str, Any],
 
 def _accept(environ: Environ, connection_class: type[Connection],
             socket_options: dict[str, Any], connection_options: dict[str, Any]) -> Connection:
+    _refuse_greenlets(environ)
     head = request_head(environ)
     server_sock = server_socket(environ)
     if server_sock is None:
@@ -456,7 +509,7 @@ class WebSocketApplication:
         self.connection_class = connection_class
         self._socket_options, self._connection_options = _split_options(type(self).__name__,
                                                                         options)
-        websocket(**self._socket_options).close()  # a mistaken option fails here, not later
+        _check_socket_options(self._socket_options)
         self._lock = threading.Lock()
         #: How many of this application's WebSockets are open.
         self.open_count = 0
@@ -633,7 +686,7 @@ class HandOff(LoopClients):
         if connection_class is not None:
             self.connection_class = connection_class
         self._socket_options, connection_options = _split_options(type(self).__name__, options)
-        websocket(**self._socket_options).close()  # a mistaken option fails here, not later
+        _check_socket_options(self._socket_options)
         #: The options of each connection.
         self.connection_options: ConnectionOptions = {
             'max_message_size': DEFAULT_MAX_SIZE, 'close_timeout': CLOSE_TIMEOUT,
@@ -728,6 +781,7 @@ class HandOff(LoopClients):
         view then returns goes nowhere. `SocketUnavailable` (500) when the
         server does not give its socket, or gives a TLS one.
         """
+        _refuse_greenlets(environ)
         head = request_head(environ)
         server_sock = server_socket(environ)
         if server_sock is None or isinstance(server_sock, ssl.SSLSocket):

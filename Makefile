@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY27 ?= $(shell pyenv root 2>/dev/null)/versions/2.7.18/bin/python
 AUTOBAHN := .autobahn
 WSTEST := $(AUTOBAHN)/venv/bin/wstest
-TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis werkzeug flask gunicorn django
+TEST_DEPS := pytest coverage pyOpenSSL hypothesis websockets redis werkzeug flask gunicorn django gevent
 # The reference servers of the benchmark, installed for it only.
 BENCH_DEPS := websockets picows uvloop aiohttp flask-sock
 # The documentation site's builder, its theme and its Markdown parser.

@@ -67,7 +67,7 @@ def test_a_socket_handed_over_while_the_loop_stops_gets_a_503() -> None:
         assert stopped.wait(5)
 
     hub = HandOff(process_request=slow_check)
-    hub.loop  # started
+    assert hub.loop is not None  # started
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         result: list[Any] = []
@@ -79,7 +79,7 @@ def test_a_socket_handed_over_while_the_loop_stops_gets_a_503() -> None:
         stopped.set()
         request.join(5)
         status, headers, _ = result[0]
-        assert status.startswith('503 ')
+        assert status.startswith('503 ') and ('Retry-After', '1') in headers
         assert not hub._handed and not hub._loop._threadsafe  # nothing stranded
 
 
@@ -102,7 +102,7 @@ def test_max_connections_answers_503() -> None:
 
 def test_503s_after_shutdown_keep_no_tracebacks() -> None:
     hub = HandOff()
-    hub.loop
+    assert hub.loop is not None  # started
     hub.shutdown()
     errors = []
     for _ in range(3):

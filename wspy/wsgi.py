@@ -19,21 +19,29 @@ for another request; over TLS, whose session lives in the server's
 shuts the TCP connection down when it closes, which ends the server's use of
 it just as well. The WebSocket holds the server's thread (or greenlet) for
 as long as it is open: see the README's "WSGI" section for what that means
-with each gunicorn worker.
+with each gunicorn worker. `close_all()` closes them with 1001 for a
+graceful stop (`close_all_on_signals()` from gunicorn's `post_worker_init`
+hook). Under gevent (its monkey-patching, or a request on a greenlet) the
+upgrades are refused with a 500 saying why: blocking sockets would hold up
+every greenlet.
 """
 
 from __future__ import annotations
 
+import _socket
 import atexit
 import functools
 import logging
 import os
 import select
 import selectors
+import signal
 import socket
 import ssl
+import sys
 import threading
 import time
+import weakref
 import wsgiref.simple_server
 from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
@@ -43,10 +51,10 @@ from urllib.parse import quote
 from wspy.asyncserver import DEFAULT, AsyncConnection, Default, LoopClients
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import (AbortHandshake, ConnectionClosed, HandshakeError, InvalidRequest,
-                         WriteTimeout)
+                         NotUpgrade, WriteTimeout)
 from wspy.loop import READ, Loop
 from wspy.options import ConnectionOptions, SocketOptions, check_options
-from wspy.protocol.frame import CLOSE_INTERNAL_ERROR, DEFAULT_MAX_SIZE
+from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, DEFAULT_MAX_SIZE
 from wspy.protocol.handshake import Response, error_response
 from wspy.protocol.server_opening import ServerOpening
 from wspy.protocol.tls import CHUNK_SIZE
@@ -57,7 +65,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ['WSGIOptions', 'SocketUnavailable', 'accept', 'answer', 'is_upgrade',
-           'WebSocketApplication', 'HandOff', 'WSGIRequestHandler', 'WSGIServer', 'make_server']
+           'WebSocketApplication', 'HandOff', 'WSGIRequestHandler', 'WSGIServer', 'make_server',
+           'close_all', 'close_all_on_signals']
 
 logger = logging.getLogger('wspy')
 
@@ -172,6 +181,52 @@ def answer(error: HandshakeError) -> tuple[str, list[tuple[str, str]], bytes]:
     return f'{response.status} {response.reason}', kept, body
 
 
+# -- greenlets: gevent --------------------------------------------------------------------
+
+_NO_GREENLETS = ('wspy.wsgi cannot serve WebSockets here: {why}. Its connections are '
+                 'blocking sockets and OS threads, and under gevent (gunicorn -k gevent, '
+                 'gevent.pywsgi) one blocked greenlet would hold up every request of the '
+                 "process: serve WebSockets with gunicorn's gthread or sync worker, Werkzeug "
+                 'or wspy.wsgi.make_server')
+_greenlets_logged = False
+
+
+def _greenlet_reason() -> str | None:
+    """Why wspy's blocking connections cannot run in this request (gevent), or None."""
+    if not issubclass(websocket, _socket.socket) or not issubclass(socket.socket,
+                                                                   _socket.socket):
+        return 'the socket module is monkey-patched (gevent or eventlet)'
+    gevent = sys.modules.get('gevent')
+    if gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet):
+        return 'the request runs on a gevent greenlet'
+    return None
+
+
+def _refuse_greenlets(environ: Environ) -> None:
+    """Under gevent, refuse at once: `SocketUnavailable` (500) saying why (426 to a
+    request that is no upgrade), logged once per process. Never a hang."""
+    global _greenlets_logged
+    why = _greenlet_reason()
+    if why is None:
+        return
+    if not is_upgrade(environ):
+        raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
+                         headers=[('Upgrade', 'websocket')])
+    message = _NO_GREENLETS.format(why=why)
+    if not _greenlets_logged:
+        _greenlets_logged = True
+        logger.error('%s', message)
+    raise SocketUnavailable(message)
+
+
+def _check_socket_options(socket_options: dict[str, Any]) -> None:
+    """Make a socket with `socket_options`: a mistaken one fails when the application is
+    made, not at the first request (not under gevent's patching, where the upgrades are
+    refused anyway)."""
+    if issubclass(websocket, _socket.socket):
+        websocket(**socket_options).close()
+
+
 # -- taking the socket over ------------------------------------------------------------
 
 def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
@@ -211,11 +266,14 @@ def _split_options(caller: str, options: Mapping[str, Any],
 
 def _accept(environ: Environ, connection_class: type[Connection],
             socket_options: dict[str, Any], connection_options: dict[str, Any]) -> Connection:
+    _refuse_greenlets(environ)
     head = request_head(environ)
     server_sock = server_socket(environ)
     if server_sock is None:
         _check_without_socket(environ, head, socket_options)
         raise SocketUnavailable(_NO_SOCKET)
+    if _process.going_away.is_set():
+        raise _shutting_down()
     try:
         sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **socket_options)
     except OSError as error:
@@ -231,10 +289,12 @@ def _accept(environ: Environ, connection_class: type[Connection],
             raise _cannot_take_over(error) from None
         sock.sendall(opening.response)
         sock.finish_handshake(opening)
-        return connection_class(sock, **connection_options)
+        connection = connection_class(sock, **connection_options)
     except BaseException:
         sock.close()
         raise
+    _process.track(connection)
+    return connection
 
 
 def _cannot_take_over(error: OSError) -> HandshakeError:
@@ -462,7 +522,7 @@ class WebSocketApplication:
         self.connection_class = connection_class
         self._socket_options, self._connection_options = _split_options(type(self).__name__,
                                                                         options)
-        websocket(**self._socket_options).close()  # a mistaken option fails here, not later
+        _check_socket_options(self._socket_options)
         self._lock = threading.Lock()
         #: How many of this application's WebSockets are open.
         self.open_count = 0
@@ -642,7 +702,7 @@ class HandOff(LoopClients):
         if connection_class is not None:
             self.connection_class = connection_class
         self._socket_options, connection_options = _split_options(type(self).__name__, options)
-        websocket(**self._socket_options).close()  # a mistaken option fails here, not later
+        _check_socket_options(self._socket_options)
         #: The options of each connection.
         self.connection_options: ConnectionOptions = {
             'max_message_size': DEFAULT_MAX_SIZE, 'close_timeout': CLOSE_TIMEOUT,
@@ -689,6 +749,7 @@ class HandOff(LoopClients):
                              name='wspy-HandOff', daemon=True).start()
             running.wait(5)  # until then, the caller's thread would pass for the loop's
             atexit.register(self._at_exit, self._pid)
+            _process.track_hand_off(self)
             return loop
 
     def _run(self, loop: Loop, stopped: threading.Event) -> None:
@@ -742,6 +803,7 @@ class HandOff(LoopClients):
         view then returns goes nowhere. `SocketUnavailable` (500) when the
         server does not give its socket, or gives a TLS one.
         """
+        _refuse_greenlets(environ)
         head = request_head(environ)
         server_sock = server_socket(environ)
         if server_sock is None or isinstance(server_sock, ssl.SSLSocket):
@@ -758,7 +820,8 @@ class HandOff(LoopClients):
             if opening.error is not None:
                 raise opening.error
             with self._start_lock:  # against the loop's end: see `_run`
-                if self._shutting_down or self._stopped.is_set():
+                if (self._shutting_down or self._stopped.is_set()
+                        or _process.going_away.is_set()):
                     raise _shutting_down()
                 if (self.max_connections is not None
                         and len(self.clients) + len(self._handed) >= self.max_connections):
@@ -808,3 +871,126 @@ def _shutting_down() -> HandshakeError:
 
 def _ignore(mask: int) -> None:
     """The handler of a socket registered before its connection takes it."""
+
+
+# -- closing every WebSocket of the process (a server's graceful stop) -----------------
+
+class _Process:
+    """The WebSockets this process opened: the blocking connections `accept` made (for
+    itself, `WebSocketApplication`), the `HandOff`s started. Forgotten in a forked child."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self.hand_offs: weakref.WeakSet[HandOff] = weakref.WeakSet()
+        #: Set by `close_all`: upgrades are refused from then on (503).
+        self.going_away = threading.Event()
+
+    def track(self, connection: Connection) -> None:
+        """Remember an open connection; one opened as `close_all` runs is closed at once."""
+        with self.lock:
+            going_away = self.going_away.is_set()
+            if not going_away:
+                self.connections.add(connection)
+        if going_away:
+            connection.start_close(CLOSE_GOING_AWAY, _GOING_AWAY)
+
+    def track_hand_off(self, hand_off: HandOff) -> None:
+        with self.lock:
+            self.hand_offs.add(hand_off)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every WebSocket (see `close_all`), on the calling thread."""
+        with self.lock:
+            self.going_away.set()
+            connections = list(self.connections)
+            hand_offs = list(self.hand_offs)
+        deadlines = []
+        for connection in connections:
+            connection.start_close(code, reason)
+            deadlines.append(time.monotonic() + connection.close_timeout)
+        for hand_off in hand_offs:
+            hand_off.shutdown()
+        for connection, deadline in zip(connections, deadlines, strict=True):
+            if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
+                connection.abort()  # nobody receives its close: the handler's next call fails
+
+
+_process = _Process()
+_GOING_AWAY = 'server shutting down'
+
+
+def _forget_parent() -> None:
+    global _process
+    _process = _Process()
+
+
+os.register_at_fork(after_in_child=_forget_parent)
+
+
+def close_all(code: int = CLOSE_GOING_AWAY, reason: str = _GOING_AWAY,
+              wait: float | None = None) -> None:
+    """Close every WebSocket this process serves through `wspy.wsgi`, for a graceful stop.
+
+    The blocking connections of `accept` and `WebSocketApplication` get a
+    close frame (`code`, 1001 by default): the handler's `recv()` sees the
+    close through and raises `ConnectionClosedOK`, the handler returns and
+    frees the server's thread. One whose handshake is not over within its
+    `close_timeout` (no thread receives it) is dropped, which makes the
+    handler's next call fail. The clients of every `HandOff` are closed as
+    its `shutdown()` does. From then on the process refuses upgrades (503
+    with `Retry-After`). The work runs on a thread of its own: this call
+    waits for it at most `wait` seconds (None: until it is done, 0: not at
+    all), so that it may run in a signal handler (see
+    `close_all_on_signals`) or a server's hook.
+    """
+    process = _process
+    closer = threading.Thread(target=process.close_all, args=(code, reason),
+                              name='wspy-close-all', daemon=True)
+    closer.start()
+    closer.join(wait)
+
+
+_SignalHandler = Callable[[int, Any], Any] | int | None
+
+
+def close_all_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT,
+                                                   signal.SIGQUIT),
+                         code: int = CLOSE_GOING_AWAY, reason: str = _GOING_AWAY) -> None:
+    """On each of `signals`, `close_all(code, reason)`, then what the signal did before.
+
+    For gunicorn, whose workers stop on SIGTERM (graceful stop, and the old
+    workers of a reload on SIGHUP) and SIGINT or SIGQUIT (quick stop): call
+    it from the `post_worker_init(worker)` hook of its configuration file,
+    once the worker's own handlers are in place, and its WebSockets are
+    closed with 1001 when it is told to stop instead of being cut when it
+    exits. The previous handler runs right after the closing has started;
+    a signal whose action was the default one (to end the process) takes it
+    once the closing is over. From the main thread only, as any
+    `signal.signal`.
+    """
+    for signum in signals:
+        previous: _SignalHandler = signal.getsignal(signum)
+        signal.signal(signum, functools.partial(_close_then, previous, code, reason))
+        # A blocking read is interrupted for the handler to run, then resumed (PEP 475): with
+        # the restart gunicorn asks for, a sync worker reading its WebSocket never runs it.
+        signal.siginterrupt(signum, True)
+
+
+def _close_then(previous: _SignalHandler, code: int, reason: str,
+                signum: int, frame: Any) -> None:
+    """A signal handler: start closing everything, then do what the signal did before."""
+    if previous == signal.SIG_DFL:  # a second one ends the process at once
+        signal.signal(signum, signal.SIG_DFL)
+        threading.Thread(target=_close_and_die, args=(signum, code, reason),
+                         daemon=True).start()
+        return
+    close_all(code, reason, wait=0)
+    if callable(previous):
+        previous(signum, frame)
+
+
+def _close_and_die(signum: int, code: int, reason: str) -> None:
+    """Close everything, then take the default action of `signum` (ending the process)."""
+    _process.close_all(code, reason)
+    os.kill(os.getpid(), signum)

@@ -42,7 +42,7 @@ setup(
     cmdclass={'build_ext': optional_build_ext},
     extras_require={'redis': ['redis'],
                     'test': ['pytest', 'coverage', 'pyOpenSSL', 'hypothesis', 'websockets',
-                             'redis']},
+                             'redis', 'werkzeug', 'flask', 'gunicorn', 'django', 'gevent']},
     classifiers=[
         'Development Status :: 5 - Production/Stable',
         'Intended Audience :: Developers',

@@ -6,11 +6,15 @@
    (each bound to SOURCE before it connects: every source address has its own ephemeral
    ports), at most PENDING handshakes at a time, within OPEN_SECONDS, then prints
    "ready opened=N failed=F seconds=S". It then holds them, answers pings, and for every
-   binary message of 16 bytes (an 8-byte CLOCK_MONOTONIC send time in nanoseconds, then a
+   binary message of 16 bytes (an 8-byte CLOCK_REALTIME send time in nanoseconds, then a
    4-byte broadcast number below BROADCASTS, both little-endian) records the delivery
-   latency; "all seq=K" once every open connection has broadcast K. When stdin ends it
-   writes the latencies (doubles, seconds, one per message received) to OUTFILE, prints
-   "summary opened=N closed=C got=G0,G1,... bad=B" and exits. */
+   latency: from that send time to the message's arrival in this socket, the kernel's
+   receive timestamp (SO_TIMESTAMPNS), so that the figure does not depend on how soon this
+   process gets a CPU to read it. "all seq=K" once every open connection has broadcast K.
+   When stdin ends it writes the latencies (doubles, seconds, one per message received) to
+   OUTFILE, prints "summary opened=N closed=C bad=B shared=S got=G0,G1,..." and exits
+   (shared: messages read together with another one, whose arrival times the kernel gives
+   as one). */
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -27,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PENDING 256          /* handshakes under way at once (the listen backlog is larger) */
+#define PENDING 128          /* handshakes under way at once, per process */
 #define MAX_BROADCASTS 64
 #define PART 136             /* a partial frame: a ping's header (2) and payload (125) fit */
 #define HEAD_MAX 1024        /* the 101 response's head */
@@ -54,11 +58,17 @@ static struct in_addr source;
 static int opened, failed, closed, pending, bad, next_to_open;
 static long got[MAX_BROADCASTS];
 static double *latencies;
-static long nlatencies, max_latencies;
+static long nlatencies, max_latencies, shared;
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double realtime(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -74,7 +84,7 @@ static void watch(struct conn *c, int op, uint32_t events) {
 
 static void give_up(struct conn *c, const char *why) {
     if (c->state == OPEN) {
-        closed++;
+        if (++closed <= 5) fprintf(stderr, "scale_client: a connection closed: %s\n", why);
     } else {
         failed++;
         pending--;
@@ -89,6 +99,8 @@ static void give_up(struct conn *c, const char *why) {
 static void start_connect(struct conn *c) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) die("socket");
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) die("SO_TIMESTAMPNS");
     struct sockaddr_in local = {.sin_family = AF_INET, .sin_addr = source};
     struct sockaddr_in server = {.sin_family = AF_INET, .sin_port = htons(port)};
     server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -158,6 +170,7 @@ static void record(const unsigned char *payload, double arrived) {
 /* Handles the complete frames at the start of p; returns the bytes used (-1: closed). */
 static long frames(struct conn *c, const unsigned char *p, size_t n, double arrived) {
     size_t used = 0;
+    int data_messages = 0;
     while (n - used >= 2) {
         const unsigned char *f = p + used;
         size_t len = f[1] & 0x7F;
@@ -169,7 +182,11 @@ static long frames(struct conn *c, const unsigned char *p, size_t n, double arri
         int opcode = f[0] & 0x0F;
         if (opcode == 9) pong(c, f + 2, len);
         else if (opcode == 8) return -1;
-        else if (opcode == 2 && len == 16) record(f + 2, arrived);
+        else if (opcode == 2 && len == 16) {
+            record(f + 2, arrived);
+            if (++data_messages == 2) shared += 2;
+            else if (data_messages > 2) shared++;
+        }
         else if (opcode != 10) bad++;
         used += 2 + len;
     }
@@ -179,7 +196,9 @@ static long frames(struct conn *c, const unsigned char *p, size_t n, double arri
 static void upgraded(struct conn *c, size_t end, size_t n) {
     c->head[end] = 0;
     if (strncmp((char *)c->head, "HTTP/1.1 101 ", 13) || !strstr((char *)c->head, ACCEPT)) {
-        give_up(c, "no 101 with the right Sec-WebSocket-Accept");
+        char *line_end = strstr((char *)c->head, "\r\n");
+        if (line_end) *line_end = 0;
+        give_up(c, (char *)c->head);  /* the status line: not 101 */
         return;
     }
     size_t rest = n - end - 4;
@@ -190,7 +209,7 @@ static void upgraded(struct conn *c, size_t end, size_t n) {
     opened++;
     pending--;
     if (rest) {  /* frames right behind the 101 */
-        long used = frames(c, head + end + 4, rest, now());
+        long used = frames(c, head + end + 4, rest, realtime());
         if (used < 0) {
             free(head);
             give_up(c, "closed");
@@ -216,17 +235,33 @@ static void read_upgrade(struct conn *c) {
     else if (c->len >= HEAD_MAX - 1) give_up(c, "response head too long");
 }
 
+/* The kernel's receive time of what a recvmsg read (of its last segment), else now. */
+static double arrival(struct msghdr *m) {
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            return ts.tv_sec + ts.tv_nsec * 1e-9;
+        }
+    }
+    return realtime();
+}
+
 static void read_frames(struct conn *c) {
     unsigned char buf[4096];
+    char control[CMSG_SPACE(sizeof(struct timespec))];
     memcpy(buf, c->part, c->len);
-    ssize_t r = read(c->fd, buf + c->len, sizeof buf - c->len);
+    struct iovec iov = {buf + c->len, sizeof buf - c->len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                       .msg_controllen = sizeof control};
+    ssize_t r = recvmsg(c->fd, &m, 0);
     if (r <= 0) {
         if (r < 0 && errno == EAGAIN) return;
         give_up(c, "closed");
         return;
     }
     size_t n = c->len + r;
-    long used = frames(c, buf, n, now());
+    long used = frames(c, buf, n, arrival(&m));
     if (used < 0) {
         give_up(c, "closed by the server");
         return;
@@ -245,7 +280,7 @@ static void write_results(const char *path) {
     if (!f || fwrite(latencies, sizeof *latencies, nlatencies, f) != (size_t)nlatencies ||
         fclose(f))
         die(path);
-    printf("summary opened=%d closed=%d bad=%d got=", opened, closed, bad);
+    printf("summary opened=%d closed=%d bad=%d shared=%ld got=", opened, closed, bad, shared);
     for (int i = 0; i < nbroadcasts; i++) printf(i ? ",%ld" : "%ld", got[i]);
     printf("\n");
     fflush(stdout);

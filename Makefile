@@ -16,7 +16,8 @@ PORT ?= 8000
 
 .PHONY: run test lint docs autobahn autobahn-server autobahn-asyncserver autobahn-client \
 	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
-	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers bench-fallback bench-wsgi dist check-dist clean
+	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers \
+	bench-fallback bench-wsgi bench-scale dist check-dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -202,6 +203,21 @@ bench-fallback: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 bench-wsgi: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	$(BIN)/python bench/run.py --wsgi $(BENCH_ARGS)
 
+bench/scale_client: bench/scale_client.c
+	$(CC) -O2 -Wall -Wextra -o $@ $<
+
+# 100,000 idle connections to AsyncServer in Workers (SO_REUSEPORT), opened by
+# bench/scale_client in several processes from several loopback addresses, then 16-byte
+# broadcasts through Redis (RedisFanout) to all of them: delivery latency, server memory
+# per connection (needs redis-server; SCALE_ARGS=--connections 5000 for a quick run).
+$(VENV)/.scale-deps: | $(BIN)/python
+	$(BIN)/python -m pip install -q redis
+	touch $@
+
+bench-scale: $(VENV)/.installed $(VENV)/.scale-deps bench/scale_client
+	@command -v redis-server >/dev/null || { echo 'bench-scale needs: apt-get install redis-server' >&2; exit 1; }
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+
 clean:
 	rm -rf $(VENV) $(AUTOBAHN) reports build dist *.egg-info wspy/*.so .coverage .coverage.* \
-		bench/loadgen
+		bench/loadgen bench/scale_client

@@ -92,7 +92,7 @@ class MemoryConnection(Protocol):
         assert not isinstance(frame_limit, str)
         parser = FrameParser(require_mask=server_side, max_frame_size=frame_limit,
                              rsv_allowed=rsv_allowed)
-        self._init_protocol(server_side, parser, list(hooks), max_message_size, close_timeout,
+        self._init_protocol(server_side, parser, tuple(hooks), max_message_size, close_timeout,
                             ping_interval, ping_timeout)
         if ping_interval:
             self._start_keepalive(ping_interval)

@@ -185,6 +185,24 @@ def test_broadcast_skips_closing_clients_and_a_slow_one_does_not_block(aserve,
     fast.close()
 
 
+def test_a_broadcast_the_socket_takes_only_in_part_arrives_whole_and_in_order(aserve) -> None:
+    server = aserve()
+    conn = wspy.connect(url(server), max_message_size=None,
+                        **NO_KEEPALIVE)  # reads nothing until both are sent
+    big = os.urandom(12 << 20)  # more than an idle loopback socket takes at once
+    server.broadcast(big)
+    server.broadcast('after')
+    queued = []
+    measured = threading.Event()
+    server.call_soon_threadsafe(lambda: (queued.extend(client.buffered_amount
+                                                       for client in server.clients),
+                                         measured.set()))
+    assert measured.wait(5) and queued[0] > 0  # the rest of the first write waits its turn
+    assert conn.recv().payload == big
+    assert conn.recv().payload == 'after'
+    conn.close()
+
+
 def test_call_later_and_call_soon_threadsafe(aserve) -> None:
     server = aserve()
     fired = []

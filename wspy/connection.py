@@ -79,7 +79,8 @@ class Connection(Protocol):
             raise ValueError('the websocket has not done its handshake')
         self.sock = sock
         sock.limit_messages(max_message_size)  # frames follow, unless max_frame_size is set
-        self._init_protocol(sock.server_side, sock.parser, list(sock.hooks), max_message_size,
+        # A tuple: without extensions, the empty one, which every connection shares.
+        self._init_protocol(sock.server_side, sock.parser, tuple(sock.hooks), max_message_size,
                             close_timeout, ping_interval, ping_timeout)
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()

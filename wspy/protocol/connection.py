@@ -145,7 +145,7 @@ class Protocol:
 
     # -- set-up -------------------------------------------------------------------
 
-    def _init_protocol(self, server_side: bool, parser: FrameParser, hooks: list[Hook],
+    def _init_protocol(self, server_side: bool, parser: FrameParser, hooks: tuple[Hook, ...],
                        max_message_size: int | None, close_timeout: float,
                        ping_interval: float | None, ping_timeout: float | None) -> None:
         """The state of an open connection: the driver calls this from its `__init__`."""

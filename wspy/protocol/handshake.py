@@ -71,10 +71,12 @@ def _new_names(name: str) -> tuple[str, str]:
 class Headers:
     """HTTP headers: case-insensitive names, order kept, repeats allowed."""
 
-    __slots__ = ('_items', '_by_name')
+    __slots__ = ('_fields', '_by_name')
 
     def __init__(self, items: HeaderItems = ()) -> None:
-        self._items: list[tuple[str, str]] = []
+        # Names and values in turn, no tuple for each header: an idle connection keeps its
+        # request, and 5 headers take 200 bytes less so.
+        self._fields: list[str] = []
         # Lower-cased name -> its value, or its values when it repeats: a handshake
         # looks up a dozen names, and an idle connection keeps its request.
         self._by_name: dict[str, str | list[str]] = {}
@@ -83,11 +85,11 @@ class Headers:
 
     def _extend(self, items: Iterable[tuple[str, str]]) -> None:
         """Append headers: `add` for each, in one call."""
-        pairs = self._items
+        fields = self._fields
         by_name = self._by_name
         for name, value in items:
             name, key = _NAMES.get(name) or _new_names(name)
-            pairs.append((name, value))
+            fields += name, value
             values = by_name.get(key)
             if values is None:
                 by_name[key] = value
@@ -121,7 +123,8 @@ class Headers:
 
     def items(self) -> list[tuple[str, str]]:
         """Every (name, value) pair, in order."""
-        return list(self._items)
+        fields = self._fields
+        return list(zip(fields[::2], fields[1::2], strict=True))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._by_name
@@ -133,13 +136,13 @@ class Headers:
         return value
 
     def __iter__(self) -> Iterator[str]:
-        return (n for n, _ in self._items)
+        return iter(self._fields[::2])
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._fields) // 2
 
     def __repr__(self) -> str:
-        return f'Headers({self._items!r})'
+        return f'Headers({self.items()!r})'
 
 
 @dataclass

@@ -561,9 +561,10 @@ def check_chat(port: int) -> None:
     assert (alice.close_code, bob.close_code) == (1000, 1000)
 
 
-def test_flask_chat_example_on_werkzeug() -> None:
+def run_example(script: str, check: Callable[[int], None]) -> None:
+    """Run an example's own server (`python examples/SCRIPT PORT`) and `check(port)` it."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(EXAMPLES / 'flask_chat.py'), str(port)],
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / script), str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, 'PYTHONPATH': str(ROOT),
                                     'PYTHONUNBUFFERED': '1'})
@@ -571,11 +572,15 @@ def test_flask_chat_example_on_werkzeug() -> None:
         assert process.stdout is not None
         assert f'127.0.0.1:{port}' in process.stdout.readline()
         assert _eventually(lambda: _accepts(port))
-        check_chat(port)
+        check(port)
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=10)
     assert 'Traceback' not in errors, errors
+
+
+def test_flask_chat_example_on_werkzeug() -> None:
+    run_example('flask_chat.py', check_chat)
 
 
 def test_flask_chat_example_on_gunicorn() -> None:
@@ -645,19 +650,7 @@ def check_django(port: int) -> None:
 
 
 def test_django_example_on_wsgiref() -> None:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(EXAMPLES / 'django_echo.py'), str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, 'PYTHONPATH': str(ROOT),
-                                    'PYTHONUNBUFFERED': '1'})
-    try:
-        assert process.stdout is not None
-        assert f'127.0.0.1:{port}' in process.stdout.readline()
-        check_django(port)
-    finally:
-        process.terminate()
-        _, errors = process.communicate(timeout=10)
-    assert 'Traceback' not in errors, errors
+    run_example('django_echo.py', check_django)
 
 
 def test_django_example_on_gunicorn() -> None:

@@ -274,6 +274,26 @@ def _accept(environ: Environ, connection_class: type[Connection],
         raise SocketUnavailable(_NO_SOCKET)
     if _process.going_away.is_set():
         raise _shutting_down()
+    sock, opening = _decide(server_sock, head, socket_options)
+    try:
+        sock.take_over(server_sock)
+        sock.sendall(opening.response)
+        sock.finish_handshake(opening)
+        connection = connection_class(sock, **connection_options)
+    except BaseException:
+        sock.close()
+        raise
+    _process.track(connection)
+    return connection
+
+
+def _decide(server_sock: socket.socket, head: bytes,
+            socket_options: dict[str, Any]) -> tuple[_Upgraded, ServerOpening]:
+    """A duplicate of the server's socket and the decision on the request `head`.
+
+    Raises the request's `HandshakeError` if it is refused, and a 503 if the
+    socket cannot be duplicated; either way the socket is still the server's.
+    """
     try:
         sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **socket_options)
     except OSError as error:
@@ -283,18 +303,10 @@ def _accept(environ: Environ, connection_class: type[Connection],
         opening.decide(head)
         if opening.error is not None:
             raise opening.error
-        try:
-            sock.take_over(server_sock)
-        except OSError as error:  # the socket is still the server's: it answers the 503
-            raise _cannot_take_over(error) from None
-        sock.sendall(opening.response)
-        sock.finish_handshake(opening)
-        connection = connection_class(sock, **connection_options)
     except BaseException:
         sock.close()
         raise
-    _process.track(connection)
-    return connection
+    return sock, opening
 
 
 def _cannot_take_over(error: OSError) -> HandshakeError:
@@ -333,7 +345,17 @@ class _Upgraded(websocket):
         self._server_timeout: float | None = None
 
     def take_over(self, server_sock: socket.socket) -> None:
-        """Make the connection this socket's alone (see the class)."""
+        """Make the connection this socket's alone (see the class).
+
+        A 503 `HandshakeError` if that fails (out of descriptors, say): the
+        socket is then still the server's, which answers it.
+        """
+        try:
+            self._take_over(server_sock)
+        except OSError as error:
+            raise _cannot_take_over(error) from None
+
+    def _take_over(self, server_sock: socket.socket) -> None:
         _send_without_delay(self)
         if isinstance(server_sock, ssl.SSLSocket):
             self._server_timeout = server_sock.gettimeout()
@@ -811,14 +833,10 @@ class HandOff(LoopClients):
             raise SocketUnavailable(_NO_SOCKET if server_sock is None else _NO_TLS_HAND_OFF)
         try:
             loop = self.loop  # started before the socket is taken: nothing to fail after
-            sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **self._socket_options)
         except OSError as error:
             raise _cannot_take_over(error) from None
+        sock, opening = _decide(server_sock, head, self._socket_options)
         try:
-            opening = sock.server_opening()
-            opening.decide(head)
-            if opening.error is not None:
-                raise opening.error
             with self._start_lock:  # against the loop's end: see `_run`
                 if (self._shutting_down or self._stopped.is_set()
                         or _process.going_away.is_set()):
@@ -828,10 +846,7 @@ class HandOff(LoopClients):
                     logger.warning('refusing a WebSocket: max_connections is %d',
                                    self.max_connections)
                     raise HandshakeError(str(BUSY), 503, headers=[('Retry-After', '1')])
-                try:
-                    sock.take_over(server_sock)
-                except OSError as error:
-                    raise _cannot_take_over(error) from None
+                sock.take_over(server_sock)
                 sock.setblocking(False)
                 sock.finish_handshake(opening)
                 self._handed.add(sock)

@@ -24,7 +24,7 @@ from gunicorn import config as gunicorn_config
 
 import wspy
 from wspy.wsgi import (SocketUnavailable, WebSocketApplication, accept, answer, is_upgrade,
-                       make_server, request_head)
+                       make_server, request_head, takeover)
 
 from certs import Certs
 from conftest import free_port
@@ -319,7 +319,7 @@ def test_a_socket_that_cannot_be_taken_over_is_a_503(monkeypatch: pytest.MonkeyP
     def out_of_descriptors(sock: socket.socket) -> None:
         raise OSError(errno.EMFILE, 'Too many open files')
 
-    monkeypatch.setattr(wspy.wsgi, '_detach', out_of_descriptors)
+    monkeypatch.setattr(takeover, '_detach', out_of_descriptors)
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         app = WebSocketApplication(lambda connection: None)

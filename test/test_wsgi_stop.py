@@ -16,7 +16,7 @@ import pytest
 
 import wspy
 import wspy.wsgi
-from wspy.wsgi import WebSocketApplication, close_all
+from wspy.wsgi import WebSocketApplication, close_all, stopping
 
 from test_wsgi import _eventually, get_page, gunicorn, open_ws, wsgiref_server
 import wsgi_app
@@ -31,7 +31,7 @@ def post_worker_init(worker):
 @pytest.fixture(autouse=True)
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """close_all leaves the process refusing upgrades: each test gets its own state."""
-    monkeypatch.setattr(wspy.wsgi, '_process', wspy.wsgi._Process())
+    monkeypatch.setattr(stopping, '_process', stopping._Process())
     yield
 
 

@@ -1,0 +1,255 @@
+"""The client's socket taken over from the WSGI server, and the decision on its request.
+
+`_decide` duplicates the server's socket as an `_Upgraded` websocket and
+checks the request on it; `_Upgraded.take_over` then makes the connection
+the duplicate's alone: a plain socket's server object is left on a dead
+socket (`_detach`), a TLS one's session is read and written through the
+server's `ssl.SSLSocket`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from wspy.errors import HandshakeError, WriteTimeout
+from wspy.protocol.server_opening import ServerOpening
+from wspy.protocol.tls import CHUNK_SIZE
+from wspy.websocket import _send_without_delay, websocket
+
+if TYPE_CHECKING:
+    from wspy.wsgi.request import Environ
+
+logger = logging.getLogger('wspy')
+
+
+def _decide(server_sock: socket.socket, head: bytes,
+            socket_options: dict[str, Any]) -> tuple[_Upgraded, ServerOpening]:
+    """A duplicate of the server's socket and the decision on the request `head`.
+
+    Raises the request's `HandshakeError` if it is refused, and a 503 if the
+    socket cannot be duplicated; either way the socket is still the server's.
+    """
+    try:
+        sock = _Upgraded(fileno=os.dup(server_sock.fileno()), **socket_options)
+    except OSError as error:
+        raise _cannot_take_over(error) from None
+    try:
+        opening = sock.server_opening()
+        opening.decide(head)
+        if opening.error is not None:
+            raise opening.error
+    except BaseException:
+        sock.close()
+        raise
+    return sock, opening
+
+
+def _cannot_take_over(error: OSError) -> HandshakeError:
+    """The 503 of a request whose socket could not be taken over (out of descriptors, say)."""
+    logger.error('could not take the WebSocket over from the WSGI server: %s', error)
+    return HandshakeError(f'cannot take the connection over: {error}', 503,
+                          headers=[('Retry-After', '1')])
+
+
+def _check_without_socket(environ: Environ, head: bytes, socket_options: dict[str, Any]) -> None:
+    """Raise the `HandshakeError` of a request to refuse, on a server without the socket."""
+    with websocket(**socket_options) as settings:
+        opening = ServerOpening(settings, environ.get('REMOTE_ADDR'))
+        opening.decide(head)
+    if opening.error is not None:
+        raise opening.error
+
+
+class _Upgraded(websocket):
+    """A WSGI server's client socket taken over: a `websocket` on a duplicate of its descriptor.
+
+    `take_over(server_sock)` makes it the connection's alone. A plain socket
+    is then read and written here, and the server's socket object is left on
+    a dead socket (its writes fail, it reads end of file). A TLS one keeps
+    its session in the server's `ssl.SSLSocket`: the bytes go through that
+    object (made non-blocking: every wait is this socket's, bounded as
+    `websocket`'s are, and each TLS call holds a lock, so one thread may
+    receive while others send), and closing shuts the TCP connection down
+    for the server too.
+    """
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._tls_socket: ssl.SSLSocket | None = None
+        self._tls_lock = threading.Lock()
+        self._server_timeout: float | None = None
+
+    def take_over(self, server_sock: socket.socket) -> None:
+        """Make the connection this socket's alone (see the class).
+
+        A 503 `HandshakeError` if that fails (out of descriptors, say): the
+        socket is then still the server's, which answers it.
+        """
+        try:
+            self._take_over(server_sock)
+        except OSError as error:
+            raise _cannot_take_over(error) from None
+
+    def _take_over(self, server_sock: socket.socket) -> None:
+        _send_without_delay(self)
+        if isinstance(server_sock, ssl.SSLSocket):
+            self._server_timeout = server_sock.gettimeout()
+            server_sock.setblocking(False)
+            self._tls_socket = server_sock
+            self.settimeout(0.0)
+        else:
+            self.setblocking(True)
+            _detach(server_sock)
+
+    def close(self) -> None:
+        """Close; over TLS, also shut the TCP connection down, which ends the server's use."""
+        tls_socket, self._tls_socket = self._tls_socket, None
+        if tls_socket is not None:
+            try:
+                self.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                tls_socket.settimeout(self._server_timeout)
+            except OSError:
+                pass
+        super().close()
+
+    # -- TLS through the server's SSLSocket ----------------------------------------------
+
+    def _tls_call(self, call: Callable[[], int], deadline: float | None,
+                  wait: bool = True) -> int | None:
+        """Run a non-blocking TLS read or write until it is done; its result.
+
+        Waits for the socket as TLS asks, until `deadline` (`TimeoutError`);
+        without `wait`, None instead of a wait.
+        """
+        while True:
+            with self._tls_lock:
+                try:
+                    return call()
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+            if not wait:
+                return None
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError('timed out')
+            poller = select.poll()
+            poller.register(self, events)
+            if not poller.poll(None if timeout is None else timeout * 1000):
+                raise TimeoutError('timed out')
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive bytes of the stream into `buffer` (decrypted under TLS); 0 at end of file."""
+        tls_socket = self._tls_socket
+        if tls_socket is None:
+            return super().recv_into(buffer, nbytes, flags)
+        count = self._tls_call(lambda: _tls_read(tls_socket, buffer, nbytes),
+                               self._read_deadline)
+        assert count is not None
+        return count
+
+    def read_into_parser(self, deadline: float | None = None, wait: bool = True) -> bool:
+        """As `websocket.read_into_parser`; under TLS, only a read that may wait."""
+        if self._tls_socket is not None and not wait:
+            return False
+        return super().read_into_parser(deadline, wait)
+
+    def recv_available(self, size: int = 1 << 17) -> bytes | None:
+        """As `websocket.recv_available`, through the server's TLS socket under TLS."""
+        tls_socket = self._tls_socket
+        if tls_socket is None:
+            return super().recv_available(size)
+        buffer = bytearray(size)
+        count = self._tls_call(lambda: _tls_read(tls_socket, buffer, size), None, wait=False)
+        return None if count is None else bytes(buffer[:count])
+
+    def pending(self) -> bool:
+        """Whether decrypted bytes wait in the TLS session."""
+        tls_socket = self._tls_socket
+        return tls_socket is not None and tls_socket.pending() > 0
+
+    def _write_all(self, buffers: list[Any], flags: int = 0) -> None:
+        tls_socket = self._tls_socket
+        if tls_socket is None:
+            super()._write_all(buffers, flags)
+            return
+        data = b''.join(buffers) if len(buffers) > 1 else buffers[0]
+        with memoryview(data) as view, view.cast('B') as flat:
+            for start in range(0, len(flat), CHUNK_SIZE):
+                chunk = flat[start:start + CHUNK_SIZE]
+                while chunk:  # a write TLS could not finish is retried with the same bytes
+                    sent = self._tls_call(functools.partial(tls_socket.send, chunk),
+                                          self._write_deadline_now())
+                    chunk = chunk[sent or 0:]
+
+    def _write_deadline_now(self) -> float | None:
+        """The time a write must end by: `write_timeout` from now, or the write deadline."""
+        deadline = None if self.write_timeout is None else time.monotonic() + self.write_timeout
+        if self._write_deadline is not None:
+            deadline = (self._write_deadline if deadline is None
+                        else min(deadline, self._write_deadline))
+        return deadline
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send all of `data` (encrypted under TLS); `WriteTimeout` if the peer does not read."""
+        try:
+            super().sendall(data, flags)
+        except TimeoutError:
+            if self._tls_socket is None:
+                raise
+            raise WriteTimeout(f'the peer took nothing for {self.write_timeout} s: '
+                               'it does not read') from None
+
+    def send_packed(self, data: bytes, payload: bytes = b'') -> None:
+        """As `websocket.send_packed`, with a TLS write that waits too long a `WriteTimeout`."""
+        if self._tls_socket is None:
+            super().send_packed(data, payload)
+        else:
+            self.sendall(data + payload if payload else data)
+
+    def shutdown_write(self) -> None:
+        """Shut down the sending side; under TLS, send the close_notify alert first."""
+        tls_socket = self._tls_socket
+        if tls_socket is not None:
+            with self._tls_lock:
+                try:
+                    tls_socket.unwrap()
+                except (OSError, ValueError):
+                    pass  # the alert went; the peer's has not come (non-blocking), or TLS failed
+        self.shutdown(socket.SHUT_WR)
+
+
+def _tls_read(tls_socket: ssl.SSLSocket, buffer: Any, nbytes: int) -> int:
+    """Read decrypted bytes from a non-blocking TLS socket; 0 at end of file."""
+    try:
+        return tls_socket.recv_into(buffer, nbytes)
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        return 0
+
+
+def _detach(server_sock: socket.socket) -> None:
+    """Leave the server's socket object on a dead socket: the connection is no longer its.
+
+    Its descriptor number now refers to one end of a socket pair whose other
+    end is closed: a write fails (EPIPE), a read gives end of file, closing it
+    closes only that. The connection lives on in the duplicate descriptor.
+    """
+    dead, other = socket.socketpair()
+    other.close()
+    try:
+        os.dup2(dead.fileno(), server_sock.fileno())
+    finally:
+        dead.close()

@@ -203,6 +203,28 @@ def test_a_broadcast_the_socket_takes_only_in_part_arrives_whole_and_in_order(as
     conn.close()
 
 
+def test_a_slow_client_over_max_buffer_size_gets_the_begun_message_whole(aserve) -> None:
+    """The rest of a broadcast the socket took only in part is never dropped: a client that
+    then falls over max_buffer_size gets that message whole, then the 1008 close (not its
+    truncated frame followed by the close frame's bytes, 1006)."""
+    server = aserve(max_buffer_size=4 << 20)
+    conn = wspy.connect(url(server), max_message_size=None, **NO_KEEPALIVE)
+    big = os.urandom(8 << 20)
+    server.broadcast(big)  # begun: the rest waits for the socket
+    for _ in range(6):
+        server.broadcast(b'x' * (1 << 20))  # not read: over max_buffer_size
+    timer = threading.Timer(10, conn.abort)  # a bound on the wait, whatever happens
+    timer.start()
+    try:
+        assert conn.recv().payload == big
+        with pytest.raises(wspy.ConnectionClosedError):
+            while True:
+                conn.recv()
+    finally:
+        timer.cancel()
+    assert conn.close_code == 1008
+
+
 def test_call_later_and_call_soon_threadsafe(aserve) -> None:
     server = aserve()
     fired = []

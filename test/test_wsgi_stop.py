@@ -163,3 +163,42 @@ def test_close_all_on_a_signal_that_ended_the_process() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_close_all_on_signals_checks_before_installing_anything() -> None:
+    """A bad reason, or a signal that does not stop a process, is a ValueError at once and
+    installs nothing; a signal the process ignores is left ignored."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(ValueError):
+        wspy.wsgi.close_all_on_signals(reason='x' * 200)
+    with pytest.raises(ValueError, match='SIGWINCH'):
+        wspy.wsgi.close_all_on_signals([signal.SIGTERM, signal.SIGWINCH])
+    assert signal.getsignal(signal.SIGTERM) is before
+    ignored = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        wspy.wsgi.close_all_on_signals([signal.SIGUSR1])
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, ignored)
+    with pytest.raises(ValueError):
+        close_all(reason='x' * 200)
+    assert not stopping._process.going_away.is_set()
+
+
+def test_close_all_closes_connections_together_not_one_after_another() -> None:
+    """Each connection whose handler is stuck sending may take its close_timeout: three of
+    them take about one close_timeout, not three."""
+    def flood(connection: wspy.Connection) -> None:
+        connection.send(b'x' * (64 << 20))  # to a client that reads nothing: stuck
+
+    app = WebSocketApplication(flood, close_timeout=1.0, ping_interval=None)
+    with wsgiref_server(app) as port:
+        clients = [open_ws(port, '/') for _ in range(3)]
+        assert _eventually(lambda: len(stopping._process.connections) == 3)
+        time.sleep(0.2)  # the handlers are in send()
+        started = time.monotonic()
+        close_all()
+        elapsed = time.monotonic() - started
+        for client in clients:
+            client.abort()
+    assert elapsed < 2.5, f'{elapsed:.1f} s for three connections of close_timeout 1 s'

@@ -114,7 +114,7 @@ class Channel:
         return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def _requeue(self, buffers: list[bytes | memoryview],
-                 sent: int) -> deque[bytes | memoryview]:
+                 sent: int, begun: bool = False) -> deque[bytes | memoryview]:
         """Put back what a write did not take of `buffers`; returns the queue.
 
         The write took their first `sent` bytes. The rest of a chunk begun
@@ -125,7 +125,7 @@ class Channel:
         while index < len(buffers) and sent >= len(buffers[index]):
             sent -= len(buffers[index])
             index += 1
-        if sent:
+        if sent or (begun and index == 0):
             self._out_partial = [memoryview(buffers[index])[sent:]]
             index += 1
         out = self._out
@@ -146,6 +146,7 @@ class Channel:
             out = self._out
             while True:
                 buffers: list[bytes | memoryview]
+                begun = bool(self._out_partial)
                 if self._out_partial:
                     buffers = self._out_partial
                     self._out_partial = []
@@ -177,7 +178,7 @@ class Channel:
                 self._out_size -= sent
                 self._written += sent
                 if sent < size:
-                    out = self._requeue(buffers, sent)
+                    out = self._requeue(buffers, sent, begun)
                     if tls is None or sock.unsent():
                         # A short write means a full socket, except that TLS takes at
                         # most CHUNK_SIZE a call: go on while its output all went out.

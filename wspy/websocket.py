@@ -79,7 +79,11 @@ def _send_without_delay(sock: socket.socket) -> None:
     peer's delayed acknowledgement, up to 40 ms on Linux, whenever the peer is
     only reading: a burst of small messages would stall.
     """
-    if _plain_family(sock) in _TCP_FAMILIES and _plain_type(sock) == socket.SOCK_STREAM:
+    try:
+        family, kind = _plain_family(sock), _plain_type(sock)
+    except TypeError:  # gevent's patched socket.socket: no _socket.socket underneath
+        family, kind = sock.family, sock.type
+    if family in _TCP_FAMILIES and kind == socket.SOCK_STREAM:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # macOS, BSDs: EINVAL once the peer has reset; the next I/O tells

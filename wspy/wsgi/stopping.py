@@ -9,6 +9,7 @@ all with 1001, `close_all_on_signals` on gunicorn's stop signals.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import threading
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from wspy.connection import Connection
 from wspy.errors import HandshakeError
-from wspy.protocol.frame import CLOSE_GOING_AWAY
+from wspy.protocol.frame import CLOSE_GOING_AWAY, close_payload
+
+logger = logging.getLogger('wspy')
 
 if TYPE_CHECKING:
     from wspy.wsgi.handoff import HandOff
@@ -55,15 +58,26 @@ class _Process:
             self.going_away.set()
             connections = list(self.connections)
             hand_offs = list(self.hand_offs)
-        deadlines = []
+        deadline = time.monotonic() + max((c.close_timeout for c in connections), default=0.0)
         for connection in connections:
-            connection.start_close(code, reason)
-            deadlines.append(time.monotonic() + connection.close_timeout)
+            # Not one after the other: each may wait close_timeout for a send under way.
+            threading.Thread(target=_start_close, args=(connection, code, reason),
+                             daemon=True).start()
         for hand_off in hand_offs:
-            hand_off.shutdown()
-        for connection, deadline in zip(connections, deadlines, strict=True):
+            try:
+                hand_off.shutdown()
+            except Exception:
+                logger.exception('could not shut %r down', hand_off)
+        for connection in connections:
             if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
                 connection.abort()  # nobody receives its close: the handler's next call fails
+
+
+def _start_close(connection: Connection, code: int, reason: str) -> None:
+    try:
+        connection.start_close(code, reason)
+    except Exception:
+        logger.exception('could not close %r', connection)
 
 
 _process = _Process()
@@ -100,6 +114,7 @@ def close_all(code: int = CLOSE_GOING_AWAY, reason: str = _GOING_AWAY,
     all), so that it may run in a signal handler (see
     `close_all_on_signals`) or a server's hook.
     """
+    close_payload(code, reason)  # a ValueError here, not in the closing thread
     process = _process
     closer = threading.Thread(target=process.close_all, args=(code, reason),
                               name='wspy-close-all', daemon=True)
@@ -108,6 +123,9 @@ def close_all(code: int = CLOSE_GOING_AWAY, reason: str = _GOING_AWAY,
 
 
 _SignalHandler = Callable[[int, Any], Any] | int | None
+# Signals that cannot be caught, or whose default action does not end the process.
+_NOT_ENDING = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGCONT,
+                         signal.SIGURG, signal.SIGWINCH})
 
 
 def close_all_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT,
@@ -122,11 +140,21 @@ def close_all_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT
     closed with 1001 when it is told to stop instead of being cut when it
     exits. The previous handler runs right after the closing has started;
     a signal whose action was the default one (to end the process) takes it
-    once the closing is over. From the main thread only, as any
-    `signal.signal`.
+    once the closing is over, and one the process ignores is left alone.
+    From the main thread only, as any `signal.signal`; `ValueError` for a
+    signal that does not stop a process (SIGCHLD, SIGWINCH, ...) or cannot
+    be caught, and for a `code` or `reason` no close frame can carry.
     """
+    close_payload(code, reason)  # a ValueError now, not when the signal comes
+    signals = list(signals)
+    for signum in signals:  # all checked before any is installed
+        if signum in _NOT_ENDING:
+            raise ValueError(f'{signal.Signals(signum).name} does not stop a process: closing '
+                             'every WebSocket on it would leave one that refuses them all')
     for signum in signals:
         previous: _SignalHandler = signal.getsignal(signum)
+        if previous == signal.SIG_IGN or previous is None:  # ignored, or not Python's to chain
+            continue
         signal.signal(signum, functools.partial(_close_then, previous, code, reason))
         # A blocking read is interrupted for the handler to run, then resumed (PEP 475): with
         # the restart gunicorn asks for, a sync worker reading its WebSocket never runs it.
@@ -148,5 +176,7 @@ def _close_then(previous: _SignalHandler, code: int, reason: str,
 
 def _close_and_die(signum: int, code: int, reason: str) -> None:
     """Close everything, then take the default action of `signum` (ending the process)."""
-    _process.close_all(code, reason)
-    os.kill(os.getpid(), signum)
+    try:
+        _process.close_all(code, reason)
+    finally:
+        os.kill(os.getpid(), signum)

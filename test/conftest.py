@@ -222,6 +222,16 @@ def raw_client() -> Iterator[Callable[[wspy.Server], RawClient]]:
         client.close()
 
 
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether `condition()` turns true within `timeout` seconds (checked every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:

@@ -14,7 +14,8 @@ import pytest
 
 import wspy
 
-from conftest import EchoServer, assert_echoes, running, server_factory, upgrade_request, url
+from conftest import (EchoServer, assert_echoes, eventually, running, server_factory,
+                      upgrade_request, url)
 
 NO_KEEPALIVE = {'ping_interval': None}
 
@@ -394,20 +395,10 @@ def test_a_call_queued_while_the_loop_reads_its_wake_up_bytes_still_wakes_it() -
     runner.start()
     try:
         loop.call_soon_threadsafe(ran.append, 'first')
-        assert wait_until(lambda: ran == ['first', 'during'] and sleeping[-1] == 2)
+        assert eventually(lambda: ran == ['first', 'during'] and sleeping[-1] == 2)
         loop.call_soon_threadsafe(ran.append, 'after')
-        assert wait_until(lambda: ran == ['first', 'during', 'after'])
+        assert eventually(lambda: ran == ['first', 'during', 'after'])
     finally:
         loop.stop()
         runner.join(5)
         loop.close()
-
-
-def wait_until(condition: Any, timeout: float = 2.0) -> bool:
-    """Whether `condition()` turns true within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

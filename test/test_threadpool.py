@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 
 from wspy.threadpool import ThreadPool
-
-
-def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from conftest import eventually
 
 
 def test_calls_run_with_their_arguments() -> None:
@@ -55,7 +46,7 @@ def test_idle_threads_are_reused_then_retire() -> None:
         assert done.wait(2)
         assert pool.join(2)
     assert pool.threads == 1
-    assert wait_for(lambda: pool.threads == 0, 3), 'the idle thread did not retire'
+    assert eventually(lambda: pool.threads == 0, 3), 'the idle thread did not retire'
     done = threading.Event()
     pool.submit(done.set)  # a new thread once the old has gone
     assert done.wait(2)

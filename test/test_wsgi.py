@@ -27,7 +27,7 @@ from wspy.wsgi import (SocketUnavailable, WebSocketApplication, accept, answer, 
                        make_server, request_head, takeover)
 
 from certs import Certs
-from conftest import free_port
+from conftest import eventually, free_port
 
 TEST_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TEST_DIR))
@@ -458,18 +458,9 @@ def test_max_connections_answers_503_and_pages_go_on() -> None:
         release.set()
         for connection in held:
             connection.close()
-        assert app.open_count == 0 or _eventually(lambda: app.open_count == 0)
+        assert app.open_count == 0 or eventually(lambda: app.open_count == 0)
         with open_ws(port, '/') as connection:
             assert connection.recv().payload == 'held'
-
-
-def _eventually(condition: Callable[[], bool], timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # -- Werkzeug's development server ------------------------------------------------------------
@@ -512,7 +503,7 @@ def test_gunicorn_handler_error_is_a_1011() -> None:
             with pytest.raises(wspy.ConnectionClosedError):
                 connection.recv()
         assert connection.close_code == 1011
-        assert _eventually(lambda: 'the handler failed' in server.log)
+        assert eventually(lambda: 'the handler failed' in server.log)
         server.lines.clear()  # the traceback logged is the one expected
 
 
@@ -571,7 +562,7 @@ def run_example(script: str, check: Callable[[int], None]) -> None:
     try:
         assert process.stdout is not None
         assert f'127.0.0.1:{port}' in process.stdout.readline()
-        assert _eventually(lambda: _accepts(port))
+        assert eventually(lambda: _accepts(port))
         check(port)
     finally:
         process.terminate()
@@ -625,7 +616,7 @@ def test_keepalive_of_a_handler_that_only_sends(secure: bool, certs: Certs) -> N
     """The keepalive reads the pongs while the handler does not receive (through the server's
     SSLSocket under TLS)."""
     def wait_for_pong(connection: wspy.Connection) -> None:
-        seen = _eventually(lambda: connection.latency is not None, timeout=5)
+        seen = eventually(lambda: connection.latency is not None, timeout=5)
         connection.send(f'pong seen: {seen}')
         connection.recv()
 

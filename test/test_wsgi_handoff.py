@@ -17,8 +17,9 @@ from wspy.asyncclient import AsyncClient
 from wspy.asyncserver import AsyncConnection
 from wspy.wsgi import HandOff, SocketUnavailable
 
+from conftest import eventually
 from certs import Certs
-from test_wsgi import (EXAMPLES, UPGRADE, _eventually, call, check_chat, get_page, gunicorn,
+from test_wsgi import (EXAMPLES, UPGRADE, call, check_chat, get_page, gunicorn,
                        open_ws, werkzeug_server)
 import wsgi_handoff_app
 
@@ -92,7 +93,7 @@ def test_max_connections_answers_503() -> None:
         assert status.startswith('503 ') and ('Retry-After', '1') in headers
         pairs[0][1].settimeout(5)
         assert pairs[0][1].recv(4096).startswith(b'HTTP/1.1 101 ')
-        assert _eventually(lambda: len(hub.clients) == 1)
+        assert eventually(lambda: len(hub.clients) == 1)
     finally:
         hub.shutdown()
         for pair in pairs:
@@ -137,7 +138,7 @@ def test_handoff_on_werkzeug() -> None:
             alice.close()
             bob.close()
         assert (alice.close_code, bob.close_code) == (1000, 1000)
-        assert _eventually(lambda: not wsgi_handoff_app.hub.clients)
+        assert eventually(lambda: not wsgi_handoff_app.hub.clients)
 
 
 def test_tls_is_refused_at_the_first_upgrade(certs: Certs) -> None:

@@ -18,7 +18,8 @@ import wspy
 import wspy.wsgi
 from wspy.wsgi import WebSocketApplication, close_all, stopping
 
-from test_wsgi import _eventually, get_page, gunicorn, open_ws, wsgiref_server
+from conftest import eventually
+from test_wsgi import get_page, gunicorn, open_ws, wsgiref_server
 import wsgi_app
 
 HOOK = """import wspy.wsgi
@@ -86,7 +87,7 @@ def test_close_all_closes_with_1001_then_refuses_upgrades() -> None:
             open_ws(port, '/')
         assert refused.value.status == 503
         assert get_page(port, '/page') == (200, 'page /page')
-        assert _eventually(lambda: app.open_count == 0)
+        assert eventually(lambda: app.open_count == 0)
 
 
 def test_close_all_reaches_a_view_using_accept() -> None:
@@ -129,7 +130,7 @@ def test_gunicorn_reload_closes_websockets_with_1001(tmp_path: Path) -> None:
         booted = server.log.count('Booting worker')
         server.process.send_signal(signal.SIGHUP)
         assert closed_with(connection) == 1001
-        assert _eventually(lambda: server.log.count('Booting worker') > booted)
+        assert eventually(lambda: server.log.count('Booting worker') > booted)
         with open_ws(server.port, '/echo') as again:
             assert echoed(again, 'after')
 
@@ -194,7 +195,7 @@ def test_close_all_closes_connections_together_not_one_after_another() -> None:
     app = WebSocketApplication(flood, close_timeout=1.0, ping_interval=None)
     with wsgiref_server(app) as port:
         clients = [open_ws(port, '/') for _ in range(3)]
-        assert _eventually(lambda: len(stopping._process.connections) == 3)
+        assert eventually(lambda: len(stopping._process.connections) == 3)
         time.sleep(0.2)  # the handlers are in send()
         started = time.monotonic()
         close_all()

@@ -22,7 +22,7 @@ import pytest
 import wspy
 
 from certs import make_certs
-from test_readme import Block, python_blocks
+from test_readme import Block, check_compiles_without_placeholders, python_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / 'docs'
@@ -65,14 +65,7 @@ def test_the_pages_have_blocks_to_run() -> None:
 
 @pytest.mark.parametrize('name, block', BLOCKS, ids=IDS)
 def test_block_compiles_without_placeholders(name: str, block: Block) -> None:
-    tree = ast.parse(block.code, f'{name}:{block.line}')
-    compile(tree, f'{name}:{block.line}', 'exec')
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
-            assert not any(isinstance(argument, ast.Constant) and argument.value is Ellipsis
-                           for argument in arguments), \
-                f'{name}:{block.line}: `...` passed as an argument (line {node.lineno})'
+    check_compiles_without_placeholders(block.code, f'{name}:{block.line}')
 
 
 RUN = [(name, block) for name, block in BLOCKS if block.run]

@@ -63,16 +63,21 @@ def test_the_readme_has_blocks_to_run() -> None:
     assert len(BLOCKS) > 10 and any(block.run for block in BLOCKS)
 
 
-@pytest.mark.parametrize('block', BLOCKS, ids=[f'line{b.line}' for b in BLOCKS])
-def test_block_compiles_without_placeholders(block: Block) -> None:
-    tree = ast.parse(block.code, f'README.md:{block.line}')
-    compile(tree, f'README.md:{block.line}', 'exec')
+def check_compiles_without_placeholders(code: str, where: str) -> None:
+    """`code` compiles, and passes no `...` as an argument (a placeholder left in)."""
+    tree = ast.parse(code, where)
+    compile(tree, where, 'exec')
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
             assert not any(isinstance(argument, ast.Constant) and argument.value is Ellipsis
                            for argument in arguments), \
-                f'README.md:{block.line}: `...` passed as an argument (line {node.lineno})'
+                f'{where}: `...` passed as an argument (line {node.lineno})'
+
+
+@pytest.mark.parametrize('block', BLOCKS, ids=[f'line{b.line}' for b in BLOCKS])
+def test_block_compiles_without_placeholders(block: Block) -> None:
+    check_compiles_without_placeholders(block.code, f'README.md:{block.line}')
 
 
 @pytest.mark.parametrize('block', [b for b in BLOCKS if b.run],

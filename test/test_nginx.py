@@ -17,7 +17,7 @@ import pytest
 import wspy
 
 from certs import Certs
-from conftest import TIMEOUT, EchoServer, free_port
+from conftest import TIMEOUT, EchoServer, eventually, free_port
 
 NGINX = shutil.which('nginx') or next(
     (path for path in ('/usr/sbin/nginx', '/usr/local/sbin/nginx') if Path(path).exists()), None)
@@ -202,6 +202,8 @@ def test_server_ping_and_close_reach_the_client(proxied: Any, certs: Certs) -> N
             conn.recv()
         assert conn.pings == [b'server ping']
         assert (conn.close_code, conn.close_reason) == (4002, 'closed by the server')
+        # The next route pings every client: this one must be gone from the servers first.
+        assert eventually(lambda: not [*tcp.clients, *unix.clients])
     assert tcp.pongs + unix.pongs == [b'server ping'] * 3
 
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from wspy.channel import Channel, _plain_send
+from wspy.channel import Channel
 from wspy.connection import State
 from wspy.errors import ConnectionClosed, InvalidState, ProtocolError
 from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
@@ -99,36 +99,19 @@ class AsyncConnection(Channel, ServerConnection):
     def _send_packed(self, data: bytes, message: Message) -> None:
         """Send an already packed message (a broadcast; loop thread); skipped unless open.
 
-        To a client with nothing else to write it is written at once, not
-        queued for a flush: a broadcast to 100,000 idle clients then costs
-        each one system call and little more (a third less CPU, measured).
+        Unless `onsent` tracks it, it is written at once to a client with
+        nothing else to write (`Channel._write_or_queue`): a broadcast to
+        100,000 idle clients then costs each one system call and little
+        more (a third less CPU, measured).
         """
         with self._send_lock:
             if self.close_sent is not None or self.state is not _OPEN:
                 return
-            if (self._flush_scheduled or self._out is not None or self._out_partial
-                    or self._tracks_messages or self.sock.tls is not None):
+            if self._tracks_messages:
                 self._send_packed_frame(data)
                 self._message_queued(message)
-                return
-            try:
-                sent = _plain_send(self.sock, data)
-            except OSError:  # full, or gone: the flush of the queued frame finds out which
-                sent = 0
-            self._queued += sent
-            self._written += sent
-            if sent == len(data):
-                return
-            if not sent:
-                self._send_packed_frame(data)
-                return
-            # The peer has the frame's start: the rest is never dropped (see `_out_partial`).
-            rest = memoryview(data)[sent:]
-            self._out_partial = [rest]
-            self._out_size += len(rest)
-            self._queued += len(rest)
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            else:
+                self._write_or_queue(data)
 
     def _backlogged(self) -> None:
         limit = self.server.max_buffer_size

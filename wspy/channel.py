@@ -98,6 +98,32 @@ class Channel:
             self._flush_scheduled = True
             self.loop.call_soon_threadsafe(self._flush)
 
+    def _write_or_queue(self, data: bytes) -> None:
+        """Write `data` at once if nothing waits to be written, else queue it (under the send
+        lock, on the loop thread). The rest of a partial write is kept as a begun chunk
+        (`_out_partial`), never dropped, and flushed when the socket takes more."""
+        if (self._flush_scheduled or self._out is not None or self._out_partial
+                or self.sock.tls is not None):
+            self._queue(data)
+            return
+        try:
+            sent = _plain_send(self.sock, data)
+        except OSError:  # full, or gone: the flush of the queued bytes finds out which
+            sent = 0
+        self._queued += sent
+        self._written += sent
+        if sent == len(data):
+            return
+        if not sent:
+            self._queue(data)
+            return
+        rest = memoryview(data)[sent:]
+        self._out_partial = [rest]
+        self._out_size += len(rest)
+        self._queued += len(rest)
+        self._flush_scheduled = True
+        self.loop.call_soon(self._flush)
+
     def _take_tls_buffer(self) -> bytes | memoryview:
         """The next write under TLS (one buffer): small chunks joined, a large one alone."""
         out = self._out

@@ -254,7 +254,7 @@ def test_read_into_parser_without_waiting_reads_only_what_has_arrived(listener) 
 def test_nagle_goes_off_on_a_socket_class_not_built_on_the_c_socket() -> None:
     """gevent's patched socket.socket is no _socket.socket underneath: a websocket made
     from it still gets TCP_NODELAY, instead of a TypeError on every connect."""
-    from wspy.websocket import _send_without_delay
+    from wspy.websocket import send_without_delay
 
     class Patched:  # what gevent's socket class looks like from here
         family, type = socket.AF_INET, socket.SOCK_STREAM
@@ -266,5 +266,5 @@ def test_nagle_goes_off_on_a_socket_class_not_built_on_the_c_socket() -> None:
             self.options.append((level, option, value))
 
     sock = Patched()
-    _send_without_delay(sock)  # type: ignore[arg-type]
+    send_without_delay(sock)  # type: ignore[arg-type]
     assert sock.options == [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]

@@ -71,7 +71,7 @@ def _receive_buffer() -> bytearray:
 _TCP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 
-def _send_without_delay(sock: socket.socket) -> None:
+def send_without_delay(sock: socket.socket) -> None:
     """Turn Nagle's algorithm off on a TCP socket (TCP_NODELAY).
 
     wspy writes each message (or a loop turn's messages) at once. With Nagle on,
@@ -140,7 +140,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
                  max_head_size: int = MAX_HEAD_SIZE) -> None:
         super().__init__(family, type, proto, fileno)
         if fileno is None:
-            _send_without_delay(self)
+            send_without_delay(self)
         self.location = location
         self.host = host
         self.origin = origin
@@ -220,7 +220,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             raise TypeError(_SERVER_AUTH)
         fd, address = self._accept()  # type: ignore[attr-defined]
         sock = self._accepted(fd)
-        _send_without_delay(sock)
+        send_without_delay(sock)
         # What accept() tells, no getpeername() needed; a Unix socket's client has no
         # name of its own (''): it is named after the server's path.
         sock._peer = address or self.unix_name()

@@ -108,6 +108,7 @@ class HandOff(LoopClients):
 
     @loop.setter
     def loop(self, loop: Loop) -> None:
+        """Set by `LoopClients`, whose code names the loop `loop`."""
         self._loop = loop
 
     def _start(self) -> Loop:

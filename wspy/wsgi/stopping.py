@@ -49,6 +49,7 @@ class _Process:
             connection.start_close(CLOSE_GOING_AWAY, _GOING_AWAY)
 
     def track_hand_off(self, hand_off: HandOff) -> None:
+        """Remember a started `HandOff`, for `close_all` to shut it down."""
         with self.lock:
             self.hand_offs.add(hand_off)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from wspy.errors import HandshakeError, WriteTimeout
 from wspy.protocol.server_opening import ServerOpening
 from wspy.protocol.tls import CHUNK_SIZE
-from wspy.websocket import _send_without_delay, websocket
+from wspy.websocket import send_without_delay, websocket
 
 if TYPE_CHECKING:
     from wspy.wsgi.request import Environ
@@ -100,7 +100,7 @@ class _Upgraded(websocket):
             raise _cannot_take_over(error) from None
 
     def _take_over(self, server_sock: socket.socket) -> None:
-        _send_without_delay(self)
+        send_without_delay(self)
         if isinstance(server_sock, ssl.SSLSocket):
             self._server_timeout = server_sock.gettimeout()
             server_sock.setblocking(False)

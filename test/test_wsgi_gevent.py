@@ -1,78 +1,196 @@
-"""gevent: gunicorn's gevent worker and gevent.pywsgi get a clear refusal at the first upgrade.
+"""gevent: gunicorn's gevent workers and gevent.pywsgi serve WebSockets, one greenlet each.
 
-wspy's connections are blocking sockets and OS threads: under gevent's
-monkey-patching its socket class cannot be made at all (`socket.socket` is
-gevent's, not a `_socket.socket`), and on a greenlet its blocking reads would
-hold up the whole process. So an upgrade is answered 500 saying so, at once,
-and the pages of the same application go on.
+Under gevent a request runs on a greenlet, and `wspy.wsgi` reads and writes
+the socket through the server's own (gevent's) socket object, waiting with
+`gevent.select.poll`: a WebSocket that waits yields to the others. Run with
+and without gevent's monkey-patching (which replaces `socket.socket`: wspy's
+sockets keep the standard library's class), over ws and wss.
 """
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import termios
 import time
+from collections.abc import Iterator
 
 import pytest
 
 import wspy
+from wspy.wsgi import WebSocketApplication
 
-from test_wsgi import ROOT, TEST_DIR, get_page, gunicorn, open_ws
+from certs import Certs
+from conftest import eventually
+from test_wsgi import (ROOT, TEST_DIR, check_echo, check_view, get_page, gunicorn, open_ws)
 
-
-def assert_refused_at_once(port: int, path: str) -> None:
-    started = time.monotonic()
-    with pytest.raises(wspy.InvalidStatus) as refused:
-        open_ws(port, path)
-    assert refused.value.status == 500 and time.monotonic() - started < 2
-    assert b'cannot serve WebSockets here' in refused.value.body
-    assert b'gthread' in refused.value.body
+MODES = ['patched', 'unpatched']
 
 
-def check_refusals(port: int) -> None:
-    """Both ways of wspy.wsgi refuse; pages, and the 426 to a plain GET, go on."""
-    assert_refused_at_once(port, '/echo')  # WebSocketApplication
-    assert_refused_at_once(port, '/view')  # a view calling accept()
-    assert get_page(port, '/echo') == (200, 'page /echo')
-    status, text = get_page(port, '/view')
-    assert status == 426 and 'WebSocket endpoint' in text
+def check_greenlets(port: int, certs: Certs | None = None, count: int = 20) -> None:
+    """`count` WebSockets open at once, each answered, and pages meanwhile."""
+    held = [open_ws(port, '/echo', certs) for _ in range(count)]
+    try:
+        for index, connection in enumerate(held):
+            connection.send(f'still here {index}')
+        for index, connection in reversed(list(enumerate(held))):
+            assert connection.recv().payload == f'still here {index}'
+        assert get_page(port, '/page', certs) == (200, 'page /page')
+    finally:
+        for connection in held:
+            connection.close()
+    assert all(connection.close_code == 1000 for connection in held)
 
 
-def test_gunicorn_gevent_worker_refuses_upgrades() -> None:
-    with gunicorn('gevent') as server:
-        check_refusals(server.port)
-        assert get_page(server.port, '/page') == (200, 'page /page')
-    assert 'Using worker: gevent' in server.log
-    assert server.log.count('socket module is monkey-patched') == 1  # logged once
+@pytest.mark.parametrize('worker', ['gevent', 'gevent_pywsgi'])
+def test_gunicorn_gevent_workers(worker: str) -> None:
+    with gunicorn(worker, app='wsgi_gevent_app:app') as server:
+        check_echo(server.port)
+        check_view(server.port)
+        check_greenlets(server.port)
+        check_flood_leaves_the_others_served(server.port)
+    assert f'Using worker: {worker}' in server.log
 
+
+@pytest.mark.parametrize('worker', ['gevent', 'gevent_pywsgi'])
+def test_gunicorn_gevent_workers_wss(worker: str, certs: Certs) -> None:
+    with gunicorn(worker, certs=certs) as server:
+        check_echo(server.port, certs)
+        check_view(server.port, certs)
+        check_greenlets(server.port, certs, count=5)
+
+
+# -- gevent.pywsgi ------------------------------------------------------------------------
 
 PYWSGI = """import sys
-if sys.argv[2] == 'patched':
+mode, handler, tls = sys.argv[2:5]
+if mode == 'patched':
     from gevent import monkey
     monkey.patch_all()
 sys.path.insert(0, sys.argv[1])
-from gevent.pywsgi import WSGIServer
-import wsgi_app
-server = WSGIServer(('127.0.0.1', 0), wsgi_app.app, log=None)
+from gevent.pywsgi import WSGIServer, WSGIHandler
+import wsgi_gevent_app
+if handler == 'wspy':
+    from wspy.wsgi.gevent import WSGIHandler
+tls_files = {} if tls == '-' else dict(zip(('certfile', 'keyfile'), tls.split(',')))
+server = WSGIServer(('127.0.0.1', 0), wsgi_gevent_app.app, log=None, handler_class=WSGIHandler,
+                    **tls_files)
 server.start()
 print(server.server_port, flush=True)
 server.serve_forever()
 """
 
 
-@pytest.mark.parametrize('patched', ['patched', 'unpatched'])
-def test_gevent_pywsgi_refuses_upgrades(patched: str) -> None:
-    process = subprocess.Popen([sys.executable, '-c', PYWSGI, str(TEST_DIR), patched],
+@contextlib.contextmanager
+def pywsgi(mode: str, handler: str = 'wspy', certs: Certs | None = None) -> Iterator[int]:
+    """A gevent.pywsgi server of wsgi_gevent_app in a process; its port. No traceback logged."""
+    tls = '-' if certs is None else f'{certs.server_cert},{certs.server_key}'
+    process = subprocess.Popen([sys.executable, '-c', PYWSGI, str(TEST_DIR), mode, handler, tls],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, 'PYTHONPATH': str(ROOT)})
     try:
         assert process.stdout is not None
-        port = int(process.stdout.readline())
-        check_refusals(port)
+        yield int(process.stdout.readline())
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=10)
     assert 'Traceback' not in errors, errors
-    reason = ('monkey-patched' if patched == 'patched' else 'runs on a gevent greenlet')
-    assert reason in errors
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_gevent_pywsgi(mode: str) -> None:
+    with pywsgi(mode) as port:
+        check_echo(port)
+        check_view(port)
+        check_greenlets(port)
+        check_flood_leaves_the_others_served(port)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_gevent_pywsgi_wss(mode: str, certs: Certs) -> None:
+    with pywsgi(mode, certs=certs) as port:
+        check_echo(port, certs)
+        check_view(port, certs)
+        check_flood_leaves_the_others_served(port, certs)
+
+
+def check_flood_leaves_the_others_served(port: int, certs: Certs | None = None) -> None:
+    """A handler writing to a client that does not read waits on its greenlet only: other
+    WebSockets and pages are served meanwhile, and the write ends in `WriteTimeout`."""
+    flooded = open_ws(port, '/flood', certs, ping_interval=None)  # never reads
+    try:
+        assert eventually(lambda: _stalled(flooded), timeout=5)
+        started = time.monotonic()
+        with open_ws(port, '/echo', certs) as other:
+            other.send('meanwhile')
+            assert other.recv().payload == 'meanwhile'
+        assert get_page(port, '/flood-result', certs) == (200, 'running')
+        assert time.monotonic() - started < 1.5  # within the flood's write_timeout (2 s)
+        assert eventually(lambda: get_page(port, '/flood-result', certs)[1] != 'running',
+                          timeout=10)
+        assert get_page(port, '/flood-result', certs) == (200, 'WriteTimeout')
+    finally:
+        flooded.abort()
+
+
+def _queued(connection: wspy.Connection) -> int:
+    """Bytes arrived on the client's socket and not read."""
+    queued = array.array('i', [0])
+    fcntl.ioctl(connection.sock.fileno(), termios.FIONREAD, queued)
+    return queued[0]
+
+
+def _stalled(connection: wspy.Connection) -> bool:
+    """Whether the server's writes have stopped: the bytes queued no longer grow."""
+    before = _queued(connection)
+    time.sleep(0.1)
+    return before > 0 and _queued(connection) == before
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_keepalive_on_a_greenlet(mode: str) -> None:
+    """The keepalive pings and reads the pong while the handler only sends."""
+    with pywsgi(mode) as port, open_ws(port, '/pong') as connection:
+        assert connection.recv().payload == 'pong seen: True'
+
+
+def test_gevent_pywsgi_without_the_handler_says_so() -> None:
+    """gevent.pywsgi's own handler does not give the socket: a 500 saying what to use."""
+    with pywsgi('unpatched', handler='gevent') as port:
+        started = time.monotonic()
+        with pytest.raises(wspy.InvalidStatus) as refused:
+            open_ws(port, '/echo')
+        assert refused.value.status == 500 and time.monotonic() - started < 2
+        assert b'wspy.wsgi.gevent.WSGIHandler' in refused.value.body
+        assert get_page(port, '/page') == (200, 'page /page')
+
+
+def test_hand_off_on_a_greenlet_says_so() -> None:
+    """HandOff hands sockets to a loop on an OS thread: on a greenlet, a 500 saying what to
+    use instead; the WebSockets of WebSocketApplication go on."""
+    with pywsgi('patched') as port:
+        with pytest.raises(wspy.InvalidStatus) as refused:
+            open_ws(port, '/handoff')
+        assert refused.value.status == 500
+        assert b'WebSocketApplication' in refused.value.body
+        check_echo(port)
+
+
+def test_another_patching_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket module patched by another library than gevent (websocket then not a
+    `_socket.socket`): the upgrade is refused at once, with what to use."""
+    import wspy.wsgi.request as request
+
+    monkeypatch.setattr(request, 'websocket', object)
+    environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/', 'SERVER_PROTOCOL': 'HTTP/1.1',
+               'HTTP_UPGRADE': 'websocket', 'HTTP_CONNECTION': 'Upgrade',
+               'HTTP_SEC_WEBSOCKET_KEY': 'dGhlIHNhbXBsZSBub25jZQ==',
+               'HTTP_SEC_WEBSOCKET_VERSION': '13'}
+    answers: list[str] = []
+    body = WebSocketApplication(lambda connection: None)(
+        environ, lambda status, headers, exc_info=None: answers.append(status))
+    assert answers[0].startswith('500') and b'other than gevent' in b''.join(body)

@@ -8,10 +8,11 @@ import logging
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from wspy.auth import Authenticator
@@ -90,7 +91,30 @@ def send_without_delay(sock: socket.socket) -> None:
             pass
 
 
-class websocket(socket.socket):  # noqa: N801 - the original wspy's name
+def _standard_socket_class() -> type[socket.socket]:
+    """`socket.socket` as the standard library defines it, a `_socket.socket`.
+
+    gevent's monkey-patching replaces `socket.socket` with a class of its own
+    that wraps one (and `websocket` calls `_socket.socket`'s methods on
+    itself): the original is then taken from gevent. Any other patching is
+    left as found (and `wspy.wsgi` refuses to serve WebSockets under it).
+    """
+    if issubclass(socket.socket, _socket.socket):
+        return socket.socket
+    monkey = sys.modules.get('gevent.monkey')
+    original = None if monkey is None else monkey.get_original('socket', 'socket')
+    if isinstance(original, type) and issubclass(original, _socket.socket):
+        return cast('type[socket.socket]', original)
+    return socket.socket
+
+
+if TYPE_CHECKING:
+    _StandardSocket = socket.socket
+else:
+    _StandardSocket = _standard_socket_class()
+
+
+class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
     """A socket that performs the WebSocket handshake and sends and receives frames.
 
     `accept()` returns a `websocket` whose server handshake is done;
@@ -244,7 +268,7 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
             return cls(family, kind, self.proto, fileno=fd, **self.options())
         # The options were checked when this socket was made: copy them, not check again.
         sock = cls.__new__(cls)
-        socket.socket.__init__(sock, family, kind, self.proto, fd)
+        _StandardSocket.__init__(sock, family, kind, self.proto, fd)
         for name in _OPTIONS:
             value = getattr(self, name)
             setattr(sock, name, list(value) if type(value) is list else value)
@@ -941,7 +965,7 @@ class _Deadline:
         """
         self.refresh()
         try:
-            data = (socket.socket.recv(self.sock, size) if raw
+            data = (_StandardSocket.recv(self.sock, size) if raw
                     else self.sock.recv_bytes(size))
         except TimeoutError:
             raise HandshakeTimeout(f'timed out waiting for {what}') from None

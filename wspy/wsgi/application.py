@@ -14,7 +14,7 @@ from wspy.server import BUSY
 from wspy.wsgi import stopping
 from wspy.wsgi.request import (_NO_SOCKET, Environ, SocketUnavailable, StartResponse,
                                WSGIApplication, WSGIOptions, _check_socket_options,
-                               _refuse_greenlets, _split_options, answer, is_upgrade,
+                               _refuse_unsupported, _split_options, answer, is_upgrade,
                                request_head, server_socket)
 from wspy.wsgi.stopping import _shutting_down
 from wspy.wsgi.takeover import _check_without_socket, _decide
@@ -49,7 +49,7 @@ def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
 
 def _accept(environ: Environ, connection_class: type[Connection],
             socket_options: dict[str, Any], connection_options: dict[str, Any]) -> Connection:
-    _refuse_greenlets(environ)
+    _refuse_unsupported(environ)
     head = request_head(environ)
     server_sock = server_socket(environ)
     if server_sock is None:

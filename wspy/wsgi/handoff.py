@@ -23,7 +23,7 @@ from wspy.wsgi import stopping
 from wspy.wsgi.application import _finished
 from wspy.wsgi.request import (_NO_SOCKET, Environ, SocketUnavailable, StartResponse,
                                WSGIApplication, WSGIOptions, _check_socket_options,
-                               _refuse_greenlets, _split_options, answer, is_upgrade,
+                               _refuse_unsupported, _split_options, answer, is_upgrade,
                                request_head, server_socket)
 from wspy.wsgi.stopping import _shutting_down
 from wspy.wsgi.takeover import _cannot_take_over, _check_without_socket, _decide
@@ -183,7 +183,7 @@ class HandOff(LoopClients):
         view then returns goes nowhere. `SocketUnavailable` (500) when the
         server does not give its socket, or gives a TLS one.
         """
-        _refuse_greenlets(environ)
+        _refuse_unsupported(environ, hand_off=True)
         head = request_head(environ)
         server_sock = server_socket(environ)
         if server_sock is None or isinstance(server_sock, ssl.SSLSocket):

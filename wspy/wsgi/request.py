@@ -3,7 +3,7 @@
 What a WSGI server hands its application (`environ`, `start_response`),
 the request's head rebuilt from `environ` and the client's socket found in
 it, the options of `accept` checked and split, the WSGI answer to a request
-not upgraded, and the refusal of upgrades under gevent.
+not upgraded, and the refusal of what cannot serve WebSockets.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import _socket
 import logging
 import socket
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -20,13 +19,16 @@ from wspy.errors import AbortHandshake, HandshakeError, InvalidRequest, NotUpgra
 from wspy.options import ConnectionOptions, SocketOptions, check_options
 from wspy.protocol.handshake import Response, error_response
 from wspy.websocket import _SERVER_AUTH, websocket
+from wspy.wsgi.takeover import on_greenlet
 
 logger = logging.getLogger('wspy')
 
 #: A WSGI environ.
 Environ = dict[str, Any]
 #: The keys under which WSGI servers give the client's socket, in the order looked up.
-SOCKET_KEYS = ('gunicorn.socket', 'werkzeug.socket', 'wspy.socket')
+SOCKET_KEYS = ('gunicorn.socket', 'werkzeug.socket', 'wspy.socket', 'gunicorn.sock')
+# What a socket of gevent's has of a socket.socket, that wspy uses.
+_SOCKET_METHODS = ('fileno', 'recv_into', 'send', 'gettimeout', 'setblocking')
 # Hop-by-hop headers, which a WSGI application must not give its server (PEP 3333); a
 # 426's Upgrade is kept (RFC 9110 15.5.22), which gunicorn and Werkzeug pass on.
 _HOP_BY_HOP = frozenset(('connection', 'keep-alive', 'proxy-authenticate',
@@ -34,8 +36,8 @@ _HOP_BY_HOP = frozenset(('connection', 'keep-alive', 'proxy-authenticate',
 _CONNECTION_OPTIONS = ConnectionOptions.__optional_keys__
 _NO_SOCKET = ('this WSGI server does not give the client socket (no '
               f"{', '.join(repr(key) for key in SOCKET_KEYS)} in environ), so it cannot "
-              'serve WebSockets: run the application under gunicorn, Werkzeug or '
-              'wspy.wsgi.make_server')
+              'serve WebSockets: run the application under gunicorn, Werkzeug, '
+              'wspy.wsgi.make_server or gevent.pywsgi with wspy.wsgi.gevent.WSGIHandler')
 _KNOWN_OPTIONS = SocketOptions.__optional_keys__ | _CONNECTION_OPTIONS
 
 
@@ -105,10 +107,15 @@ def request_head(environ: Environ) -> bytes:
 
 
 def server_socket(environ: Environ) -> socket.socket | None:
-    """The client's socket, as the WSGI server gives it in `environ`; None if it does not."""
+    """The client's socket, as the WSGI server gives it in `environ`; None if it does not.
+
+    gevent's socket, which is no `socket.socket` unless gevent has patched
+    the module, is taken as one.
+    """
     for key in SOCKET_KEYS:
         sock = environ.get(key)
-        if isinstance(sock, socket.socket):
+        if isinstance(sock, socket.socket) or all(
+                callable(getattr(sock, name, None)) for name in _SOCKET_METHODS):
             return sock
     return None
 
@@ -134,48 +141,46 @@ def answer(error: HandshakeError) -> tuple[str, list[tuple[str, str]], bytes]:
     return f'{response.status} {response.reason}', kept, body
 
 
-# -- greenlets: gevent --------------------------------------------------------------------
+# -- what cannot serve WebSockets: another library's monkey-patching; HandOff on greenlets --
 
-_NO_GREENLETS = ('wspy.wsgi cannot serve WebSockets here: {why}. Its connections are '
-                 'blocking sockets and OS threads, and under gevent (gunicorn -k gevent, '
-                 'gevent.pywsgi) one blocked greenlet would hold up every request of the '
-                 "process: serve WebSockets with gunicorn's gthread or sync worker, Werkzeug "
-                 'or wspy.wsgi.make_server')
-_greenlets_logged = False
-
-
-def _greenlet_reason() -> str | None:
-    """Why wspy's blocking connections cannot run in this request (gevent), or None."""
-    if not issubclass(websocket, _socket.socket) or not issubclass(socket.socket,
-                                                                   _socket.socket):
-        return 'the socket module is monkey-patched (gevent or eventlet)'
-    gevent = sys.modules.get('gevent')
-    if gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet):
-        return 'the request runs on a gevent greenlet'
-    return None
+_PATCHED = ('wspy.wsgi cannot serve WebSockets here: the socket module is monkey-patched by a '
+            "library other than gevent (eventlet?), and wspy's sockets are the standard "
+            "library's: serve WebSockets with gevent, gunicorn's gthread or sync worker, "
+            'Werkzeug or wspy.wsgi.make_server')
+_HAND_OFF_ON_GREENLETS = ('wspy.wsgi.HandOff cannot serve WebSockets here: the request runs '
+                          'on a gevent greenlet, and HandOff hands sockets to an event loop on '
+                          'an OS thread. Under gevent a WebSocket needs no thread of its own: '
+                          'serve it with accept() or WebSocketApplication')
+_refusal_logged = False
 
 
-def _refuse_greenlets(environ: Environ) -> None:
-    """Under gevent, refuse at once: `SocketUnavailable` (500) saying why (426 to a
-    request that is no upgrade), logged once per process. Never a hang."""
-    global _greenlets_logged
-    why = _greenlet_reason()
-    if why is None:
-        return
+def _refuse_unsupported(environ: Environ, hand_off: bool = False) -> None:
+    """Refuse at once what cannot serve WebSockets (`SocketUnavailable`, a 500 saying why; 426
+    to a request that is no upgrade), logged once per process. Never a hang.
+
+    That is a socket module patched by another library than gevent (whose
+    socket class cannot be wspy's), and a `HandOff` on a gevent greenlet.
+    """
+    global _refusal_logged
+    if issubclass(websocket, _socket.socket):
+        if not (hand_off and on_greenlet()):
+            return
+        message = _HAND_OFF_ON_GREENLETS
+    else:
+        message = _PATCHED
     if not is_upgrade(environ):
         raise NotUpgrade('this is a WebSocket endpoint: send an Upgrade: websocket request',
                          headers=[('Upgrade', 'websocket')])
-    message = _NO_GREENLETS.format(why=why)
-    if not _greenlets_logged:
-        _greenlets_logged = True
+    if not _refusal_logged:
+        _refusal_logged = True
         logger.error('%s', message)
     raise SocketUnavailable(message)
 
 
 def _check_socket_options(socket_options: dict[str, Any]) -> None:
     """Make a socket with `socket_options`: a mistaken one fails when the application is
-    made, not at the first request (not under gevent's patching, where the upgrades are
-    refused anyway)."""
+    made, not at the first request (not under another library's patching, where the
+    upgrades are refused anyway)."""
     if issubclass(websocket, _socket.socket):
         websocket(**socket_options).close()
 

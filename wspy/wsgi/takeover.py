@@ -3,8 +3,8 @@
 `_decide` duplicates the server's socket as an `_Upgraded` websocket and
 checks the request on it; `_Upgraded.take_over` then makes the connection
 the duplicate's alone: a plain socket's server object is left on a dead
-socket (`_detach`), a TLS one's session is read and written through the
-server's `ssl.SSLSocket`.
+socket (`_detach`); a TLS one's session, and gevent's cooperative socket,
+are read and written through the server's object.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -73,19 +74,22 @@ class _Upgraded(websocket):
     """A WSGI server's client socket taken over: a `websocket` on a duplicate of its descriptor.
 
     `take_over(server_sock)` makes it the connection's alone. A plain socket
-    is then read and written here, and the server's socket object is left on
-    a dead socket (its writes fail, it reads end of file). A TLS one keeps
-    its session in the server's `ssl.SSLSocket`: the bytes go through that
-    object (made non-blocking: every wait is this socket's, bounded as
-    `websocket`'s are, and each TLS call holds a lock, so one thread may
-    receive while others send), and closing shuts the TCP connection down
-    for the server too.
+    of a server on OS threads is then read and written here, and the
+    server's socket object is left on a dead socket (its writes fail, it
+    reads end of file). A TLS socket keeps its session in the server's
+    `ssl.SSLSocket`, and a socket of gevent's is cooperative: the bytes of
+    either go through the server's object (made non-blocking: every wait is
+    this socket's, bounded as `websocket`'s are, and each call through it
+    holds a lock, so one thread may receive while others send), and closing
+    shuts the TCP connection down for the server too. On a gevent greenlet a
+    wait yields to the other greenlets (`gevent.select.poll`).
     """
 
     def _init_state(self) -> None:
         super()._init_state()
-        self._tls_socket: ssl.SSLSocket | None = None
-        self._tls_lock = threading.Lock()
+        self._through: Any = None  # the server's socket object the bytes go through
+        self._through_tls = False
+        self._through_lock = threading.Lock()
         self._server_timeout: float | None = None
 
     def take_over(self, server_sock: socket.socket) -> None:
@@ -101,89 +105,107 @@ class _Upgraded(websocket):
 
     def _take_over(self, server_sock: socket.socket) -> None:
         send_without_delay(self)
-        if isinstance(server_sock, ssl.SSLSocket):
+        # gevent's own SSLSocket (gevent.pywsgi unpatched) is no ssl.SSLSocket.
+        tls = isinstance(server_sock, ssl.SSLSocket) or hasattr(server_sock, 'getpeercert')
+        if tls or on_greenlet():
             self._server_timeout = server_sock.gettimeout()
             server_sock.setblocking(False)
-            self._tls_socket = server_sock
+            self._through, self._through_tls = server_sock, tls
             self.settimeout(0.0)
         else:
             self.setblocking(True)
             _detach(server_sock)
 
     def close(self) -> None:
-        """Close; over TLS, also shut the TCP connection down, which ends the server's use."""
-        tls_socket, self._tls_socket = self._tls_socket, None
-        if tls_socket is not None:
+        """Close; through the server's socket, also shut the TCP connection down, which ends
+        the server's use.
+
+        A TLS socket of the server's is left without its session, as a
+        completed `unwrap()` leaves it: what the server writes once the
+        application has returned meets the TCP connection shut down, a broken
+        pipe, which the servers take quietly for a client that has gone (a
+        write on the session would be an `SSLError`, which gevent's servers
+        log with its traceback).
+        """
+        through, self._through = self._through, None
+        if through is not None:
             try:
                 self.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if self._through_tls and getattr(through, '_sslobj', None) is not None:
+                through._sslobj = None
             try:
-                tls_socket.settimeout(self._server_timeout)
+                through.settimeout(self._server_timeout)
             except OSError:
                 pass
         super().close()
 
-    # -- TLS through the server's SSLSocket ----------------------------------------------
+    # -- reads and writes through the server's socket ----------------------------------------
 
-    def _tls_call(self, call: Callable[[], int], deadline: float | None,
-                  wait: bool = True) -> int | None:
-        """Run a non-blocking TLS read or write until it is done; its result.
+    def _call_through(self, call: Callable[[], int], blocked: int, deadline: float | None,
+                      wait: bool = True) -> int | None:
+        """Run a non-blocking read or write on the server's socket until it is done; its
+        result.
 
-        Waits for the socket as TLS asks, until `deadline` (`TimeoutError`);
-        without `wait`, None instead of a wait.
+        Waits for the socket as the call asks (`blocked`: the poll events of
+        a socket that has nothing to read or no room), until `deadline`
+        (`TimeoutError`); without `wait`, None instead of a wait.
         """
         while True:
-            with self._tls_lock:
+            with self._through_lock:
                 try:
                     return call()
                 except ssl.SSLWantReadError:
                     events = select.POLLIN
                 except ssl.SSLWantWriteError:
                     events = select.POLLOUT
+                except (BlockingIOError, InterruptedError):
+                    events = blocked
             if not wait:
                 return None
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise TimeoutError('timed out')
-            poller = select.poll()
+            poller = _greenlet_poll() if on_greenlet() else select.poll()
             poller.register(self, events)
             if not poller.poll(None if timeout is None else timeout * 1000):
                 raise TimeoutError('timed out')
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Receive bytes of the stream into `buffer` (decrypted under TLS); 0 at end of file."""
-        tls_socket = self._tls_socket
-        if tls_socket is None:
+        through = self._through
+        if through is None:
             return super().recv_into(buffer, nbytes, flags)
-        count = self._tls_call(lambda: _tls_read(tls_socket, buffer, nbytes),
-                               self._read_deadline)
+        count = self._call_through(lambda: _read(through, buffer, nbytes), select.POLLIN,
+                                   self._read_deadline)
         assert count is not None
         return count
 
     def read_into_parser(self, deadline: float | None = None, wait: bool = True) -> bool:
-        """As `websocket.read_into_parser`; under TLS, only a read that may wait."""
-        if self._tls_socket is not None and not wait:
+        """As `websocket.read_into_parser`; through the server's socket, only a read that may
+        wait."""
+        if self._through is not None and not wait:
             return False
         return super().read_into_parser(deadline, wait)
 
     def recv_available(self, size: int = 1 << 17) -> bytes | None:
-        """As `websocket.recv_available`, through the server's TLS socket under TLS."""
-        tls_socket = self._tls_socket
-        if tls_socket is None:
+        """As `websocket.recv_available`, through the server's socket."""
+        through = self._through
+        if through is None:
             return super().recv_available(size)
         buffer = bytearray(size)
-        count = self._tls_call(lambda: _tls_read(tls_socket, buffer, size), None, wait=False)
+        count = self._call_through(lambda: _read(through, buffer, size), select.POLLIN, None,
+                                   wait=False)
         return None if count is None else bytes(buffer[:count])
 
     def pending(self) -> bool:
-        """Whether decrypted bytes wait in the TLS session."""
-        tls_socket = self._tls_socket
-        return tls_socket is not None and tls_socket.pending() > 0
+        """Whether decrypted bytes wait in the server's TLS session."""
+        return self._through_tls and self._through.pending() > 0
 
     def _write_all(self, buffers: list[Any], flags: int = 0) -> None:
-        tls_socket = self._tls_socket
-        if tls_socket is None:
+        through = self._through
+        if through is None:
             super()._write_all(buffers, flags)
             return
         data = b''.join(buffers) if len(buffers) > 1 else buffers[0]
@@ -191,8 +213,8 @@ class _Upgraded(websocket):
             for start in range(0, len(flat), CHUNK_SIZE):
                 chunk = flat[start:start + CHUNK_SIZE]
                 while chunk:  # a write TLS could not finish is retried with the same bytes
-                    sent = self._tls_call(functools.partial(tls_socket.send, chunk),
-                                          self._write_deadline_now())
+                    sent = self._call_through(functools.partial(_send, through, chunk),
+                                              select.POLLOUT, self._write_deadline_now())
                     chunk = chunk[sent or 0:]
 
     def _write_deadline_now(self) -> float | None:
@@ -208,36 +230,61 @@ class _Upgraded(websocket):
         try:
             super().sendall(data, flags)
         except TimeoutError:
-            if self._tls_socket is None:
+            if self._through is None:
                 raise
             raise WriteTimeout(f'the peer took nothing for {self.write_timeout} s: '
                                'it does not read') from None
 
     def send_packed(self, data: bytes, payload: bytes = b'') -> None:
-        """As `websocket.send_packed`, with a TLS write that waits too long a `WriteTimeout`."""
-        if self._tls_socket is None:
+        """As `websocket.send_packed`; through the server's socket, a write that waits too
+        long is a `WriteTimeout`."""
+        if self._through is None:
             super().send_packed(data, payload)
         else:
             self.sendall(data + payload if payload else data)
 
     def shutdown_write(self) -> None:
-        """Shut down the sending side; under TLS, send the close_notify alert first."""
-        tls_socket = self._tls_socket
-        if tls_socket is not None:
-            with self._tls_lock:
+        """Shut down the sending side; under TLS, send the close_notify alert first.
+        """
+        if self._through_tls:
+            with self._through_lock:
                 try:
-                    tls_socket.unwrap()
+                    self._through.unwrap()
                 except (OSError, ValueError):
                     pass  # the alert went; the peer's has not come (non-blocking), or TLS failed
         self.shutdown(socket.SHUT_WR)
 
 
-def _tls_read(tls_socket: ssl.SSLSocket, buffer: Any, nbytes: int) -> int:
-    """Read decrypted bytes from a non-blocking TLS socket; 0 at end of file."""
-    try:
-        return tls_socket.recv_into(buffer, nbytes)
+def _read(through: Any, buffer: Any, nbytes: int) -> int:
+    """Read (decrypted) bytes from the server's non-blocking socket; 0 at end of file."""
+    try:  # gevent's SSLSocket reads nothing for nbytes 0, which means "all it holds"
+        return int(through.recv_into(buffer, nbytes or len(buffer)))
     except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
         return 0
+
+
+def _send(through: Any, data: Any) -> int:
+    """Send what the server's non-blocking socket takes of `data` (encrypted under TLS).
+
+    `BlockingIOError` when it takes nothing: gevent's SSLSocket says so by
+    returning 0, which must not be retried at once.
+    """
+    sent = int(through.send(data))
+    if not sent and data:
+        raise BlockingIOError('no room to write')
+    return sent
+
+
+def on_greenlet() -> bool:
+    """Whether this runs on a gevent greenlet (a request of gevent's servers)."""
+    gevent = sys.modules.get('gevent')
+    return gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet)
+
+
+def _greenlet_poll() -> Any:
+    """A `select.poll` whose waits yield to the other greenlets."""
+    from gevent.select import poll  # only ever called on a greenlet: gevent is there
+    return poll()
 
 
 def _detach(server_sock: socket.socket) -> None:

@@ -530,6 +530,35 @@ def test_gunicorn_gthread_holds_one_websocket_a_thread() -> None:
             assert connection.recv().payload == 'again'
 
 
+def test_wspy_gthread_worker_holds_a_websocket_on_every_thread() -> None:
+    """wspy's gthread worker with N threads holds N WebSockets (views' and applications'); the
+    next is answered 503 at once, pages go on, and a WebSocket closed makes room."""
+    threads = 3
+    with gunicorn('wspy.wsgi.gunicorn.GThreadWorker', threads=threads) as server:
+        held = [open_ws(server.port, '/echo') for _ in range(threads - 1)]
+        view = open_ws(server.port, '/view')
+        assert view.recv().payload == 'view says hi'
+        for index, connection in enumerate(held):
+            connection.send(f'still here {index}')
+            assert connection.recv().payload == f'still here {index}'
+        for path in ('/echo', '/view'):
+            started = time.monotonic()
+            with pytest.raises(wspy.InvalidStatus) as refused:
+                open_ws(server.port, path)
+            assert refused.value.status == 503 and time.monotonic() - started < 2
+            assert ('Retry-After', '1') in refused.value.headers
+            assert b'every thread holds a WebSocket' in refused.value.body
+        assert get_page(server.port, '/page') == (200, 'page /page')
+        held[0].close()
+        with open_ws(server.port, '/echo') as connection:
+            connection.send('again')
+            assert connection.recv().payload == 'again'
+        view.send('back')
+        assert view.recv().payload == 'back'
+        for connection in held:
+            connection.close()
+
+
 # -- examples/flask_chat.py ---------------------------------------------------------------------
 
 EXAMPLES = ROOT / 'examples'

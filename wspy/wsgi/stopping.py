@@ -38,10 +38,35 @@ class _Process:
         self.hand_offs: weakref.WeakSet[HandOff] = weakref.WeakSet()
         #: Set by `close_all`: upgrades are refused from then on (503).
         self.going_away = threading.Event()
+        #: At most this many blocking WebSockets open at once (None: no limit); set by
+        #: `wspy.wsgi.gunicorn.GThreadWorker` to its thread count.
+        self.max_blocking: int | None = None
+        self._reserved = 0  # upgrades under way, counted against max_blocking
+
+    def reserve(self) -> bool:
+        """Count an upgrade to come against `max_blocking`; whether it may go on.
+
+        Each reservation ends with `track` (the connection opened) or
+        `release` (it did not).
+        """
+        with self.lock:
+            if self.max_blocking is not None:
+                held = sum(1 for connection in self.connections if not connection.closed)
+                if self._reserved + held >= self.max_blocking:
+                    return False
+            self._reserved += 1
+            return True
+
+    def release(self) -> None:
+        """End a reservation whose upgrade failed."""
+        with self.lock:
+            self._reserved -= 1
 
     def track(self, connection: Connection) -> None:
-        """Remember an open connection; one opened as `close_all` runs is closed at once."""
+        """Remember an open connection, which ends its reservation; one opened as `close_all`
+        runs is closed at once."""
         with self.lock:
+            self._reserved -= 1
             going_away = self.going_away.is_set()
             if not going_away:
                 self.connections.add(connection)

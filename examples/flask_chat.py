@@ -4,8 +4,8 @@
     gunicorn -k gthread --threads 20 --chdir examples flask_chat:app
 
 Open http://127.0.0.1:8000/ in two browser tabs. Each open WebSocket holds
-a thread of the server for as long as it is open (see the README's "WSGI"
-section). Needs Flask (`pip install flask`).
+a thread of the server for as long as it is open (see docs/howto/wsgi.md).
+Needs Flask (`pip install flask`).
 """
 
 import sys

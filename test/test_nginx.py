@@ -22,7 +22,7 @@ from conftest import TIMEOUT, EchoServer, eventually, free_port
 NGINX = shutil.which('nginx') or next(
     (path for path in ('/usr/sbin/nginx', '/usr/local/sbin/nginx') if Path(path).exists()), None)
 
-# The proxying part of the configuration the README documents.
+# The proxying part of the configuration docs/howto/nginx.md documents (test_docs checks it).
 LOCATION = '''
         proxy_pass http://{upstream};
         proxy_http_version 1.1;

@@ -29,6 +29,8 @@ default_role = 'literal'
 myst_enable_extensions = ['colon_fence', 'deflist']
 myst_heading_anchors = 3
 
+# wspy.wsgi.gevent and wspy.wsgi.gunicorn subclass their classes; `make docs` installs neither.
+autodoc_mock_imports = ['gevent', 'gunicorn']
 autodoc_member_order = 'bysource'
 autodoc_default_options = {'members': True, 'show-inheritance': True}
 autodoc_typehints = 'signature'

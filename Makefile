@@ -15,7 +15,7 @@ DOCS_DEPS := sphinx furo myst-parser
 PORT ?= 8000
 
 .PHONY: run test lint docs autobahn autobahn-server autobahn-asyncserver autobahn-client \
-	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug \
+	autobahn-asyncclient autobahn-gunicorn autobahn-werkzeug autobahn-gevent \
 	autobahn-performance autobahn-deflate-subset autobahn-deflate autobahn-wss bench bench-workers \
 	bench-fallback bench-wsgi bench-scale dist check-dist clean
 
@@ -86,15 +86,18 @@ AGENTS := Server AsyncServer client AsyncClient
 
 autobahn: autobahn-server autobahn-asyncserver autobahn-client autobahn-asyncclient \
 	autobahn-performance autobahn-deflate-subset autobahn-wss autobahn-gunicorn \
-	autobahn-werkzeug
+	autobahn-werkzeug autobahn-gevent
 
-# wspy.wsgi's endpoint (test/autobahn/wsgi_echo.py) under gunicorn's gthread worker and
-# under Werkzeug's development server: cases 1-7 and 10.
+# wspy.wsgi's endpoint (test/autobahn/wsgi_echo.py) under gunicorn's gthread worker, under
+# Werkzeug's development server and under gunicorn's gevent worker: cases 1-7 and 10.
 autobahn-gunicorn: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py gunicorn --wstest $(WSTEST) --outdir reports
 
 autobahn-werkzeug: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py werkzeug --wstest $(WSTEST) --outdir reports
+
+autobahn-gevent: $(VENV)/.installed $(WSTEST)
+	$(BIN)/python test/autobahn/run.py gevent --wstest $(WSTEST) --outdir reports
 
 autobahn-server: $(VENV)/.installed $(WSTEST)
 	$(BIN)/python test/autobahn/run.py Server --wstest $(WSTEST) --outdir reports

@@ -603,8 +603,9 @@ def test_flask_chat_example_on_werkzeug() -> None:
     run_example('flask_chat.py', check_chat)
 
 
-def test_flask_chat_example_on_gunicorn() -> None:
-    with gunicorn('gthread', threads=4, app='flask_chat:app', chdir=EXAMPLES) as server:
+@pytest.mark.parametrize('worker', ['gthread', 'gevent'])
+def test_flask_chat_example_on_gunicorn(worker: str) -> None:
+    with gunicorn(worker, threads=4, app='flask_chat:app', chdir=EXAMPLES) as server:
         check_chat(server.port)
 
 
@@ -673,6 +674,7 @@ def test_django_example_on_wsgiref() -> None:
     run_example('django_echo.py', check_django)
 
 
-def test_django_example_on_gunicorn() -> None:
-    with gunicorn('gthread', threads=2, app='django_echo:application', chdir=EXAMPLES) as server:
+@pytest.mark.parametrize('worker', ['gthread', 'gevent'])
+def test_django_example_on_gunicorn(worker: str) -> None:
+    with gunicorn(worker, threads=2, app='django_echo:application', chdir=EXAMPLES) as server:
         check_django(server.port)

@@ -7,6 +7,7 @@
     python test/autobahn/run.py --wstest PATH --tls Server  # the same over wss://
     python test/autobahn/run.py --wstest PATH gunicorn      # wspy.wsgi under gunicorn (gthread)
     python test/autobahn/run.py --wstest PATH werkzeug      # wspy.wsgi under Werkzeug
+    python test/autobahn/run.py --wstest PATH gevent        # wspy.wsgi under gunicorn (gevent)
 
 Every run has a time limit (wstest writes its report only at the end, so
 a hang would stall it). Exits 1 if any case FAILED or has no verdict,
@@ -65,6 +66,10 @@ def server_command(side: str, port: int) -> list[str]:
     if side == 'gunicorn':  # wspy.wsgi's WebSocketApplication, one gthread worker
         return [sys.executable, '-m', 'gunicorn', '--bind', f'127.0.0.1:{port}',
                 '--workers', '1', '--worker-class', 'gthread', '--threads', '4',
+                '--log-level', 'warning', '--chdir', str(HERE), 'wsgi_echo:app']
+    if side == 'gevent':  # the same on greenlets, gevent's monkey-patching applied
+        return [sys.executable, '-m', 'gunicorn', '--bind', f'127.0.0.1:{port}',
+                '--workers', '1', '--worker-class', 'gevent',
                 '--log-level', 'warning', '--chdir', str(HERE), 'wsgi_echo:app']
     if side == 'werkzeug':
         return [sys.executable, str(HERE / 'wsgi_echo.py'), '--port', str(port)]
@@ -142,7 +147,7 @@ def main() -> int:
     """Run the chosen suite and judge it."""
     parser = argparse.ArgumentParser()
     parser.add_argument('side', choices=['Server', 'AsyncServer', 'client', 'AsyncClient',
-                                         'gunicorn', 'werkzeug'])
+                                         'gunicorn', 'werkzeug', 'gevent'])
     parser.add_argument('--wstest', required=True)
     parser.add_argument('--cases', nargs='+', default=['*'])
     parser.add_argument('--exclude', nargs='*', default=['9.*', '12.*', '13.*'])
@@ -153,7 +158,7 @@ def main() -> int:
     clients = ('client', 'AsyncClient')
     if args.tls and args.side in clients:
         parser.error('--tls is for the servers: the fuzzingserver speaks ws:// only')
-    if args.tls and args.side in ('gunicorn', 'werkzeug'):
+    if args.tls and args.side in ('gunicorn', 'werkzeug', 'gevent'):
         parser.error('--tls is for wspy\'s own servers')
     args.agent = f'wspy-{args.side}' + ('-wss' if args.tls else '')
     args.wstest = os.path.abspath(args.wstest)

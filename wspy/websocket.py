@@ -259,9 +259,11 @@ class websocket(socket.socket):  # noqa: N801 - the original wspy's name
         """Accept a connection and, unless `handshake` is False, do the server handshake.
 
         The client's upgrade request is read (within `handshake_timeout`)
-        and checked, then answered 101 with its `Sec-WebSocket-Accept` (RFC
-        6455 4.2.2, see `wspy.protocol.handshake.accept_key`). The new
-        socket has this one's options, and TLS after `enable_ssl()`.
+        and checked, then answered 101 with its `Sec-WebSocket-Accept`, made
+        as RFC 6455 4.2.2 says: "by concatenating /key/ [...] with the string
+        "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", taking the SHA-1 hash of this
+        concatenated value" and base64-encoding it. The new socket has this
+        one's options, and TLS after `enable_ssl()`.
 
         Args:
             handshake: False to leave the handshake for later

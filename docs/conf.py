@@ -8,6 +8,7 @@ sys.path.insert(0, ROOT)     # the checkout's wspy, not an installed one
 
 import wspy  # noqa: E402
 from sphinx.ext.napoleon.docstring import GoogleDocstring  # noqa: E402
+from sphinx.pycode import ModuleAnalyzer  # noqa: E402
 
 project = 'wspy'
 author = 'wspy contributors'
@@ -50,3 +51,28 @@ def _attribute_docstring_as_written(self: GoogleDocstring) -> list[str]:
 
 # napoleon reads "text: more" on an attribute's first line as "type: description".
 GoogleDocstring._parse_attribute_docstring = _attribute_docstring_as_written
+
+
+def _comment_where_defined(app: object, what: str, name: str, obj: object, options: object,
+                           lines: list[str]) -> None:
+    """`wspy.OPCODE_TEXT` and the other constants `wspy` imports: their `#:` comment.
+
+    autodoc looks for a constant's comment in the module it is documented
+    from (`wspy`), where an import has none, and then shows int's docstring.
+    """
+    module_name, _, attribute = name.rpartition('.')
+    if what != 'data' or module_name != 'wspy':
+        return
+    for defining in sorted(key for key in sys.modules if key.startswith('wspy.')):
+        if getattr(sys.modules[defining], attribute, None) != obj:
+            continue
+        comment = ModuleAnalyzer.for_module(defining).find_attr_docs().get(('', attribute))
+        if comment:
+            lines[:] = list(comment)
+            return
+
+
+def setup(app: object) -> None:
+    # Before napoleon's handler (priority 500), which then reads the comment.
+    app.connect('autodoc-process-docstring', _comment_where_defined,  # type: ignore[attr-defined]
+                priority=400)

@@ -75,7 +75,14 @@ static xor_function xor_payload = xor_portable;
 
 PyDoc_STRVAR(mask_doc,
 "mask(key, data, offset=0) -> bytes\n\n"
-"XOR `data` with the 4-byte masking `key`, starting at byte `offset` of the key stream.");
+"XOR `data` with the 4-byte masking `key`, starting at byte `offset` of the key stream.\n\n"
+"RFC 6455 5.3: \"Octet i of the transformed data (\"transformed-octet-i\")\n"
+"is the XOR of octet i of the original data (\"original-octet-i\") with\n"
+"octet at index i modulo 4 of the masking key\": the same call masks and\n"
+"unmasks. `offset` continues the key stream where a previous call on the\n"
+"payload's first `offset` bytes left it.\n\n"
+"Raises:\n"
+"    ValueError: a key of other than 4 bytes, or a negative `offset`.");
 
 static PyObject *
 mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -59,7 +59,8 @@ class Connecting:
 
     `connection` is the `AsyncConnection` once open (before `onopen`);
     `error` is what made it fail (given to `onconnecterror`). Applications
-    may add attributes of their own to find it again.
+    may add attributes of their own to find it again. `AsyncClient.connect()`
+    makes it: its arguments are internal.
     """
 
     def __init__(self, client: AsyncClient, url: str, opening: ClientOpening,
@@ -400,6 +401,29 @@ class AsyncClient(LoopClients):
     `wspy.connect`: never from wss:// to ws://, and no credentials to
     another origin. `proxy` tunnels through an http:// proxy with CONNECT,
     as `wspy.connect` does.
+
+    Args:
+        loop: the `wspy.loop.Loop` to run on (`server.loop` to share an
+            `AsyncServer`'s); None makes one of the client's own.
+        max_message_size: each connection's (see `Connection`).
+        close_timeout: each connection's (see `Connection`).
+        ping_interval: each connection's keepalive (see `Connection`).
+        ping_timeout: each connection's keepalive (see `Connection`).
+        max_buffer_size: the most bytes queued for a connection before it
+            is closed with 1008 for not reading (as on `AsyncServer`).
+        ssl_context: the `ssl.SSLContext` for wss://; by default the
+            system's CAs, with host name checks.
+        ssl_args: changes to the default context (as `wspy.connect`'s).
+        max_join_time: seconds `shutdown()` gives the connections' close
+            handshakes before it drops them.
+        auth: (user, password) to answer a 401 with, for every connection.
+        max_redirects: the most redirects followed, for each connection.
+        proxy: an http:// proxy URL, or True for the environment's.
+        **options: the `websocket`'s, for every connection
+            (`wspy.options.AsyncClientOptions`).
+
+    Raises:
+        TypeError: an unknown keyword option.
     """
 
     connection_class: type[AsyncConnection] = AsyncConnection
@@ -446,16 +470,33 @@ class AsyncClient(LoopClients):
                 **options: Unpack[AsyncClientOptions]) -> Connecting:
         """Start opening a connection to a ws:// or wss:// URL; safe from any thread.
 
-        `unix_socket` connects to a server on that Unix socket path instead
-        of the URL's host; `source_address` is the (host, port) to connect
-        from; `server_hostname` the name checked against a wss://
-        certificate (the URL's host by default); `auth` the (user, password)
-        and `proxy` the http:// proxy (or True for the environment's) for
-        this connection (the client's by default). Other keyword options
-        (`wspy.options.AsyncClientOptions`) go to `websocket` for this
-        connection, over the client's. `TypeError` for an unknown option and
-        `InvalidURI` for a bad URL at once; every other failure goes to
-        `onconnecterror`.
+        It returns at once; the connection opens on the loop, then
+        `onopen(client)` is called, or `onconnecterror(connecting, error)`
+        with any failure (`InvalidStatus`, `HandshakeTimeout` after
+        `handshake_timeout`, `OSError`, ...).
+
+        Args:
+            url: the URL, with credentials if the server asks for them.
+            unix_socket: a path: connect to a server on that Unix socket
+                instead of the URL's host.
+            source_address: the (host, port) to connect from.
+            server_hostname: the name checked against a wss:// certificate
+                (and sent as SNI); the URL's host by default.
+            auth: (user, password) for this connection; the client's by
+                default.
+            proxy: the http:// proxy (or True for the environment's) for
+                this connection; the client's by default.
+            **options: the `websocket`'s for this connection, over the
+                client's (`wspy.options.AsyncClientOptions`).
+
+        Returns:
+            The `Connecting` that follows the opening: its `connection`
+            once open, its `error` once failed.
+
+        Raises:
+            TypeError: an unknown keyword option.
+            InvalidURI: a URL that is not ws:// or wss://.
+            InvalidState: the client is shutting down.
         """
         check_options(f'{type(self).__name__}.connect', options, ASYNC_CLIENT_OPTIONS)
         if self._shutting_down:
@@ -501,7 +542,11 @@ class AsyncClient(LoopClients):
     # -- running --------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run the client's own loop until `shutdown()` (not for a shared loop)."""
+        """Run the client's own loop until `shutdown()`; any connection left is then dropped.
+
+        Raises:
+            InvalidState: the client runs on another's loop (run that).
+        """
         if not self._owns_loop:
             raise InvalidState("this client runs on another's loop: run that instead")
         self._running = True
@@ -548,5 +593,11 @@ class AsyncClient(LoopClients):
     # -- callbacks ------------------------------------------------------------------
 
     def onconnecterror(self, connecting: Connecting, error: Exception) -> None:
-        """Called when a connection could not be opened (`connecting.url` says which)."""
+        """Called when a connection could not be opened; by default it logs a warning.
+
+        Args:
+            connecting: what `connect()` returned: `connecting.url` says which.
+            error: why (also `connecting.error`): an `InvalidStatus`,
+                `RedirectError`, `HandshakeTimeout`, `SSLError`, `OSError`, ...
+        """
         logger.warning('cannot open %s: %s', without_credentials(connecting.url), error)

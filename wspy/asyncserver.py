@@ -57,13 +57,14 @@ DEFAULT = Default.DEFAULT
 
 
 class AsyncConnection(Channel, ServerConnection):
-    """A client of an `AsyncServer`: the core `Connection`, driven by the loop.
+    """A client of an `AsyncServer` or `AsyncClient`: the core `Connection`, driven by the loop.
 
     `send()` queues and returns at once, from any thread; `buffered_amount`
-    tells how much is still queued. `close()` starts the close handshake
-    and returns; the connection is closed when the peer answers, or after
-    `close_timeout`. Messages arrive through the server's `onmessage`, so
-    `recv()` is not available.
+    tells how much is still queued, and a client with more than the
+    server's `max_buffer_size` queued is closed with 1008. `close()` starts
+    the close handshake and returns; the connection is closed when the peer
+    answers, or after `close_timeout`. Messages arrive through the server's
+    `onmessage`, so `recv()` is not available.
     """
 
     __slots__ = (*Channel.SLOTS, '_broken', '_overflowed', '_close_timer', '_sent_markers',
@@ -237,7 +238,20 @@ class AsyncConnection(Channel, ServerConnection):
     # -- closing ----------------------------------------------------------------------
 
     def close(self, code: int | None = CLOSE_NORMAL, reason: str = '') -> None:
-        """Start the close handshake and return; safe from any thread."""
+        """Start the close handshake and return; safe from any thread.
+
+        What was sent before goes out before the close frame. `onclose`
+        follows once the peer has answered, or after `close_timeout` (the
+        connection is then dropped).
+
+        Args:
+            code: the close code (1000 by default), or None for none.
+            reason: the close reason, at most 123 bytes in UTF-8.
+
+        Raises:
+            ValueError: a code that may not be sent, a reason without a code,
+                or a reason too long.
+        """
         self._send_close(code, reason)
         self.loop.call_soon_threadsafe(self._arm_close_timer)
 
@@ -406,9 +420,17 @@ class LoopClients(Callbacks[AsyncConnection]):
     def broadcast(self, message: Message | str | bytes | bytearray | memoryview) -> None:
         """Send one message to every open client: framed once, queued to each.
 
-        A `str` is sent as text, a bytes-like object as binary; anything else
-        is a `TypeError`. A client that does not read only fills its own queue
-        (and is closed at `max_buffer_size`); the others are not held up.
+        Safe from any thread. A client that does not read only fills its own
+        queue (and is closed at `max_buffer_size`); the others are not held
+        up. A client with an extension of its own (compression) gets the
+        message framed for it.
+
+        Args:
+            message: a `str` (sent as text), a bytes-like object (binary) or
+                a `Message`.
+
+        Raises:
+            TypeError: a message of another type.
         """
         message = as_message(message)
         data = message.frame().pack()
@@ -430,7 +452,11 @@ class LoopClients(Callbacks[AsyncConnection]):
 
     def call_later(self, delay: float, callback: Callable[[Unpack[_Args]], object],
                    *args: Unpack[_Args]) -> Timer:
-        """Run `callback(*args)` on the server's thread after `delay` seconds."""
+        """Run `callback(*args)` on the server's thread after `delay` seconds; safe from any thread.
+
+        Returns:
+            A `wspy.loop.Timer`: `cancel()` it to stop it from running.
+        """
         return self.loop.call_later(delay, callback, *args)
 
     def call_soon_threadsafe(self, callback: Callable[[Unpack[_Args]], object],
@@ -439,7 +465,15 @@ class LoopClients(Callbacks[AsyncConnection]):
         self.loop.call_soon_threadsafe(callback, *args)
 
     def onsent(self, client: AsyncConnection, message: Message) -> None:
-        """Called once a message sent to `client` has been completely written."""
+        """Called once a message sent to `client` has been completely written to its socket.
+
+        Only when overridden: tracking each message costs a little.
+
+        Args:
+            client: the connection it was sent on.
+            message: the message, as `send()` or `broadcast()` made it (a
+                `TextMessage` or a `BinaryMessage`).
+        """
 
 
 class AsyncServer(BaseServer[AsyncConnection], LoopClients):
@@ -447,12 +481,20 @@ class AsyncServer(BaseServer[AsyncConnection], LoopClients):
 
     It has the constructor and callbacks of `Server` (an echo server
     written for one runs on the other), plus `onsent(client, message)`
-    once a message has been completely written to the socket.
-    `selector` chooses the selector class (epoll, kqueue, poll, select);
-    `max_buffer_size` is the most bytes queued for a client before it is
-    closed with 1008 for not reading (by default twice `max_message_size`,
-    at least 16 MiB; None for no limit). `send()`, `broadcast()`,
-    `call_later()` and `shutdown()` are safe from any thread.
+    once a message has been completely written to the socket. Every
+    callback runs on the server's one thread: one that blocks holds up
+    every client. `send()`, `broadcast()`, `call_later()` and `shutdown()`
+    are safe from any thread.
+
+    Args:
+        selector: the `selectors.BaseSelector` subclass to wait with
+            (epoll, kqueue, poll, select); by default the platform's best
+            (epoll, used directly, on Linux).
+        max_buffer_size: the most bytes queued for a client before it is
+            closed with 1008 for not reading (by default twice
+            `max_message_size`, at least 16 MiB; None: no limit).
+
+    The other arguments are `BaseServer`'s.
     """
 
     connection_class: type[AsyncConnection] = AsyncConnection

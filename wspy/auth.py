@@ -43,7 +43,14 @@ TRACKED_NONCES = 100_000
 
 
 class Authenticator:
-    """Checks a request's credentials during the handshake (see `BasicAuth`, `DigestAuth`)."""
+    """Checks a request's credentials during the handshake (see `BasicAuth`, `DigestAuth`).
+
+    Args:
+        realm: the protection space named in the challenges.
+
+    Raises:
+        ValueError: a realm with a quote or a backslash.
+    """
 
     def __init__(self, realm: str = 'wspy') -> None:
         if '"' in realm or '\\' in realm:
@@ -51,7 +58,12 @@ class Authenticator:
         self.realm = realm
 
     def authenticate(self, request: Request) -> str:
-        """The user name the request authenticates as; `Unauthorized` (401) otherwise."""
+        """The user name the request authenticates as.
+
+        Raises:
+            Unauthorized: no valid credentials: the request is answered 401
+                with `challenges()`.
+        """
         raise NotImplementedError
 
     def _refuse(self, why: str, stale: bool = False) -> Unauthorized:
@@ -80,8 +92,19 @@ class Authenticator:
 class BasicAuth(Authenticator):
     """HTTP Basic authentication (RFC 7617): only over TLS is the password protected.
 
-    `credentials` is a mapping of user names to passwords, or a function
-    `check(user, password) -> bool`.
+    RFC 7617 1: "This scheme is not considered to be a secure method of
+    user authentication unless used in conjunction with some external
+    secure system such as TLS [...], as the user-id and password are passed
+    over the network as cleartext": serve wss:// with it. The challenge
+    asks for UTF-8 (`charset="UTF-8"`, RFC 7617 2.1).
+
+    Args:
+        credentials: a mapping of user names to passwords (compared in
+            constant time), or a function `check(user, password) -> bool`.
+        realm: the protection space named in the challenge.
+
+    Raises:
+        ValueError: a realm with a quote or a backslash.
     """
 
     def __init__(self, credentials: Mapping[str, str] | Callable[[str, str], bool],
@@ -94,7 +117,12 @@ class BasicAuth(Authenticator):
         return [f'Basic realm={quote_string(self.realm)}, charset="UTF-8"']
 
     def authenticate(self, request: Request) -> str:
-        """The user name, if the Basic credentials are right; `Unauthorized` otherwise."""
+        """The user name, if the Basic credentials are right.
+
+        Raises:
+            Unauthorized: no Basic credentials, malformed ones, or a wrong
+                user name or password (401, with the challenge).
+        """
         token = self._credentials(request, 'basic').get('', '')
         try:
             username, colon, password = base64.b64decode(token, validate=True).decode(
@@ -117,17 +145,31 @@ class BasicAuth(Authenticator):
 class DigestAuth(Authenticator):
     """HTTP Digest authentication (RFC 7616), qop=auth, with nonces that expire.
 
-    `credentials` maps user names to passwords, or is a function
-    `password(user) -> str | None`. `algorithms` are offered in order of
-    preference (SHA-256 and MD5 by default: browsers know only MD5). A
+    The password never crosses the network, but a server must know it. A
     nonce is good for `nonce_lifetime` seconds (then the client is told
-    `stale=true` and retries without asking the user) and each nonce count
-    is accepted once, so a captured request cannot be replayed: also not by
-    another process forked after this object was made (the workers of
-    `Workers` given it as `auth`), which shares the record of counts used.
-    The record holds `tracked_nonces` nonces (20 bytes each, allocated
-    here); when it is full, the oldest nonce makes room and the nonces
-    issued before it are refused as stale.
+    `stale=true`, RFC 7616 3.3, and retries without asking the user) and
+    each nonce count is accepted once (RFC 7616 3.4: "if the same nc value
+    is seen twice, then the request is a replay"), so a captured request
+    cannot be replayed: also not by another process forked after this
+    object was made (the workers of `Workers` given it as `auth`), which
+    shares the record of counts used.
+
+    Args:
+        credentials: a mapping of user names to passwords, or a function
+            `password(user) -> str | None`.
+        realm: the protection space named in the challenges.
+        algorithms: the algorithms offered, in order of preference
+            ('SHA-256', 'SHA-256-sess', 'MD5', 'MD5-sess'); SHA-256 and MD5
+            by default (browsers know only MD5).
+        nonce_lifetime: seconds a nonce is good for.
+        tracked_nonces: how many nonces the record of counts used holds (20
+            bytes each, allocated here); when it is full, the oldest nonce
+            makes room and the nonces issued before it are refused as
+            stale.
+
+    Raises:
+        ValueError: an unknown algorithm, a `tracked_nonces` under 1, or a
+            realm with a quote or a backslash.
     """
 
     def __init__(self, credentials: Mapping[str, str] | Callable[[str], str | None],
@@ -177,7 +219,14 @@ class DigestAuth(Authenticator):
                 for algorithm in self.algorithms]
 
     def authenticate(self, request: Request) -> str:
-        """The user name, if the Digest response is right; `Unauthorized` otherwise."""
+        """The user name, if the Digest response is right.
+
+        Raises:
+            Unauthorized: no Digest credentials or incomplete ones, another
+                realm, URI or algorithm, a nonce not of this server, a wrong
+                user name or password, or a nonce count used before (401,
+                with fresh challenges); `stale=true` for an expired nonce.
+        """
         params = self._credentials(request, 'digest')
         username = params.get('username')
         if username is None and params.get('username*', '').lower().startswith("utf-8''"):

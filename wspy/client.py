@@ -145,33 +145,64 @@ def connect(url: str, *, max_redirects: int = MAX_REDIRECTS,
             **options: Unpack[ClientOptions]) -> Connection:
     """Open a WebSocket to `url` and return the open connection.
 
-    Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`
-    times, each on a new TCP connection, but never from wss:// to ws://
-    (`RedirectError`). `timeout` bounds the whole opening, however slowly
-    the peers answer: connecting, the proxy's CONNECT, TLS, the handshake,
-    and any redirects and authentication round trips (`HandshakeTimeout`;
-    `ProxyError` 504 for a proxy). The connection sends keepalive pings
-    every `ping_interval` seconds from a background thread.
+    Every address of the host is tried in turn. Redirects (301, 302, 303,
+    307, 308) are followed, each on a new TCP connection, but never from
+    wss:// to ws://. A 401 is answered with the credentials given, Digest
+    (SHA-256 first) or Basic; after a redirect to another origin (scheme,
+    host or port), the credentials are not sent, nor are the
+    Authorization, Proxy-Authorization and Cookie of `headers`. wss://
+    checks the server's certificate and host name against the system's
+    CAs. The connection sends keepalive pings every `ping_interval`
+    seconds from a background thread.
 
-    wss:// checks the server's certificate and host name against the
-    system's CAs. `ssl_args` changes that (`cafile`, `certfile`, `keyfile`,
-    `password` for a client certificate, `verify=False`), or `ssl_context`
-    replaces it; `server_hostname` is the name checked and sent as SNI (by
-    default the URL's host).
+    Args:
+        url: a ws:// or wss:// URL, with credentials if the server asks for
+            them (`ws://user:password@host/path`).
+        max_redirects: the most redirects followed.
+        timeout: seconds for the whole opening, however slowly the peers
+            answer: connecting, the proxy's CONNECT, TLS, the handshake, and
+            any redirects and authentication round trips (None: no limit).
+        connection_class: the class of the connection returned (a subclass
+            of `Connection` with callbacks of its own, say).
+        max_message_size: the connection's (see `Connection`).
+        close_timeout: the connection's (see `Connection`).
+        ping_interval: the connection's keepalive (see `Connection`).
+        ping_timeout: the connection's keepalive (see `Connection`).
+        ssl_context: the `ssl.SSLContext` for wss://, instead of the
+            default one.
+        ssl_args: changes to the default context (`cafile`, `certfile`,
+            `keyfile`, `password` for a client certificate, `verify=False`):
+            `wspy.options.ClientSSLArgs`.
+        server_hostname: the name checked against the certificate and sent
+            as SNI; by default the URL's host.
+        auth: (user, password) to answer a 401 with.
+        proxy: an http:// proxy URL (with credentials, if it wants them) to
+            tunnel through with CONNECT, or True for the `https_proxy` /
+            `http_proxy` environment variables (and `no_proxy`).
+        unix_socket: a path: connect to a server on that Unix domain socket
+            (the URL still gives the Host header and the resource).
+        source_address: the (host, port) to connect from.
+        **options: the `websocket`'s (`wspy.options.ClientOptions`:
+            `host`, `origin`, `protocols`, `extensions`, `headers`,
+            `max_frame_size`, ...).
 
-    `auth=(user, password)`, or credentials in the URL, answer a 401 with
-    Digest or Basic. After a redirect to another origin (scheme, host or
-    port), they are not sent, nor are the Authorization,
-    Proxy-Authorization and Cookie of `headers`.
-    `proxy` is an http:// proxy URL (with credentials, if it wants them)
-    to tunnel through with CONNECT, or True for the `https_proxy` /
-    `http_proxy` environment variables. `unix_socket` (a path) connects to
-    a server on that Unix domain socket (the URL still gives the Host header
-    and the resource); `source_address` is the (host, port) to connect
-    from. Other keyword options go to the
-    `websocket` (`wspy.options.ClientOptions`: `host`, `origin`,
-    `protocols`, `headers`, `max_frame_size`, ...); any other is a
-    `TypeError` at once.
+    Returns:
+        The open `Connection` (of `connection_class`); `protocol` tells the
+        subprotocol the server chose.
+
+    Raises:
+        TypeError: an unknown keyword option.
+        InvalidURI: a URL that is not ws:// or wss://.
+        InvalidStatus: the server answered other than 101 (`status` says
+            what: 401 for credentials it lacks or refused, 403, 404, ...).
+        RedirectError: too many redirects, or one from wss:// to ws://.
+        HandshakeTimeout: the opening took longer than `timeout`.
+        ProxyError: the proxy refused the tunnel (504 when it did not
+            answer in time).
+        SSLError: TLS failed (the server's certificate, its host name).
+        HandshakeError: any other failure of the handshake
+            (`InvalidHeader`, `NegotiationError`, ...).
+        OSError: the host cannot be resolved or reached.
     """
     check_options('connect', options, CLIENT_OPTIONS)
     deadline = _deadline(timeout)

@@ -63,6 +63,33 @@ class Connection(Protocol):
     drops the connection: `send()` raises `WriteTimeout` and `onclose`
     gets 1006. `close()` returns within about `close_timeout` whatever the
     peer does.
+
+    Args:
+        sock: a `websocket` whose opening handshake is done (from
+            `accept()` or `connect()`); the connection owns it from then on.
+        max_message_size: the largest message accepted, in bytes, counted
+            across fragments and after decompression (None: no limit); a
+            larger one fails the connection with 1009. The socket's frames
+            follow it too, unless its `max_frame_size` was given.
+        close_timeout: seconds to wait for the peer's side of the close
+            handshake before the connection is dropped.
+        ping_interval: seconds between keepalive pings (None: no keepalive).
+        ping_timeout: seconds a keepalive ping waits for its pong, or to be
+            written, before the connection fails with 1011 (None: no limit).
+
+    Raises:
+        ValueError: a socket whose handshake is not done.
+
+    Attributes:
+        sock: the `websocket` the connection runs on.
+        remote_address: the peer's address (`websocket.peer_address()`).
+        state: the `State`: OPEN, then CLOSING once a close frame has gone
+            or come, then CLOSED.
+        close_sent: the (code, reason) of the close frame sent, once it is.
+        close_received: the (code, reason) of the peer's close frame, once
+            it has come (code None when it had none).
+        latency: the round trip of the last answered keepalive ping, in
+            seconds (None before one).
     """
 
     # Slots: an idle connection is small. `__dict__` keeps subclasses and
@@ -199,10 +226,24 @@ class Connection(Protocol):
     # -- receiving -------------------------------------------------------------------
 
     def recv(self) -> Message:
-        """Receive the next message; `ConnectionClosed` once the connection closes.
+        """Receive the next message, waiting for it as long as it takes.
 
-        Control frames are handled on the way. Only one thread may receive
-        at a time: a second one gets `ConcurrencyError`.
+        Control frames are handled on the way: pings answered, pongs seen,
+        the peer's close frame answered (the close handshake then ends the
+        connection). A protocol error fails the connection with its close
+        code (`onerror`, then `onclose`).
+
+        Returns:
+            A `TextMessage` (its payload a `str`) or a `BinaryMessage`
+            (`bytes`).
+
+        Raises:
+            ConnectionClosedOK: the connection has closed with 1000, 1001 or
+                1005 (`code` and `reason` say which).
+            ConnectionClosedError: it has closed with another code, failed,
+                or dropped (1006).
+            ConcurrencyError: another thread is receiving: only one may at
+                a time.
         """
         if not self._take_receiving():
             raise ConcurrencyError('another thread is already receiving on this connection')
@@ -292,7 +333,12 @@ class Connection(Protocol):
                 self.sock.cork(False)
 
     def receive_forever(self) -> None:
-        """Call `onopen`, then `onmessage` for every message until the connection closes."""
+        """Call `onopen`, then `onmessage` for every message until the connection closes.
+
+        An exception from a callback goes to `onerror` and the loop goes on;
+        it returns (without raising) once the connection has closed, after
+        `onclose`.
+        """
         self._callback(self.onopen)
         while True:
             try:
@@ -377,6 +423,21 @@ class Connection(Protocol):
         Messages sent before `close()` go out before the close frame. If
         another thread is receiving, it sees the close through; otherwise
         this call reads (and drops) frames until the peer's close arrives.
+        RFC 6455 7.1.2: "Once an endpoint has both sent and received a Close
+        control frame, that endpoint SHOULD *Close the WebSocket
+        Connection*": the server shuts the TCP connection down first and the
+        client waits for it (7.1.1). A peer that does not answer within
+        `close_timeout` is dropped. Closing a closed connection does nothing.
+
+        Args:
+            code: the close code (1000 by default; see the `CLOSE_*`
+                constants, 3000-4999 for applications), or None for a close
+                frame without one.
+            reason: the close reason, at most 123 bytes in UTF-8.
+
+        Raises:
+            ValueError: a code that may not be sent, a reason without a code,
+                or a reason too long; nothing is sent then.
         """
         deadline = time.monotonic() + self.close_timeout
         with self.sock.writes_until(deadline):
@@ -397,11 +458,24 @@ class Connection(Protocol):
             self.wait_closed(self.close_timeout)
 
     def start_close(self, code: int | None = CLOSE_GOING_AWAY, reason: str = '') -> None:
-        """Send a close frame without waiting; the receiving thread completes the handshake."""
+        """Send a close frame without waiting; the receiving thread completes the handshake.
+
+        For a connection another thread receives on: its `recv()` raises
+        `ConnectionClosed` once the peer has answered. `code` (1001 by
+        default) and `reason` are as for `close()`, and so is the
+        `ValueError` for a bad one.
+        """
         self._send_close(code, reason)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Wait until the connection is closed; whether it is."""
+        """Wait until the connection is closed (its socket too).
+
+        Args:
+            timeout: the most seconds to wait (None: no limit).
+
+        Returns:
+            Whether the connection is closed.
+        """
         with _EVENT_LOCK:
             if self._closed is None:
                 self._closed = threading.Event()

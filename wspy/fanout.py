@@ -69,6 +69,19 @@ class RedisFanout:
     published meanwhile wait (at most `max_pending`, the oldest dropped
     first, with a warning). Make it in the process that serves (in a
     `Workers` worker: in the server's `__init__`); `close()` stops it.
+
+    Args:
+        server: what delivers to this node's clients: anything with a
+            `broadcast(message)` (an `AsyncServer`, an `AsyncClient`, a
+            `wspy.wsgi.HandOff`).
+        url: the Redis server, as `redis.Redis.from_url` takes it.
+        channel: the pub/sub channel every node listens on.
+        min_backoff: seconds before the first retry after Redis is lost.
+        max_backoff: the longest delay between retries.
+        max_pending: the most messages kept while Redis is out of reach.
+
+    Raises:
+        ImportError: the `redis` package is not installed.
     """
 
     def __init__(self, server: Broadcaster, url: str = 'redis://localhost:6379/0',
@@ -103,7 +116,13 @@ class RedisFanout:
     # -- publishing -----------------------------------------------------------------
 
     def publish(self, message: Message | str | bytes) -> None:
-        """Send `message` to every node's clients (this one's too); returns at once."""
+        """Send `message` to every node's clients (this one's too); returns at once.
+
+        Safe from any thread: the publisher thread sends it to Redis.
+
+        Args:
+            message: a `str` (text), `bytes` (binary) or a `Message`.
+        """
         data = encode(message)
         with self._wakeup:
             if len(self._pending) >= self.max_pending:

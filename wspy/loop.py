@@ -211,7 +211,13 @@ class Loop:
     # -- sockets --------------------------------------------------------------
 
     def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
-        """Call `handler(mask)` when `sock` is ready for `events`."""
+        """Call `handler(mask)` when `sock` is ready for `events`.
+
+        Args:
+            sock: the socket to watch (non-blocking).
+            events: `READ`, `WRITE` or `READ | WRITE`.
+            handler: called on the loop's thread with the ready events.
+        """
         self._poller.register(sock, events, handler)
 
     def modify(self, sock: socket.socket, events: int, handler: Handler) -> None:
@@ -242,7 +248,11 @@ class Loop:
             self.wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
-        """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread."""
+        """Run `callback(*args)` on the loop after `delay` seconds; safe from any thread.
+
+        Returns:
+            The `Timer`: `cancel()` it to stop it from running.
+        """
         timer = Timer(time.monotonic() + delay, callback, args, self)
         entry = (timer.when, next(self._sequence), timer)
         if self.in_loop_thread():

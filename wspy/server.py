@@ -143,31 +143,58 @@ class Callbacks(Generic[_Client]):
     """The callbacks of servers and of `AsyncClient`: override these; each takes the client.
 
     Generic in the connection class the callbacks take: `ServerConnection` on
-    `Server`, `AsyncConnection` on `AsyncServer` and `AsyncClient`.
+    `Server`, `AsyncConnection` on `AsyncServer` and `AsyncClient`. An
+    exception from a callback goes to `onerror` (logged), never to the
+    server: the server goes on.
     """
 
     #: The event loop whose timers run the keepalive of the connections.
     loop: Loop
 
     def onopen(self, client: _Client) -> None:
-        """Called when a client's connection is open."""
+        """Called when a client's connection is open (its handshake done), before its messages.
+
+        Args:
+            client: the client's connection; `client.request` is its upgrade
+                request (path, query, headers), `client.user` the user it
+                logged in as with `auth`.
+        """
         logger.debug('%s: open', client)
 
     def onmessage(self, client: _Client, message: Message) -> None:
-        """Called with each message a client sends."""
+        """Called with each message a client sends, in order.
+
+        Args:
+            client: the client's connection: `client.send()` answers it.
+            message: a `TextMessage` (`message.payload` is a `str`) or a
+                `BinaryMessage` (`bytes`); `client.send(message)` echoes it
+                as it came.
+        """
 
     def onping(self, client: _Client, payload: bytes) -> None:
-        """Called when a client's ping arrives (the pong is sent automatically)."""
+        """Called with a client's ping payload when it arrives (the pong is sent automatically)."""
 
     def onpong(self, client: _Client, payload: bytes) -> None:
-        """Called when a client's pong arrives."""
+        """Called with a client's pong payload when it arrives (the keepalive's, or another)."""
 
     def onclose(self, client: _Client, code: int, reason: str) -> None:
-        """Called once when a client's connection has closed."""
+        """Called once when a client's connection has closed (its socket too).
+
+        Args:
+            client: the client's connection, no longer in `clients`.
+            code: the client's close code (1005 if its close frame had none),
+                the code the server failed the connection with when the client
+                did not answer, or 1006 when it dropped without a close frame.
+            reason: the close reason that came with it.
+        """
         logger.debug('%s: closed %d %s', client, code, reason)
 
     def onerror(self, client: _Client, error: Exception) -> None:
-        """Called with a client's protocol error, lost connection or callback exception."""
+        """Called with a client's protocol error, lost connection or callback exception.
+
+        By default it logs the error (see `Connection.onerror`); a protocol
+        error then closes the connection with its code (`onclose`).
+        """
         Connection.onerror(client, error)
 
 
@@ -236,26 +263,46 @@ class ServerConnection(Connection):
 class BaseServer(Callbacks[_Conn]):
     """What every wspy server shares: the listening socket, options and callbacks.
 
-    `address` is bound at once (an IPv6 address binds IPv6, a string a Unix
-    socket), so `address` tells the port when binding port 0. For wss://,
-    give `ssl_args` (`certfile`, `keyfile`, `password`; `cafile` to require
-    client certificates) or an `ssl.SSLContext` as `ssl_context`.
-    `max_connections` bounds the connections served at once (others are
-    answered 503). A Unix socket path left by a server that is gone is
-    replaced, and the path is removed when the server stops. `reuse_port`
-    sets SO_REUSEPORT (several processes listening on one port);
-    `listener` is a listening socket to serve instead of binding `address`
-    (one inherited from a parent process). `trusted_proxies` (addresses,
-    networks, 'unix') are the reverse proxies whose `X-Forwarded-For` gives
-    `client.client_address`. `loglevel` sets the level of the 'wspy'
-    logger and, when logging is not configured, shows it on stderr (see
-    `use_loglevel`). Keyword options go to the connections
-    (`max_message_size`, `close_timeout`, `ping_interval`, `ping_timeout`)
-    and to `websocket` (handshake options and limits): `wspy.options`
-    documents them all (`ServerOptions`).
+    `address` is bound at once, so the `address` property tells the port
+    when binding port 0. A Unix socket path left by a server that is gone
+    is replaced, and the path is removed when the server stops. Generic in
+    the class of its connections (`connection_class`), which its callbacks
+    take. `wspy.options.ServerOptions` documents every keyword option.
 
-    Generic in the class of its connections (`connection_class`), which its
-    callbacks take.
+    Args:
+        address: (host, port) to listen on (`''` for every IPv4 address; an
+            IPv6 host binds IPv6), or a string: a Unix socket path.
+        loglevel: the level of the 'wspy' logger; when logging is not
+            configured, it then shows on stderr (see `use_loglevel`). None
+            leaves logging alone.
+        ssl_args: for wss://, `certfile`, `keyfile`, `password`, and
+            `cafile` to require client certificates
+            (`wspy.options.ServerSSLArgs`).
+        max_join_time: seconds `shutdown()` gives the clients' close
+            handshakes before it drops them.
+        backlog_size: the queue of connections the kernel holds until they
+            are accepted (by default the most the system allows).
+        max_message_size: each connection's (see `Connection`).
+        close_timeout: each connection's (see `Connection`).
+        ping_interval: each connection's keepalive (see `Connection`).
+        ping_timeout: each connection's keepalive (see `Connection`).
+        family: the socket family; by default from `address`.
+        ssl_context: an `ssl.SSLContext` for wss://, instead of `ssl_args`.
+        max_connections: the most connections served at once, handshakes
+            included; one more is answered 503 with `Retry-After` (None: no
+            limit).
+        reuse_port: set SO_REUSEPORT: several processes listen on one port.
+        listener: a listening socket to serve instead of binding `address`
+            (one inherited from a parent process).
+        **options: the `websocket`'s, for every client: handshake options
+            (`protocols`, `extensions`, `auth`, `trusted_origins`,
+            `locations`, `trusted_proxies`, whose `X-Forwarded-For` gives
+            `client.client_address`, ...) and limits (`handshake_timeout`,
+            `max_frame_size`, `write_timeout`, ...).
+
+    Raises:
+        TypeError: both `ssl_args` and `ssl_context`, or an unknown option.
+        OSError: `address` cannot be bound (in use, say).
     """
 
     #: The class of the server's connections, made for each client after its handshake.
@@ -383,7 +430,10 @@ class BaseServer(Callbacks[_Conn]):
         raise NotImplementedError
 
     def start(self) -> threading.Thread:
-        """Run the server in a background thread, which is returned."""
+        """Run the server (`run()`) in a background daemon thread, which is returned.
+
+        `shutdown()` stops it, from any thread.
+        """
         self._running = True  # so that a shutdown() right away waits for run() to end
         thread = threading.Thread(target=self.run, name=f'wspy-{type(self).__name__}',
                                   daemon=True)
@@ -405,11 +455,20 @@ class BaseServer(Callbacks[_Conn]):
         """See each request before the upgrade; return a `Response` to answer it instead.
 
         For health checks, redirects, refusing by cookie or token, or a page
-        for plain browser GETs. Returning None goes on with the WebSocket
-        handshake; a plain GET without an upgrade then gets 426. Runs on the
-        server's thread for that client (on `AsyncServer`, the loop: keep it
-        quick). `request.path`, `request.query_params` and
-        `request.headers` tell what was asked.
+        for plain browser GETs. Runs on the server's thread for that client
+        (on `AsyncServer`, the loop: keep it quick), after `auth` has let
+        the request in. An exception it raises is answered 500 (logged);
+        raising a `HandshakeError` answers with its status.
+
+        Args:
+            request: the upgrade request: `request.path`,
+                `request.query_params` and `request.headers` tell what was
+                asked.
+
+        Returns:
+            A `Response` to send instead of the upgrade, or None to go on
+            with the WebSocket handshake (a plain GET without an upgrade
+            then gets 426).
         """
         return None
 
@@ -461,7 +520,8 @@ class Server(BaseServer[ServerConnection]):
     blocking and safe from any thread. `run()` serves until `shutdown()`,
     which may be called from any thread or a signal handler: clients get a
     1001 close and up to `max_join_time` seconds for their close handshakes
-    (a second `shutdown()`, or a second Ctrl-C, drops them at once).
+    (a second `shutdown()`, or a second Ctrl-C, drops them at once). The
+    arguments are `BaseServer`'s.
     """
 
     connection_class: type[ServerConnection] = ServerConnection

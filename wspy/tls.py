@@ -22,6 +22,11 @@ def server_context(**ssl_args: Any) -> ssl.SSLContext:
     certificates `cafile` (or `ca_certs`), `capath` and `cert_reqs`
     (`ssl.CERT_REQUIRED` or `ssl.CERT_OPTIONAL`; CERT_REQUIRED when a CA is
     given); `ciphers`.
+
+    Raises:
+        TypeError: an unknown key, or no `certfile`.
+        OSError: a file that cannot be read (`ssl.SSLError` for one that
+            is not a certificate or key).
     """
     _check_args(ssl_args, _SERVER_ARGS)
     if 'certfile' not in ssl_args:
@@ -38,6 +43,11 @@ def client_context(**ssl_args: Any) -> ssl.SSLContext:
     `certfile`, `keyfile`, `password` for a client certificate; `verify`
     False (or `cert_reqs=ssl.CERT_NONE`) to skip certificate checks;
     `check_hostname`; `ciphers`.
+
+    Raises:
+        TypeError: an unknown key.
+        OSError: a file that cannot be read (`ssl.SSLError` for one that
+            is not a certificate or key).
     """
     _check_args(ssl_args, _CLIENT_ARGS)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)

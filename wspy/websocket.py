@@ -138,6 +138,51 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
     Basic credentials, and only over TLS that checks the server's
     certificate (`InvalidState` otherwise: never in plain text). Anything
     else is a `TypeError` when the socket is made or starts listening.
+
+    Args:
+        family: as `socket.socket`'s (AF_INET by default).
+        type: as `socket.socket`'s (SOCK_STREAM by default).
+        proto: as `socket.socket`'s.
+        fileno: as `socket.socket`'s: a socket made from a file descriptor.
+        location: the request target of a client's upgrade request.
+        host: the Host header of a client's request (by default the
+            connected address); less its port, the name TLS checks the
+            server's certificate against and sends as SNI.
+        origin: the Origin header of a client's request (none by default).
+        protocols: subprotocols: offered by a client; supported by a
+            server, in its order of preference.
+        extensions: extensions (`DeflateMessage()`, `DeflateFrame()`, your
+            own): offered by a client, accepted by a server.
+        headers: extra headers of a client's request, or of a server's 101
+            response: a mapping or (name, value) pairs.
+        select_protocol: a server's choice of subprotocol,
+            `select_protocol(offered, supported)`: by default the first of
+            `protocols` the client offered.
+        process_request: a server's look at each request first; a
+            `Response` it returns is the answer instead of the upgrade.
+        auth: a server's `BasicAuth` or `DigestAuth`; a client's (user,
+            password).
+        trusted_origins: a server's accepted Origin values (None in it
+            admits requests without one); others get 403. None: any.
+        locations: a server's paths; others get 404. None: any.
+        trusted_proxies: a server's reverse proxies (addresses, networks,
+            'unix') whose `X-Forwarded-For` gives `request.client_address`.
+        max_frame_size: the largest frame accepted, in bytes (1009); by
+            default the `max_message_size` of the `Connection` over the
+            socket (1 MiB for raw frames); None: no limit.
+        handshake_timeout: seconds for the whole opening handshake, however
+            slowly the peer sends it (a server answers 408); None: no limit.
+        write_timeout: seconds a write may wait for the peer to take any
+            byte (`WriteTimeout`); None: no limit.
+        max_line_length: the longest HTTP line of the handshake (431).
+        max_headers: the most header lines of the handshake (431).
+        max_head_size: the largest HTTP head of the handshake (431).
+
+    Raises:
+        TypeError: an `auth` of the wrong kind for the side, or both
+            `auth=(user, password)` and an Authorization header.
+        ValueError: a header with a CR, LF or NUL, or a bad
+            `trusted_proxies` entry.
     """
 
     # Slots, and a `__dict__` for anything else: a server holds one of these per client.
@@ -237,8 +282,27 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
     def accept(self, handshake: bool = True) -> tuple[websocket, Any]:
         """Accept a connection and, unless `handshake` is False, do the server handshake.
 
-        A rejected handshake is answered with its HTTP error, the new socket
-        is closed and the `HandshakeError` raised.
+        The client's upgrade request is read (within `handshake_timeout`)
+        and checked, then answered 101 with its `Sec-WebSocket-Accept`, made
+        as RFC 6455 4.2.2 says: "by concatenating /key/ [...] with the string
+        "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", taking the SHA-1 hash of this
+        concatenated value" and base64-encoding it. The new socket has this
+        one's options, and TLS after `enable_ssl()`.
+
+        Args:
+            handshake: False to leave the handshake for later
+                (`server_handshake()`, or `respond()` with a head read
+                already).
+
+        Returns:
+            (the accepted `websocket`, the client's address), as
+            `socket.accept` gives them.
+
+        Raises:
+            HandshakeError: the request is refused: it has been answered with
+                its HTTP error (400, 401, 403, 404, 408, 426, 431, ...) and
+                the new socket closed.
+            TypeError: a listening socket given a client's `auth`.
         """
         if isinstance(self.auth, tuple):
             raise TypeError(_SERVER_AUTH)
@@ -281,7 +345,15 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
         return ServerOpening(self, self.peer_address())
 
     def server_handshake(self) -> Request:
-        """Read the client's upgrade request and answer it (101 or an HTTP error)."""
+        """Read the client's upgrade request and answer it (101 or an HTTP error).
+
+        Returns:
+            The request, once answered 101.
+
+        Raises:
+            HandshakeError: the request was refused and answered with its HTTP
+                error (`HandshakeTimeout` after `handshake_timeout`).
+        """
         opening = self.server_opening()
         with _Deadline(self, self.handshake_timeout) as deadline:
             try:
@@ -381,6 +453,18 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
         """Connect to `address` and do the client handshake (TLS first, after `enable_ssl`).
 
         `handshake_timeout` bounds the whole: TCP connect, TLS and handshake.
+        The server's answer is checked as RFC 6455 4.1 asks (its status, its
+        `Upgrade` and `Connection`, its `Sec-WebSocket-Accept`, the
+        subprotocol and extensions it chose). `wspy.connect()` does more:
+        redirects, authentication, proxies.
+
+        Raises:
+            InvalidStatus: the server answered other than 101.
+            HandshakeError: the answer does not match the request
+                (`InvalidHeader`, `NegotiationError`), `HandshakeTimeout`,
+                or `SSLError` when TLS failed.
+            InvalidState: a client `auth` without TLS that checks the server.
+            OSError: the connection failed.
         """
         deadline = _Deadline(self, self.handshake_timeout)
         with deadline:
@@ -516,12 +600,23 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
                    server_hostname: str | None = None, **ssl_args: Any) -> None:
         """Speak TLS on this socket: call it before `connect()`, `accept()` or the handshake.
 
-        Without `context`, one is made from `ssl_args` (`certfile`, `keyfile`,
-        `password`, `cafile`, `cert_reqs`, ...: see `wspy.tls`); a client
-        checks the server's certificate and host name against the system CAs
-        by default. `server_hostname` is the name checked and sent as SNI (by
-        default the `host` option's or the connected address's). On a
-        listening socket, every accepted socket speaks TLS.
+        On a listening socket, every accepted socket speaks TLS.
+
+        Args:
+            context: the `ssl.SSLContext`; without it, one is made from
+                `ssl_args`.
+            server_side: whether this is the server's end.
+            server_hostname: the name checked against the server's
+                certificate and sent as SNI; by default the `host` option's
+                or the connected address's.
+            **ssl_args: `certfile`, `keyfile`, `password`, `cafile`,
+                `cert_reqs`, ... (see `wspy.tls`); a client checks the
+                server's certificate and host name against the system CAs by
+                default.
+
+        Raises:
+            InvalidState: the WebSocket handshake is done already.
+            TypeError: both a `context` and `ssl_args`.
         """
         if self.server_side is not None:
             raise InvalidState('enable_ssl() after the WebSocket handshake')
@@ -690,7 +785,16 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
     # -- frames -------------------------------------------------------------
 
     def send(self, *frames: Frame) -> None:  # type: ignore[override]
-        """Send frames, in order, with as few system calls as possible."""
+        """Send frames, in order, with as few system calls as possible.
+
+        Frames go as they are: a client masks its own (`masking_key`, see
+        `Frame`). Safe for one thread at a time: `Connection` orders the
+        sends of several.
+
+        Raises:
+            WriteTimeout: the peer took nothing for `write_timeout` seconds.
+            OSError: the connection failed.
+        """
         if len(frames) == 1:
             self.send_packed(*frames[0].pack_parts())
         else:
@@ -828,13 +932,24 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
 
     def recv(self, on_partial: Callable[[FrameParser], None] | None = None,  # type: ignore[override]
              deadline: float | None = None) -> Frame:
-        """Receive the next frame; `SocketClosed` if the peer disconnects.
+        """Receive the next frame, its payload unmasked; control frames too.
 
-        Raises `ProtocolError` for a frame that breaks RFC 6455. `on_partial`,
-        if given, is called with the parser before each wait for more bytes,
-        so that the part of a frame that has arrived can be checked. With a
-        `deadline` (a `time.monotonic()` value), `TimeoutError` once it has
-        passed, however the bytes trickle in.
+        Nothing is answered here (pings, close frames): that is
+        `Connection`'s part.
+
+        Args:
+            on_partial: called with the parser before each wait for more
+                bytes, so that the part of a frame that has arrived can be
+                checked.
+            deadline: a `time.monotonic()` value: `TimeoutError` once it has
+                passed, however the bytes trickle in.
+
+        Raises:
+            ProtocolError: the frame breaks RFC 6455 (`PayloadTooBig` over
+                `max_frame_size`).
+            SocketClosed: the peer disconnected.
+            InvalidState: the handshake is not done.
+            TimeoutError: the `deadline` has passed.
         """
         parser = self.parser
         if parser is None:

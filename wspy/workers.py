@@ -57,8 +57,25 @@ class Workers:
     worker; the options are made once, here, and every worker inherits
     them at the fork, so a `DigestAuth` given as `auth` is one for all
     (its nonces are good on any worker and each is accepted once by all,
-    restarted workers included). `address` may be a Unix socket path.
-    POSIX only (`os.fork`).
+    restarted workers included). POSIX only (`os.fork`).
+
+    Args:
+        server_class: the server to run in each worker (a `Server` or
+            `AsyncServer` subclass, or a function that makes one), called as
+            `server_class(address, **options)` plus `reuse_port=True` or
+            `listener=` the inherited socket.
+        address: (host, port) or a Unix socket path; port 0 picks one port
+            for all (see the `address` property).
+        workers: how many worker processes.
+        stop_timeout: seconds a worker may take beyond its `max_join_time`
+            to stop before it is killed.
+        backlog_size: the listening queue's length (given to the servers
+            too).
+        **options: the server's keyword options, given to each worker's.
+
+    Raises:
+        ValueError: fewer than 1 worker.
+        OSError: `address` cannot be bound.
     """
 
     def __init__(self, server_class: Callable[..., BaseServer[Any]], address: Address,
@@ -131,7 +148,12 @@ class Workers:
             logger.info('all workers stopped')
 
     def stop(self) -> None:
-        """Ask every worker to shut down gracefully; `run()` returns once all have."""
+        """Ask every worker to shut down gracefully (SIGTERM); `run()` returns once all have.
+
+        A worker still there `max_join_time` plus `stop_timeout` seconds
+        later is killed; called again, it kills them at once. SIGTERM and
+        SIGINT to the parent call it.
+        """
         if self._stopping:  # asked twice: do not wait any longer
             self._signal_all(signal.SIGKILL)
             return

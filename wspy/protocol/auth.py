@@ -143,7 +143,12 @@ def authorization(challenges: Iterable[tuple[str, dict[str, str]]], username: st
 
 
 def basic_authorization(username: str, password: str) -> str:
-    """`Basic` credentials (RFC 7617, UTF-8)."""
+    """`Basic` credentials (RFC 7617, UTF-8): 'Basic ' and the base64 of 'user:password'.
+
+    Raises:
+        ValueError: a user name with a colon (RFC 7617 2: "a user-id
+            containing a colon character is invalid").
+    """
     if ':' in username:
         raise ValueError('a Basic user name cannot contain a colon')
     token = base64.b64encode(f'{username}:{password}'.encode()).decode('ascii')

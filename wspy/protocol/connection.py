@@ -53,11 +53,18 @@ _new_object = object.__new__
 
 
 class State(enum.IntEnum):
-    """The states of a connection (RFC 6455 sections 4 and 7)."""
+    """The states of a connection (RFC 6455 sections 4 and 7): `Connection.state`."""
 
+    #: The opening handshake is under way (4.1: "A connection is defined to initially be
+    #: in a CONNECTING state"); a `Connection` is made once it is over, and starts OPEN.
     CONNECTING = 0
+    #: The handshake succeeded: "*The WebSocket Connection is Established*" (4.1).
     OPEN = 1
+    #: A close frame has been sent or received (7.1.3: "Upon either sending or receiving a
+    #: Close control frame, it is said that *The WebSocket Closing Handshake is Started*").
     CLOSING = 2
+    #: The connection has ended: its TCP connection is closed (7.1.4: "*The WebSocket
+    #: Connection is Closed*"), and `onclose` is called once.
     CLOSED = 3
 
 
@@ -75,6 +82,21 @@ class Protocol:
     they are given (masked on the client side, through the negotiated
     extensions) and hand the frames to the driver. A protocol error fails
     the connection with its close code; `onclose` reports the end once.
+
+    Attributes:
+        state: the `State`: OPEN, then CLOSING once a close frame has gone
+            or come, then CLOSED.
+        close_sent: the (code, reason) of the close frame sent, once it is.
+        close_received: the (code, reason) of the peer's close frame, once
+            it has come (code None when it had none).
+        latency: the round trip of the last answered keepalive ping, in
+            seconds (None before one).
+        max_message_size: the largest message accepted, in bytes (None: no
+            limit).
+        close_timeout: seconds the close handshake may take.
+        ping_interval: seconds between keepalive pings (None: none).
+        ping_timeout: seconds a keepalive ping waits for its pong (None: no
+            limit).
     """
 
     __slots__ = ('_decoder', '_failed_code', '_fragments', '_fragments_compressed',
@@ -192,7 +214,13 @@ class Protocol:
 
     @property
     def close_code(self) -> int:
-        """The close code the connection ended with (see `onclose`), 1006 until then."""
+        """The close code the connection ended with (see `onclose`), 1006 until then.
+
+        RFC 6455 7.1.5: "the status code (Section 7.4) contained in the
+        first Close control frame received", 1005 if it had none, 1006 if
+        none came; or the code this side failed the connection with when
+        the peer did not answer it.
+        """
         return self._close_info()[0]
 
     @property
@@ -220,9 +248,27 @@ class Protocol:
              fragment_size: int | None = None, mask: bool | None = None) -> None:
         """Send a message (a `str` is sent as text, a bytes-like object as binary).
 
-        Anything else is a `TypeError`. With `fragment_size`, the message
-        goes out in frames of at most that many payload bytes. Frames are
-        masked on the client side unless `mask` says otherwise.
+        Safe from any thread: a message goes out whole, never mixed with
+        another's frames. It goes through the negotiated extensions
+        (permessage-deflate compresses it).
+
+        Args:
+            message: a `str` (a text message), a bytes-like object (binary)
+                or a `Message`.
+            fragment_size: the most payload bytes in each frame (RFC 6455
+                5.4); None sends one frame.
+            mask: whether to mask the frames; by default, on the client side
+                only (5.1: "a client MUST mask all frames that it sends to the
+                server").
+
+        Raises:
+            TypeError: a message of another type.
+            ConnectionClosed: the close handshake has begun or the connection
+                has ended (5.5.1: "The application MUST NOT send any more data
+                frames after sending a Close frame").
+            SocketClosed: the write failed: the connection is dropped
+                (`WriteTimeout` when the peer took nothing for
+                `write_timeout` seconds).
         """
         if mask is None:
             mask = self._masks
@@ -260,15 +306,46 @@ class Protocol:
             self._send_data(message.fragment(fragment_size, mask), message)
 
     def send_frames(self, *frames: Frame) -> None:
-        """Send hand-made frames as they are, atomically with respect to other sends."""
+        """Send hand-made frames as they are, atomically with respect to other sends.
+
+        Nothing checks them (masking, fragmentation, extensions): for tests
+        and protocols of your own. Raises as `send()` does.
+        """
         self._send_data(list(frames))
 
     def send_ping(self, payload: bytes | str = b'') -> None:
-        """Send a ping; `onpong` is called when its pong arrives."""
+        """Send a ping; `onpong` is called when its pong arrives.
+
+        RFC 6455 5.5.2: "A Ping frame may serve either as a keepalive or as
+        a means to verify that the remote endpoint is still responsive"; the
+        peer answers it with a pong carrying the same payload (5.5.3).
+        The keepalive (`ping_interval`) sends its own.
+
+        Args:
+            payload: at most 125 bytes (a `str` is encoded as UTF-8).
+
+        Raises:
+            PingError: a payload over 125 bytes.
+            ConnectionClosed: the close handshake has begun or the
+                connection has ended (see `send`).
+        """
         self._send_data([self._heartbeat_frame(OPCODE_PING, payload)])
 
     def send_pong(self, payload: bytes | str = b'') -> None:
-        """Send an unsolicited pong (a one-way heartbeat)."""
+        """Send an unsolicited pong (a one-way heartbeat).
+
+        RFC 6455 5.5.3: "A Pong frame MAY be sent unsolicited. This serves
+        as a unidirectional heartbeat. A response to an unsolicited Pong
+        frame is not expected." Pings are answered without this.
+
+        Args:
+            payload: at most 125 bytes (a `str` is encoded as UTF-8).
+
+        Raises:
+            PingError: a payload over 125 bytes.
+            ConnectionClosed: the close handshake has begun or the
+                connection has ended (see `send`).
+        """
         self._send_data([self._heartbeat_frame(OPCODE_PONG, payload)])
 
     def _heartbeat_frame(self, opcode: int, payload: bytes | str) -> ControlFrame:
@@ -360,12 +437,15 @@ class Protocol:
         """Apply the frames received, up to the next complete message, and return it.
 
         Control frames are handled on the way (pongs sent, the close
-        answered). None when more bytes are needed, or when the connection
-        has ended (`closed`) or is closing (messages after our close frame
-        are dropped). A frame that breaks the protocol fails the connection
+        answered). A frame that breaks the protocol fails the connection
         with its close code (`onerror`, then `onclose`). While
         `_output_must_not_wait`, the driver finishes: a `ProtocolError` is
         raised, and a close received is left for it to complete.
+
+        Returns:
+            The next message; None when more bytes are needed, or when the
+            connection has ended (`closed`) or is closing (messages after
+            our close frame are dropped).
         """
         parser = self._parser
         # The usual message, one frame, comes whole out of the C accelerator: no Frame made.
@@ -405,6 +485,9 @@ class Protocol:
         RFC 6455 8.1: an endpoint that finds invalid UTF-8 "MUST *Fail the
         WebSocket Connection*"; checking as bytes arrive fails at once
         instead of after the rest of a long frame.
+
+        Returns:
+            False once the connection has failed (1007), and ended.
         """
         try:
             self._check_partial(self._parser)
@@ -550,11 +633,16 @@ class Protocol:
         """Send a keepalive ping, or fail if the last went unanswered; when to come back.
 
         One ping is outstanding at a time: while it is, the next call is at
-        its deadline; its pong (see `_handle_control`) clears it. Nothing
-        here blocks: a ping that cannot be written at once waits for the
-        next call, and one that could not be written for `ping_timeout`
-        fails the connection as an unanswered one would. Without a
-        `ping_interval` there is no keepalive: None, nothing sent.
+        its deadline; its pong (see `_handle_control`) clears it and sets
+        `latency`. Nothing here blocks: a ping that cannot be written at
+        once waits for the next call, and one that could not be written for
+        `ping_timeout` fails the connection (1011) as an unanswered one
+        would.
+
+        Returns:
+            The seconds until the driver should call again; None when there
+            is no keepalive (no `ping_interval`, or the connection is
+            closing or closed): nothing sent.
         """
         if self.state is not _OPEN or self.close_sent is not None or not self.ping_interval:
             return None
@@ -647,27 +735,41 @@ class Protocol:
             self._callback(self.onerror, error)
 
     def onopen(self) -> None:
-        """Called when `receive_forever()` starts on the open connection."""
+        """Called when `receive_forever()` starts on the open connection (on servers, once open)."""
 
     def onmessage(self, message: Message) -> None:
-        """Called with each complete message received."""
+        """Called with each complete message received: a `TextMessage` or a `BinaryMessage`."""
 
     def onping(self, payload: bytes) -> None:
-        """Called when a ping arrives, after the automatic pong has been sent."""
+        """Called with a ping's payload when it arrives, after the automatic pong has been sent.
+
+        RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send
+        a Pong frame in response"; wspy sends none once its own close frame
+        has gone.
+        """
 
     def onpong(self, payload: bytes) -> None:
-        """Called when a pong arrives."""
+        """Called with a pong's payload when it arrives (the answer to a ping, or unsolicited)."""
 
     def onclose(self, code: int, reason: str) -> None:
-        """Called once when the connection has closed.
+        """Called once when the connection has closed (its socket too).
 
-        `code` is the peer's close code (1005 if its close frame had none),
-        the code this side failed the connection with when the peer did not
-        answer, or 1006 when the connection dropped without a close frame.
+        Args:
+            code: the peer's close code (1005 if its close frame had none),
+                the code this side failed the connection with when the peer
+                did not answer, or 1006 when the connection dropped without a
+                close frame (as `close_code`).
+            reason: the close reason that came with it.
         """
 
     def onerror(self, error: Exception) -> None:
-        """Called with a protocol error, a lost connection, or an exception from a callback."""
+        """Called with a protocol error, a lost connection, or an exception from a callback.
+
+        A `ProtocolError` when the connection fails (before `onclose`); an
+        `OSError` or `SocketClosed` when the connection was lost. By default
+        it logs the error to the 'wspy' logger: a wspy or socket error at
+        INFO, anything else (a callback's) at ERROR with its traceback.
+        """
         if isinstance(error, WebSocketError | OSError):
             logger.info('%s: %s', self, error)
         else:

@@ -48,9 +48,23 @@ class DeflateFrameHook(DeflateHook):
 class DeflateFrame(Extension):
     """The deflate-frame extension, also known as x-webkit-deflate-frame.
 
-    `max_window_bits` and `no_context_takeover` are what this side asks of
-    the peer's compressor; the peer's requests bound this side's. Frames
-    under `compress_threshold` bytes go uncompressed.
+    Each data frame is compressed on its own, RSV1 set on each. Accepted
+    under either name. Inflating stops at `max_message_size`, as with
+    `DeflateMessage`.
+
+    Args:
+        max_window_bits: the most window bits (8-15) this side asks of the
+            peer's compressor; None asks nothing (15). The peer's request
+            bounds this side's compressor (8 cannot be honoured: zlib
+            cannot compress with it, and the offer or response fails).
+        no_context_takeover: ask the peer to reset its compression context
+            after each frame; the peer's request resets this side's.
+        compress_threshold: frames under this many bytes go uncompressed.
+        compress_level: zlib's compression level.
+        mem_level: zlib's memory level (1-9) for the compressor.
+
+    Raises:
+        ValueError: a `max_window_bits` outside 8-15.
     """
 
     name = 'deflate-frame'
@@ -87,7 +101,7 @@ class DeflateFrame(Extension):
                                 mem_level=self.mem_level)
 
     def accept_offer(self, params: Params) -> tuple[Params, Hook] | None:
-        """Accept an offer whose requests this side can honour."""
+        """Accept an offer whose requests this side can honour; None declines it."""
         try:
             return self._our_params(), self._hook(params)
         except ValueError:
@@ -98,7 +112,12 @@ class DeflateFrame(Extension):
         return [self._our_params()]
 
     def accept_response(self, params: Params) -> Hook:
-        """Honour the server's requests; `NegotiationError` if this side cannot."""
+        """Honour the server's requests.
+
+        Raises:
+            NegotiationError: a parameter that is unknown, repeated or
+                malformed, or an 8-bit window.
+        """
         try:
             return self._hook(params)
         except ValueError as error:

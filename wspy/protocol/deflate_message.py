@@ -68,7 +68,11 @@ class DeflateHook(Hook):
         self._inflating = False
 
     def compress(self, payload: bytes) -> bytes:
-        """Deflate a payload, ending with a sync flush whose tail is removed."""
+        """Deflate a payload, ending with a sync flush whose tail is removed.
+
+        RFC 7692 7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff 0xff) from
+        the tail end."
+        """
         compressor = self._compressor
         if compressor is None:
             compressor = zlib.compressobj(self.level, zlib.DEFLATED, -self.compress_bits,
@@ -78,7 +82,16 @@ class DeflateHook(Hook):
         return data[:-4] if data.endswith(TAIL) else data
 
     def inflate(self, payload: bytes, final: bool, max_size: int | None) -> bytes:
-        """Inflate part of a message, producing at most `max_size` bytes."""
+        """Inflate part of a message, producing at most `max_size` bytes.
+
+        On its last part, RFC 7692 7.2.2: "Append 4 octets of 0x00 0x00 0xff
+        0xff to the tail end of the payload of the message."
+
+        Raises:
+            InvalidPayload: data that does not inflate (1007).
+            PayloadTooBig: more than `max_size` bytes (1009): a compression
+                bomb stops there.
+        """
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-self.decompress_bits)
@@ -129,18 +142,50 @@ class DeflateHook(Hook):
 class DeflateMessage(Extension):
     """The permessage-deflate extension (RFC 7692), for servers and clients.
 
-    The four parameters say what this side asks for or allows:
-    `server_no_context_takeover` and `client_no_context_takeover` reset the
-    compression context after each message; `server_max_window_bits` and
-    `client_max_window_bits` (8-15) bound the LZ77 window of the server's
-    and the client's compressor. A client that leaves
-    `client_max_window_bits` unset offers it bare, letting the server
-    choose. Messages under `compress_threshold` bytes go uncompressed.
+    Each message is compressed as a whole, and RSV1 (the "Per-Message
+    Compressed" bit) set on its first frame; RFC 7692 6: "An endpoint MUST
+    NOT set the "Per-Message Compressed" bit of control frames and
+    non-first fragments of a data message." A message that does not shrink
+    goes uncompressed. Inflating stops at `max_message_size`: a compression
+    bomb is a 1009 close, not an allocation.
 
-    Memory, measured with zlib 1.2.13: a compressor with the defaults
-    (12-bit window, memory level 5) takes about 38 KiB, zlib's own defaults
-    (15 bits, level 8) 224 KiB; an inflater for a peer's 15-bit window about
-    40 KiB. Both are made on first use, so idle connections hold none.
+    The four parameters of RFC 7692 7.1 say what this side asks for or
+    allows. Memory, measured with zlib 1.2.13: a compressor with the
+    defaults (12-bit window, memory level 5) takes about 38 KiB, zlib's own
+    defaults (15 bits, level 8) 224 KiB; an inflater for a peer's 15-bit
+    window about 40 KiB. Both are made on first use, so idle connections
+    hold none.
+
+    Args:
+        server_no_context_takeover: the server resets its compression
+            context after each message. A client asks for it (7.1.1.1: "a
+            client prevents the peer server from using context takeover");
+            a server answers with it even when not asked ("A server MAY
+            include the "server_no_context_takeover" extension parameter in
+            an extension negotiation response even if the extension
+            negotiation offer being accepted by the extension negotiation
+            response didn't include" it).
+        client_no_context_takeover: the client resets its compression
+            context after each message: a client promises it (7.1.1.2), a
+            server asks it of the client.
+        server_max_window_bits: the most window bits (8-15) of the server's
+            compressor, 12 by default. A client asks for it (7.1.2.1: "a
+            client limits the LZ77 sliding window size that the server will
+            use to compress messages"); a server never uses more, and
+            declines an offer that would hold it to 8 (zlib cannot compress
+            raw deflate with a 256-byte window). None: 15.
+        client_max_window_bits: the most window bits (8-15) of the client's
+            compressor. A client that leaves it unset offers it bare
+            (7.1.2.2: the client "supports the "client_max_window_bits"
+            extension parameter in an extension negotiation response"),
+            letting the server choose; a server given it holds a client
+            that offered the parameter to it.
+        compress_threshold: messages under this many bytes go uncompressed.
+        compress_level: zlib's compression level (0-9, or -1 for its default).
+        mem_level: zlib's memory level (1-9) for the compressor.
+
+    Raises:
+        ValueError: a window size outside 8-15.
     """
 
     name = 'permessage-deflate'
@@ -173,7 +218,14 @@ class DeflateMessage(Extension):
     # -- server side ----------------------------------------------------------------
 
     def accept_offer(self, params: Params) -> tuple[Params, Hook] | None:
-        """Answer a client's offer; None declines it (bad parameters, or an 8-bit window)."""
+        """Answer a client's offer (see `Extension.accept_offer`).
+
+        Returns:
+            The response parameters and the connection's hook, or None to
+            decline the offer: parameters RFC 7692 does not allow (unknown,
+            repeated, a window outside 8-15), or one that would hold this
+            server's compressor to an 8-bit window.
+        """
         try:
             offer = parse_params(params)
         except ValueError:
@@ -216,7 +268,15 @@ class DeflateMessage(Extension):
         return [offer]
 
     def accept_response(self, params: Params) -> Hook:
-        """Check the server's answer against this client's offer."""
+        """Check the server's answer against this client's offer.
+
+        Raises:
+            NegotiationError: parameters RFC 7692 does not allow, a server
+                window larger than asked, `server_no_context_takeover` asked
+                for and not granted, `client_max_window_bits` without a value
+                or larger than offered, or an 8-bit client window (zlib cannot
+                compress with it).
+        """
         try:
             response = parse_params(params)
         except ValueError as error:

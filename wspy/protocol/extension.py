@@ -53,33 +53,72 @@ class Hook:
     gets a whole message as one frame, before fragmentation; otherwise
     each frame as it goes out. `recv` gets every data frame, with
     `max_size` the most payload bytes it may produce (None: no limit).
+    With several extensions, outgoing frames pass through their hooks in
+    the order the server's response lists them, and incoming ones in the
+    reverse order (RFC 6455 9.1: "the order of operations on the data
+    should be assumed to be the same as the order in which the extensions
+    are listed in the server's response").
     """
 
     #: The RSV bits (0x40, 0x20, 0x10) this hook may set on frames.
     rsv_bits = 0
+    #: Whether `send` gets each message whole, before fragmentation (True), or each frame.
     per_message = True
 
     def send(self, frame: Frame) -> Frame:
-        """Transform an outgoing frame."""
+        """Transform an outgoing data frame; by default, return it as it is.
+
+        Args:
+            frame: the message as one frame (`per_message`), or one frame of
+                it, unmasked: the connection masks what the hooks return.
+
+        Returns:
+            The frame to send (with the RSV bits of `rsv_bits` it needs).
+        """
         return frame
 
     def recv(self, frame: Frame, max_size: int | None) -> Frame:
-        """Transform an incoming frame; raise `ProtocolError` (or `PayloadTooBig`)."""
+        """Transform an incoming data frame; by default, return it as it is.
+
+        Args:
+            frame: a received data frame, unmasked, RSV bits as they came.
+            max_size: the most payload bytes the result may have (what is
+                left of `max_message_size`); None: no limit.
+
+        Returns:
+            The frame as the next extension, then the application, sees it.
+
+        Raises:
+            ProtocolError: the frame breaks the extension's rules; the
+                connection fails with its code (`PayloadTooBig`, 1009, for a
+                result over `max_size`; `InvalidPayload`, 1007, for data
+                that does not decode).
+        """
         return frame
 
 
 class Extension:
-    """A WebSocket extension: its name, RSV bits and negotiation.
+    """A WebSocket extension (RFC 6455 9): its name, RSV bits and negotiation.
 
+    One object is the configuration of every connection (give it in
+    `extensions=[...]`); each negotiation that succeeds makes a `Hook`.
     Override `offers` and `accept_response` for the client side, and
-    `accept_offer` for the server side.
+    `accept_offer` for the server side: RFC 6455 9.1, "The interpretation
+    of any extension parameters, and what constitutes a valid response by
+    a server to a requested set of parameters by a client, will be defined
+    by each such extension."
     """
 
+    #: The extension's token in `Sec-WebSocket-Extensions`.
     name = ''
     #: Other names accepted in offers and responses.
     aliases: tuple[str, ...] = ()
+    #: Whether the extension uses the RSV1 bit (two extensions that use one bit are never
+    #: both accepted).
     rsv1 = False
+    #: Whether it uses the RSV2 bit.
     rsv2 = False
+    #: Whether it uses the RSV3 bit.
     rsv3 = False
 
     @property
@@ -93,15 +132,49 @@ class Extension:
         return (self.rsv1 << 6) | (self.rsv2 << 5) | (self.rsv3 << 4)
 
     def offers(self) -> list[Params]:
-        """Client: the offers to send, most preferred first."""
+        """Client: the offers to send, most preferred first.
+
+        RFC 6455 9.1: the offers "represent a preference [...], with the
+        first options listed being most preferable".
+
+        Returns:
+            A list of offers, each a list of (parameter, value or None).
+            By default one offer without parameters.
+        """
         return [[]]
 
     def accept_response(self, params: Params) -> Hook:
-        """Client: check the server's acceptance; raise `NegotiationError` if unusable."""
+        """Client: check the server's acceptance of an offer.
+
+        Args:
+            params: the parameters of the server's response, in order, as
+                (name, value or None).
+
+        Returns:
+            The `Hook` for this connection, following what the server chose.
+
+        Raises:
+            NegotiationError: a response this side cannot use: the handshake
+                fails.
+        """
         raise NegotiationError(f'{self.name}: no client side')
 
     def accept_offer(self, params: Params) -> tuple[Params, Hook] | None:
-        """Server: the response parameters and a hook for an offer, or None to decline it."""
+        """Server: answer one of the client's offers.
+
+        The client's offers are taken in its order; the first this method
+        accepts wins (RFC 6455 9.1: "A server accepts one or more extensions
+        by including a `Sec-WebSocket-Extensions` header field containing
+        one or more extensions that were requested by the client").
+
+        Args:
+            params: the offer's parameters, in order, as (name, value or
+                None).
+
+        Returns:
+            (the parameters of the response, the `Hook` for this
+            connection), or None to decline the offer (the default).
+        """
         return None
 
     def __repr__(self) -> str:

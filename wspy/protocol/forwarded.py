@@ -17,8 +17,18 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class TrustedProxies:
     """The peers whose `X-Forwarded-For` is believed: addresses, networks, and 'unix'.
 
-    `TrustedProxies(['127.0.0.1', '10.0.0.0/8', 'unix'])`; a bad entry is a
-    ValueError that names it.
+    A server's `trusted_proxies` option: the client's address
+    (`request.client_address`) is then read from the header, from the
+    right, up to the first address that is not a trusted proxy; the
+    entries a client wrote itself are never believed.
+
+    Args:
+        entries: IP addresses and networks ('127.0.0.1', '10.0.0.0/8',
+            '::1'), and 'unix' for peers on a Unix socket:
+            `TrustedProxies(['127.0.0.1', '10.0.0.0/8', 'unix'])`.
+
+    Raises:
+        ValueError: an entry that is none of these (the message names it).
     """
 
     __slots__ = ('networks', 'unix')

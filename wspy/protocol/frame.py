@@ -23,28 +23,68 @@ __all__ = [
     'unmasked_frame',
 ]
 
+#: A continuation frame: the next fragment of a message (RFC 6455 5.2: "%x0 denotes a
+#: continuation frame"; 5.4: the fragments after the first have "the opcode set to 0").
 OPCODE_CONTINUATION = 0x0
+#: A text frame (5.2: "%x1 denotes a text frame"): its payload is UTF-8 (5.6).
 OPCODE_TEXT = 0x1
+#: A binary frame (5.2: "%x2 denotes a binary frame").
 OPCODE_BINARY = 0x2
+#: A close frame (5.2: "%x8 denotes a connection close"): see `ControlFrame.close`.
 OPCODE_CLOSE = 0x8
+#: A ping (5.2: "%x9 denotes a ping"), which the peer answers with a pong (5.5.2).
 OPCODE_PING = 0x9
+#: A pong (5.2: "%xA denotes a pong"): an answer to a ping, or unsolicited (5.5.3).
 OPCODE_PONG = 0xA
 _KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 
+# The close codes: RFC 6455 7.4.1 (1000-1011, 1015) and the IANA registry (1012-1014).
+#: 1000, RFC 6455 7.4.1: "a normal closure, meaning that the purpose for which the
+#: connection was established has been fulfilled". The default of `Connection.close()`.
 CLOSE_NORMAL = 1000
+#: 1001: 'an endpoint is "going away", such as a server going down or a browser having
+#: navigated away from a page' (7.4.1). wspy's servers close their clients with it when
+#: they shut down.
 CLOSE_GOING_AWAY = 1001
+#: 1002: "an endpoint is terminating the connection due to a protocol error" (7.4.1); the
+#: code of `ProtocolError`.
 CLOSE_PROTOCOL_ERROR = 1002
+#: 1003: "an endpoint is terminating the connection because it has received a type of
+#: data it cannot accept" (7.4.1), such as binary for an endpoint of text only.
 CLOSE_UNSUPPORTED_DATA = 1003
+#: 1005, never sent: "It is designated for use in applications expecting a status code to
+#: indicate that no status code was actually present" (7.4.1). `onclose` gets it for a
+#: close frame without a code.
 CLOSE_NO_STATUS = 1005
+#: 1006, never sent: for "the connection was closed abnormally, e.g., without sending or
+#: receiving a Close control frame" (7.4.1). `onclose` gets it when the connection dropped.
 CLOSE_ABNORMAL = 1006
+#: 1007: "received data within a message that was not consistent with the type of the
+#: message (e.g., non-UTF-8 [RFC3629] data within a text message)" (7.4.1); the code of
+#: `InvalidPayload`.
 CLOSE_INVALID_DATA = 1007
+#: 1008: "received a message that violates its policy" (7.4.1). `AsyncServer` closes with
+#: it a client that does not read (over `max_buffer_size`).
 CLOSE_POLICY_VIOLATION = 1008
+#: 1009: "received a message that is too big for it to process" (7.4.1); the code of
+#: `PayloadTooBig` (over `max_message_size` or `max_frame_size`).
 CLOSE_MESSAGE_TOO_BIG = 1009
+#: 1010, from a client: it "has expected the server to negotiate one or more extension,
+#: but the server didn't return them in the response message of the WebSocket handshake"
+#: (7.4.1).
 CLOSE_MISSING_EXTENSION = 1010
+#: 1011: the server "encountered an unexpected condition that prevented it from
+#: fulfilling the request" (7.4.1). wspy also fails with it a connection whose keepalive
+#: ping went unanswered, and `WebSocketApplication` one whose handler raised.
 CLOSE_INTERNAL_ERROR = 1011
+#: 1012, Service Restart (IANA registry): the server is restarting.
 CLOSE_SERVICE_RESTART = 1012
+#: 1013, Try Again Later (IANA registry): the server is overloaded for now.
 CLOSE_TRY_AGAIN_LATER = 1013
+#: 1014, Bad Gateway (IANA registry): a gateway or proxy had an invalid answer upstream.
 CLOSE_BAD_GATEWAY = 1014
+#: 1015, never sent: for "the connection was closed due to a failure to perform a TLS
+#: handshake (e.g., the server certificate can't be verified)" (7.4.1).
 CLOSE_TLS_HANDSHAKE = 1015
 
 if TYPE_CHECKING:
@@ -75,6 +115,8 @@ MESSAGE_LIMIT = MessageLimit.MESSAGE_LIMIT
 # RSV1: the bit permessage-deflate and deflate-frame set on a compressed frame.
 _RSV1 = 0x40
 
+#: The largest payload of a control frame, RFC 6455 5.5: "All control frames MUST have a
+#: payload length of 125 bytes or less and MUST NOT be fragmented."
 MAX_CONTROL_PAYLOAD = 125
 
 # Codes an endpoint may put in a close frame (RFC 6455 7.4 and the IANA
@@ -98,8 +140,10 @@ _PACK_LIMIT = 0x10000
 def unmasked_frame(opcode: int, payload: bytes) -> tuple[bytes, bytes]:
     """A final, unmasked frame without RSV bits, without making a `Frame`.
 
-    (the frame's bytes, b''), or for a payload of 64 KiB and more (its
-    header, `payload`), sent one after the other: the payload is not copied.
+    Returns:
+        (the frame's bytes, `b''`), or for a payload of 64 KiB and more (its
+        header, `payload`), to send one after the other: the payload is not
+        copied.
     """
     length = len(payload)
     if length < 126:
@@ -127,8 +171,14 @@ def compressed_size_bound(size: int) -> int:
 def bytes_like(data: Any, what: str = 'a payload', expected: str = BYTES_LIKE) -> bytes:
     """The bytes of a bytes-like object (bytes, bytearray, memoryview, array, ...).
 
-    Anything else, an `int` above all (`bytes(10**9)` would allocate a
-    gigabyte of zeros), is a `TypeError`: "`what` must be `expected`".
+    Args:
+        data: the object: `bytes` comes back as it is, anything else copied.
+        what: what `data` is, for the error message.
+        expected: what it should have been, for the error message.
+
+    Raises:
+        TypeError: "`what` must be `expected`" for anything else, an `int`
+            above all (`bytes(10**9)` would allocate a gigabyte of zeros).
     """
     if type(data) is bytes:
         return data
@@ -141,12 +191,33 @@ def bytes_like(data: Any, what: str = 'a payload', expected: str = BYTES_LIKE) -
 
 
 def is_valid_close_code(code: int) -> bool:
-    """Whether `code` may appear in a close frame on the wire."""
+    """Whether `code` may appear in a close frame on the wire.
+
+    1000-1003 and 1007-1014 (RFC 6455 7.4.1 and the IANA registry: 1004
+    is reserved, 1005, 1006 and 1015 only report what happened), and
+    3000-4999, which RFC 6455 7.4.2 reserves "for use by libraries,
+    frameworks, and applications" (3000-3999) and "for private use"
+    (4000-4999).
+    """
     return code in _SENDABLE_CODES or 3000 <= code <= 4999
 
 
 def close_payload(code: int | None = None, reason: str = '') -> bytes:
-    """The payload of a close frame with `code` and `reason`."""
+    """The payload of a close frame with `code` and `reason` (RFC 6455 5.5.1).
+
+    "If there is a body, the first two bytes of the body MUST be a 2-byte
+    unsigned integer (in network byte order) representing a status code";
+    the reason follows in UTF-8.
+
+    Args:
+        code: the close code, or None for an empty payload.
+        reason: the close reason; it needs a `code`.
+
+    Raises:
+        ValueError: a reason without a code, a code that may not be sent (see
+            `is_valid_close_code`), or a reason over 123 bytes in UTF-8 (the
+            payload would be over 125).
+    """
     if code is None:
         if reason:
             raise ValueError('a close reason needs a close code')
@@ -160,7 +231,16 @@ def close_payload(code: int | None = None, reason: str = '') -> bytes:
 
 
 def parse_close(payload: bytes) -> tuple[int | None, str]:
-    """Code and reason of a received close frame's payload, validated."""
+    """Code and reason of a received close frame's payload, validated.
+
+    Returns:
+        `(None, '')` for an empty payload, else the code and the reason.
+
+    Raises:
+        ProtocolError: a payload of 1 byte, or a code no endpoint may send
+            (see `is_valid_close_code`).
+        InvalidPayload: a reason that is not UTF-8 (RFC 6455 8.1).
+    """
     if not payload:
         return None, ''
     if len(payload) == 1:
@@ -184,12 +264,33 @@ def _legacy_masking_key(masking_key: bytes) -> bytes:
 
 
 class Frame:
-    """One WebSocket frame; `payload` is the unmasked payload.
+    """One WebSocket frame (RFC 6455 5.2); `payload` is the unmasked payload.
 
-    `masking_key` is `b''` for an unmasked frame or 4 bytes; `pack()` masks
-    the payload with it. A `str` payload is encoded as UTF-8. `mask=True`
-    (wspy 0.9's keyword, deprecated: pass `masking_key=os.urandom(4)`)
-    gives the frame a random masking key unless `masking_key` is given.
+    `pack()` gives the frame's bytes on the wire, its payload masked with
+    `masking_key`. A client masks what it sends and a server does not
+    (5.1: "a client MUST mask all frames that it sends to the server", and
+    "A server MUST NOT mask any frames that it sends to the client").
+
+    Args:
+        opcode: `OPCODE_TEXT`, `OPCODE_BINARY`, `OPCODE_CONTINUATION`, or a
+            control opcode (see `ControlFrame`).
+        payload: the unmasked payload: bytes-like, or a `str` (encoded as
+            UTF-8).
+        masking_key: `b''` for an unmasked frame, or 4 bytes (5.3: "The
+            masking key is a 32-bit value chosen at random by the client":
+            `os.urandom(4)`).
+        final: the FIN bit: whether this frame ends its message.
+        rsv1: the RSV1 bit, for a negotiated extension (permessage-deflate
+            marks a compressed message with it).
+        rsv2: the RSV2 bit, for a negotiated extension.
+        rsv3: the RSV3 bit, for a negotiated extension.
+        mask: wspy 0.9's keyword, deprecated (pass
+            `masking_key=os.urandom(4)`): True gives the frame a random
+            masking key unless `masking_key` is given.
+
+    Raises:
+        ValueError: a `masking_key` that is neither empty nor 4 bytes.
+        TypeError: a payload that is neither a `str` nor bytes-like.
     """
 
     __slots__ = ('final', 'masking_key', 'opcode', 'payload', 'rsv1', 'rsv2', 'rsv3')
@@ -240,9 +341,10 @@ class Frame:
     def pack_parts(self) -> tuple[bytes, bytes]:
         """The frame on the wire in two parts, to send one after the other.
 
-        (the frame's bytes, b''), or for a payload of 64 KiB and more (its
-        header, its payload masked): a large payload is not copied into one
-        buffer with its header.
+        Returns:
+            (the frame's bytes, `b''`), or for a payload of 64 KiB and more
+            (its header, its payload masked): a large payload is not copied
+            into one buffer with its header.
         """
         if len(self.payload) < _PACK_LIMIT:
             return self.pack(), b''
@@ -250,7 +352,22 @@ class Frame:
         return self.header(), mask(key, self.payload) if key else self.payload
 
     def fragment(self, fragment_size: int, mask: bool = False) -> list[Frame]:
-        """Split a data frame into frames of at most `fragment_size` payload bytes."""
+        """Split a data frame into frames of at most `fragment_size` payload bytes.
+
+        The first keeps the opcode and RSV bits, the others are continuation
+        frames, and the last has this frame's FIN bit: RFC 6455 5.4, a
+        fragmented message is "a single frame with the FIN bit clear and an
+        opcode other than 0, followed by zero or more frames with the FIN bit
+        clear and the opcode set to 0, and terminated by a single frame with
+        the FIN bit set and an opcode of 0".
+
+        Args:
+            fragment_size: the most payload bytes in each frame.
+            mask: whether to mask each frame with a fresh random key.
+
+        Raises:
+            ValueError: a `fragment_size` under 1.
+        """
         if fragment_size < 1:
             raise ValueError('fragment_size must be positive')
         payload = self.payload
@@ -266,7 +383,12 @@ class Frame:
         return frames
 
     def unpack_close(self) -> tuple[int | None, str]:
-        """Code and reason of a close frame."""
+        """Code and reason of a close frame: `(None, '')` when it has no code.
+
+        Raises:
+            ProtocolError: a payload of 1 byte, or a code no endpoint may send.
+            InvalidPayload: a reason that is not UTF-8.
+        """
         return parse_close(self.payload)
 
     def __eq__(self, other: object) -> bool:
@@ -288,10 +410,16 @@ class Frame:
 
 
 class ControlFrame(Frame):
-    """A close, ping or pong frame (payload at most 125 bytes, never fragmented).
+    """A close, ping or pong frame: its arguments are `Frame`'s.
 
-    A longer payload is refused when the frame is built: `PingError` for a
-    ping or pong, `ValueError` otherwise (no parser would accept the frame).
+    RFC 6455 5.5: "All control frames MUST have a payload length of 125
+    bytes or less and MUST NOT be fragmented." A longer payload is refused
+    when the frame is built (no parser would accept the frame).
+
+    Raises:
+        PingError: a ping or pong payload over 125 bytes.
+        ValueError: a close payload over 125 bytes, or a `masking_key` that
+            is neither empty nor 4 bytes.
     """
 
     __slots__ = ()
@@ -310,20 +438,45 @@ class ControlFrame(Frame):
     @classmethod
     def close(cls, code: int | None = None, reason: str = '',
               masking_key: bytes = b'') -> ControlFrame:
-        """A close frame with `code` and `reason`."""
+        """A close frame with `code` and `reason` (RFC 6455 5.5.1).
+
+        Args:
+            code: the close code (the `CLOSE_*` constants, or 3000-4999 for
+                applications), or None for a close frame without one.
+            reason: the close reason, at most 123 bytes in UTF-8; it needs a
+                `code`.
+            masking_key: 4 random bytes on the client's side, `b''` on the
+                server's.
+
+        Raises:
+            ValueError: a code that may not be sent, a reason without a code,
+                or a reason too long.
+        """
         return cls(OPCODE_CLOSE, close_payload(code, reason), masking_key)
 
 
 class FrameParser:
     """Incremental frame parser: `feed()` bytes, then take frames with `next_frame()`.
 
-    `require_mask` is True on a server (client frames must be masked), False
-    on a client (server frames must not be) and None to accept both.
-    `rsv_allowed` holds the RSV bits (0x40, 0x20, 0x10) that negotiated
-    extensions may set. A frame over `max_frame_size` is refused from its
-    header, before its payload is read; a compressed one (RSV1 negotiated and
-    set) is judged by the size it inflates to, which the extension bounds,
-    and may take up to `compressed_size_bound(max_frame_size)` on the wire.
+    The bytes may come in pieces of any size. Each header is checked as
+    soon as it is complete (RFC 6455 5.2): a reserved opcode, an RSV bit no
+    negotiated extension uses, a fragmented control frame or one over 125
+    bytes, masking on the wrong side, or a 64-bit length with its most
+    significant bit set is a `ProtocolError`.
+
+    Args:
+        require_mask: True on a server (5.1: "The server MUST close the
+            connection upon receiving a frame that is not masked"), False on
+            a client ("A client MUST close a connection if it detects a
+            masked frame"), None to accept both.
+        max_frame_size: the largest payload accepted, in bytes (None: no
+            limit); a frame over it is refused from its header, before its
+            payload is read (`PayloadTooBig`). A compressed frame (RSV1
+            negotiated and set) is judged by the size it inflates to, which
+            the extension bounds, and may take up to
+            `compressed_size_bound(max_frame_size)` on the wire.
+        rsv_allowed: the RSV bits (0x40, 0x20, 0x10) that negotiated
+            extensions may set.
     """
 
     __slots__ = (
@@ -404,10 +557,12 @@ class FrameParser:
         return frame
 
     def next_frame(self) -> Frame | None:
-        """The next complete frame, or None until more bytes arrive.
+        """The next complete frame (its payload unmasked), or None until more bytes arrive.
 
-        Raises `ProtocolError` (or `PayloadTooBig`) when the next frame
-        breaks the protocol; frames before it are returned first.
+        Raises:
+            ProtocolError: the next frame breaks RFC 6455 (`PayloadTooBig`
+                over `max_frame_size`); the frames before it are returned
+                first.
         """
         header = self._header
         if header is None:
@@ -574,12 +729,23 @@ def _parse_one(data: bytes | bytearray | memoryview) -> tuple[Frame | None, int]
 
 
 def contains_frame(data: bytes | bytearray | memoryview) -> bool:
-    """Whether `data` starts with a complete frame."""
+    """Whether `data` starts with a complete frame.
+
+    Raises:
+        ProtocolError: the frame at its start breaks RFC 6455 (see
+            `read_frame`).
+    """
     return _parse_one(data)[0] is not None
 
 
 def read_frame(data: bytes | bytearray | memoryview) -> Frame:
-    """The frame at the start of `data`; `ProtocolError` if it is incomplete."""
+    """The frame at the start of `data`, masked or not (its payload unmasked), of any size.
+
+    Raises:
+        ProtocolError: `data` does not start with a complete frame, or the
+            frame breaks RFC 6455 (an RSV bit set counts: no extension is
+            negotiated here).
+    """
     frame = _parse_one(data)[0]
     if frame is None:
         raise ProtocolError('incomplete frame')
@@ -587,6 +753,14 @@ def read_frame(data: bytes | bytearray | memoryview) -> Frame:
 
 
 def pop_frame(data: bytes | bytearray | memoryview) -> tuple[Frame | None, bytes]:
-    """The frame at the start of `data` (None if incomplete) and the bytes after it."""
+    """The frame at the start of `data` and the bytes after it.
+
+    Returns:
+        (the frame, the bytes after it), or (None, all of `data`) while the
+        frame is incomplete.
+
+    Raises:
+        ProtocolError: the frame breaks RFC 6455 (see `read_frame`).
+    """
     frame, used = _parse_one(data)
     return frame, bytes(data[used:])

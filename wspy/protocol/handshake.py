@@ -47,13 +47,25 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def accept_key(key: str) -> str:
-    """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key."""
+    """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
+
+    RFC 6455 4.2.2: "The value of this header field is constructed by
+    concatenating /key/ [...] with the string
+    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", taking the SHA-1 hash of this
+    concatenated value to obtain a 20-byte value and base64-encoding [...]
+    this 20-byte hash."
+    """
     digest = hashlib.sha1((key + GUID).encode('ascii')).digest()
     return binascii.b2a_base64(digest, newline=False).decode('ascii')
 
 
 def new_key() -> str:
-    """A random Sec-WebSocket-Key (16 bytes, base64)."""
+    """A random Sec-WebSocket-Key (16 bytes, base64).
+
+    RFC 6455 4.1: "a nonce consisting of a randomly selected 16-byte value
+    that has been base64-encoded", and "The nonce MUST be selected randomly
+    for each connection."
+    """
     return base64.b64encode(os.urandom(16)).decode('ascii')
 
 
@@ -69,7 +81,15 @@ def _new_names(name: str) -> tuple[str, str]:
 
 
 class Headers:
-    """HTTP headers: case-insensitive names, order kept, repeats allowed."""
+    """HTTP headers: case-insensitive names, order kept, repeats allowed.
+
+    `headers[name]` is `get(name)`, or a `KeyError` for a header that is
+    not there; `name in headers` asks whether it is; iterating gives the
+    names, in order and repeated, and `len()` counts the headers.
+
+    Args:
+        items: the headers to start with: a mapping, or (name, value) pairs.
+    """
 
     __slots__ = ('_fields', '_by_name')
 
@@ -147,16 +167,24 @@ class Headers:
 
 @dataclass
 class Request:
-    """An HTTP request head: method, target and headers."""
+    """An HTTP request head: method, target and headers.
 
+    A server gives a client's upgrade request as `connection.request`, to
+    `process_request` and to `auth`.
+    """
+
+    #: The method: `'GET'` for an upgrade.
     method: str
+    #: The request target as sent: the path and query (see `path`, `query`).
     target: str
+    #: The request's headers.
     headers: Headers
+    #: The HTTP version: `'HTTP/1.1'` for an upgrade.
     version: str = 'HTTP/1.1'
     #: The user name the request authenticated as, on a server with `auth`.
     user: str | None = None
     #: The client's IP address (on a server): the peer's, or from `X-Forwarded-For`
-    #: when the peer is one of the `trusted_proxies`; '' for a Unix socket peer.
+    #: when the peer is one of the `trusted_proxies`; `''` for a Unix socket peer.
     client_address: str | None = None
 
     @property
@@ -176,7 +204,23 @@ class Request:
 
 
 class Response:
-    """An HTTP response: status, headers (a `Headers`, a mapping or pairs) and body."""
+    """An HTTP response: status, headers and body.
+
+    What a server's `process_request` returns to answer a request instead
+    of upgrading it (a health check, a redirect, a page). The server adds
+    `Content-Length` and `Connection: close` when they are missing, and
+    closes the connection once it is sent.
+
+    Args:
+        status: the HTTP status (200, 302, 403, ...).
+        headers: a `Headers`, a mapping or (name, value) pairs.
+        body: the body, as bytes.
+        reason: the reason phrase; by default the standard one for `status`.
+
+    Raises:
+        ValueError: a header with a CR, LF or NUL, or a name that is not a
+            token.
+    """
 
     __slots__ = ('status', 'headers', 'body', 'reason')
 

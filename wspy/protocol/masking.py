@@ -29,7 +29,17 @@ def _table(k: int) -> bytes:
 
 
 def python_mask(key: bytes, data: bytes | bytearray | memoryview, offset: int = 0) -> bytes:
-    """XOR `data` with the 4-byte `key`, starting at byte `offset` of the key stream."""
+    """XOR `data` with the 4-byte `key`, starting at byte `offset` of the key stream.
+
+    RFC 6455 5.3: "Octet i of the transformed data ("transformed-octet-i")
+    is the XOR of octet i of the original data ("original-octet-i") with
+    octet at index i modulo 4 of the masking key": the same call masks and
+    unmasks. `offset` continues the key stream where a previous call on the
+    payload's first `offset` bytes left it.
+
+    Raises:
+        ValueError: a key of other than 4 bytes, or a negative `offset`.
+    """
     if len(key) != 4:
         raise ValueError('masking key must be 4 bytes')
     if offset < 0:

@@ -12,7 +12,15 @@ SENDABLE = 'a str, a bytes-like object (bytes, bytearray, memoryview) or a Messa
 
 
 class Message:
-    """A complete data message: an opcode and its payload."""
+    """A complete data message, however many frames it came in: an opcode and its payload.
+
+    `TextMessage` and `BinaryMessage` are what a connection gives and what
+    `create_message` makes.
+
+    Args:
+        opcode: `OPCODE_TEXT` or `OPCODE_BINARY`.
+        payload: a `str` for text, `bytes` for binary.
+    """
 
     __slots__ = ('opcode', 'payload')
 
@@ -26,11 +34,19 @@ class Message:
         return payload.encode('utf-8') if isinstance(payload, str) else payload
 
     def frame(self, mask: bool = False) -> Frame:
-        """The message as one frame, masked with a random key if `mask`."""
+        """The message as one final frame, masked with a fresh random key if `mask` (a client's)."""
         return Frame(self.opcode, self.encode(), os.urandom(4) if mask else b'')
 
     def fragment(self, fragment_size: int, mask: bool = False) -> list[Frame]:
-        """The message as frames of at most `fragment_size` payload bytes."""
+        """The message as frames of at most `fragment_size` payload bytes (see `Frame.fragment`).
+
+        Args:
+            fragment_size: the most payload bytes in each frame.
+            mask: whether to mask each frame with a fresh random key.
+
+        Raises:
+            ValueError: a `fragment_size` under 1.
+        """
         return Frame(self.opcode, self.encode()).fragment(fragment_size, mask)
 
     def __eq__(self, other: object) -> bool:
@@ -46,7 +62,11 @@ class Message:
 
 
 class TextMessage(Message):
-    """A text message; `payload` is a `str`."""
+    """A text message; `payload` is a `str` (sent as UTF-8).
+
+    Raises:
+        TypeError: a payload that is not a `str`.
+    """
 
     __slots__ = ()
     payload: str
@@ -59,7 +79,12 @@ class TextMessage(Message):
 
 
 class BinaryMessage(Message):
-    """A binary message; `payload` is `bytes` (made from any bytes-like object)."""
+    """A binary message; `payload` is `bytes` (made from any bytes-like object).
+
+    Raises:
+        TypeError: a payload that is not bytes-like (a `str` above all: that
+            is a `TextMessage`).
+    """
 
     __slots__ = ()
     payload: bytes
@@ -79,7 +104,16 @@ def as_message(data: Any) -> Message:
 
 
 def create_message(opcode: int, payload: bytes) -> Message:
-    """A `TextMessage` (payload decoded as UTF-8) or `BinaryMessage` for `opcode`."""
+    """A `TextMessage` (payload decoded as UTF-8) or `BinaryMessage` for `opcode`.
+
+    Args:
+        opcode: `OPCODE_TEXT` or `OPCODE_BINARY`.
+        payload: the message's bytes.
+
+    Raises:
+        ValueError: any other opcode.
+        UnicodeDecodeError: a text payload that is not UTF-8.
+    """
     if opcode == OPCODE_TEXT:
         return TextMessage(bytes(payload).decode('utf-8'))
     if opcode == OPCODE_BINARY:

@@ -113,7 +113,16 @@ class ClientOpening:
     an answer that is not 101, `refused(error)` moves to the next attempt
     (a redirect to follow, a challenge to answer) or raises what the
     caller should: the `InvalidStatus` itself, or `RedirectError`.
-    `host` is the caller's Host header, if any, kept for the first origin.
+
+    Args:
+        url: the ws:// or wss:// URL to open.
+        headers: the caller's extra headers.
+        auth: (user, password) to answer a 401 with.
+        max_redirects: the most redirects followed.
+        host: the caller's Host header, if any, kept for the first origin.
+
+    Raises:
+        InvalidURI: `url` is not a ws:// or wss:// URL.
     """
 
     def __init__(self, url: str, headers: Iterable[tuple[str, str]] = (),
@@ -143,7 +152,18 @@ class ClientOpening:
         return self.host or self.uri.host_header
 
     def refused(self, error: InvalidStatus) -> None:
-        """The server answered `error` (not 101): move to the next attempt, or raise."""
+        """The server answered `error` (not 101): move to the next attempt, or raise.
+
+        A 401 is answered once with the credentials for this origin (again
+        only for a stale nonce); a redirect with a Location is followed.
+
+        Raises:
+            InvalidStatus: `error` itself, or a 401 that cannot be answered
+                or refused the credentials.
+            RedirectError: a redirect over `max_redirects`, or from wss://
+                to ws://, or to a URL that is not ws(s):// or http(s)://.
+            InvalidURI: a redirect to a malformed URL.
+        """
         credentials = self._credentials()
         if error.status == 401 and credentials is not None:
             self._answer(error, credentials)
@@ -200,8 +220,15 @@ class Tunnel:
 
     `host` and `port` are the proxy's, to connect to; `request` the bytes
     to send it; `feed()` takes what it answers, until the tunnel is open
-    (True) or refused (`ProxyError`). `InvalidURI` for a proxy URL that
-    is not http://.
+    (True) or refused (`ProxyError`).
+
+    Args:
+        uri: the WebSocket URL the tunnel leads to.
+        proxy: the http:// proxy URL, with credentials (sent as Basic
+            `Proxy-Authorization`) if it wants them.
+
+    Raises:
+        InvalidURI: a proxy URL that is not http://.
     """
 
     def __init__(self, uri: URI, proxy: str) -> None:
@@ -225,7 +252,13 @@ class Tunnel:
         self._reader = HeadReader()
 
     def feed(self, data: bytes) -> bool:
-        """Take bytes the proxy sent; whether the tunnel is open. b'' is its end of file."""
+        """Take bytes the proxy sent; whether the tunnel is open. b'' is its end of file.
+
+        Raises:
+            ProxyError: the proxy closed the connection, refused the tunnel
+                (`status` is its answer: 407 for credentials), or sent data
+                before the tunnel was used.
+        """
         if not data:
             raise ProxyError(f'proxy {self.host} closed the connection during CONNECT')
         head = self._reader.feed(data)
@@ -257,6 +290,17 @@ class ClientHandshake:
     what came after the head (the first frames). An answer other than 101
     is an `InvalidStatus`, raised once its body (up to `MAX_ERROR_BODY`)
     has come, for `ClientOpening.refused` to decide on.
+
+    Args:
+        host: the Host header.
+        resource: the request target (path and query).
+        origin: the Origin header, if any.
+        protocols: the subprotocols offered.
+        extensions: the extensions offered.
+        headers: extra headers of the request.
+        max_line_length: the longest line of the answer's head accepted.
+        max_headers: the most header lines of the answer's head accepted.
+        max_head_size: the largest head of the answer accepted.
     """
 
     def __init__(self, host: str, resource: str = '/', *, origin: str | None = None,
@@ -283,9 +327,15 @@ class ClientHandshake:
         """Take bytes the server sent (b'' at the end of the stream); whether its 101 is
         accepted.
 
-        Raises `InvalidStatus` for an answer other than 101 and another
-        `HandshakeError` for one that is malformed or does not match the
-        request (`InvalidHeader`, `NegotiationError`).
+        The answer is checked as RFC 6455 4.1 asks: status 101, `Upgrade:
+        websocket`, `Connection: Upgrade`, the `Sec-WebSocket-Accept` of
+        the request's key, a subprotocol and extensions among those offered.
+
+        Raises:
+            InvalidStatus: an answer other than 101, once its body has come.
+            HandshakeError: an answer that is malformed or does not match the
+                request (`InvalidHeader`, `NegotiationError`, `SecurityError`
+                over the head limits), or the end of the stream before it.
         """
         if self._refusal is not None:
             return self._take_body(data, end=not data)

@@ -106,7 +106,12 @@ class ServerOpening:
     `rest`, the bytes after the head, tell the rest), or the HTTP answer
     of a rejection, and `error` the `HandshakeError` that says why.
     `request` is also set when a complete request was rejected.
-    `peer` is the client's address, as `accept()` gave it.
+
+    Args:
+        settings: what the handshake follows: a `websocket`'s options, or
+            `OpeningSettings`.
+        peer: the client's address, as `accept()` gave it (for
+            `request.client_address` and the log).
     """
 
     __slots__ = ('settings', 'peer', 'request', 'response', 'protocol', 'hooks', 'rest', 'error',
@@ -156,9 +161,21 @@ class ServerOpening:
     def accept(self, head: bytes) -> bytes:
         """Check a complete request head; the 101 response, also kept in `response`.
 
-        Raises the `HandshakeError` to reject the request with (`reject`
-        gives its answer): a bad request, `auth` refusing it, an answer of
-        `process_request` (`AbortHandshake`), or a 500 when either fails.
+        First `auth` and `process_request` (which sees every request, an
+        upgrade or not), then the checks of RFC 6455 4.2.1 (a GET over
+        HTTP/1.1, one `Host`, `Upgrade: websocket`, `Connection: Upgrade`,
+        a 16-byte `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`), the
+        `trusted_origins` and `locations`, then the subprotocol and the
+        extensions.
+
+        Returns:
+            The 101 response, as bytes to send.
+
+        Raises:
+            HandshakeError: the error to reject the request with (`reject`
+                gives its answer): a bad request, `auth` refusing it, an
+                answer of `process_request` (`AbortHandshake`), or a 500 when
+                either fails.
         """
         settings = self.settings
         request = self.request = parse_request(head)

@@ -32,16 +32,29 @@ def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
     Call it from a view with Flask's `request.environ` or Django's
     `request.META`, under a server that gives the socket (gunicorn,
     Werkzeug, this package's `make_server`). The request is checked as wspy's
-    servers check theirs, following `options` (see `WSGIOptions`); a
-    request refused raises its `HandshakeError` (`status`, `headers`: give
-    it to `answer()` for the WSGI answer) and leaves the socket to the
-    server. Otherwise the 101 is sent and the socket is the connection's
-    alone: the view's own response is never written. Close the connection
-    before the view returns (`with accept(environ) as connection:`): over
-    TLS the server's socket carries it, and the server closes that socket
-    once the view has returned. `SocketUnavailable` (500)
-    when the server does not give the socket; `OSError` or `WriteTimeout`
-    if the client has gone before the 101 is sent.
+    servers check theirs; once it is accepted the 101 is sent and the
+    socket is the connection's alone: the view's own response is never
+    written. Close the connection before the view returns (`with
+    accept(environ) as connection:`): over TLS the server's socket carries
+    it, and the server closes that socket once the view has returned.
+
+    Args:
+        environ: the request's WSGI environ.
+        connection_class: the class of the connection returned.
+        **options: the socket's and the connection's (see `WSGIOptions`).
+
+    Returns:
+        The open connection (of `connection_class`), on the server's thread.
+
+    Raises:
+        HandshakeError: the request is refused (`status`, `headers`: give
+            it to `answer()` for the WSGI answer); the socket is left to the
+            server. 503 once `close_all()` has run.
+        SocketUnavailable: the server does not give the socket (500), or
+            runs under gevent.
+        OSError: the client has gone before the 101 is sent
+            (`WriteTimeout` too).
+        TypeError: an unknown option, or a client's `auth`.
     """
     socket_options, connection_options = _split_options('accept', options)
     return _accept(environ, connection_class, socket_options, connection_options)
@@ -97,6 +110,20 @@ class WebSocketApplication:
     process: one more gets 503 with `Retry-After` (with gunicorn's `gthread`
     worker, fewer than its threads, so that a thread is left for pages and
     refusals).
+
+    Args:
+        handler: called with each open connection; the connection is
+            closed when it returns.
+        fallback: the WSGI application for requests that ask for no
+            WebSocket; without it they get 426.
+        max_connections: the most WebSockets open at once in the process
+            (None: no limit).
+        connection_class: the class of the connections.
+        **options: the socket's and the connections' (see `WSGIOptions`).
+
+    Raises:
+        TypeError: an unknown option, or a client's `auth`, when the
+            application is made (not at the first request).
     """
 
     def __init__(self, handler: Handler, *, fallback: WSGIApplication | None = None,

@@ -63,6 +63,23 @@ class HandOff(LoopClients):
     answered 503 with Retry-After. `max_buffer_size`, `selector` and
     `connection_class` are as on `AsyncServer`; the other keyword options
     are `WSGIOptions`.
+
+    Args:
+        fallback: the WSGI application for requests that ask for no
+            WebSocket; without it they get 426.
+        max_connections: the most WebSockets open (or being handed over) in
+            the process (None: no limit).
+        max_join_time: seconds `shutdown()` gives the clients' close
+            handshakes.
+        max_buffer_size: the most bytes queued for a client before it is
+            closed with 1008 (as on `AsyncServer`).
+        selector: the `selectors` class of the loop (as on `AsyncServer`).
+        connection_class: the class of the connections (`AsyncConnection`
+            by default).
+        **options: the socket's and the connections' (see `WSGIOptions`).
+
+    Raises:
+        TypeError: an unknown option, or a client's `auth`.
     """
 
     connection_class: type[AsyncConnection] = AsyncConnection
@@ -177,11 +194,17 @@ class HandOff(LoopClients):
         """Upgrade the WSGI request of `environ` and hand its socket to the loop; at once.
 
         From a view (Flask's `request.environ`, Django's `request.META`):
-        a request refused raises its `HandshakeError` (give it to `answer()`)
-        and leaves the socket to the server; otherwise the socket is the
-        loop's, which sends the 101 and calls `onopen`, and whatever the
-        view then returns goes nowhere. `SocketUnavailable` (500) when the
-        server does not give its socket, or gives a TLS one.
+        once the request is accepted the socket is the loop's, which sends
+        the 101 and calls `onopen`, and whatever the view then returns goes
+        nowhere.
+
+        Raises:
+            HandshakeError: the request is refused (give it to `answer()`);
+                the socket is left to the server. 503 over `max_connections`
+                or while shutting down.
+            SocketUnavailable: the server does not give its socket, or gives
+                a TLS one (500).
+            OSError: the client has gone before its socket was handed over.
         """
         _refuse_unsupported(environ, hand_off=True)
         head = request_head(environ)

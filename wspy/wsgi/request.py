@@ -84,6 +84,10 @@ def request_head(environ: Environ) -> bytes:
     The request target is the server's raw one when it gives it (`RAW_URI`,
     `REQUEST_URI`), else `SCRIPT_NAME`, `PATH_INFO` and `QUERY_STRING`.
     Headers the server joined (repeated ones) stay joined with commas.
+
+    Raises:
+        InvalidRequest: a head that is not Latin-1 (a server's mistake:
+            PEP 3333 strings are Latin-1).
     """
     target = environ.get('RAW_URI') or environ.get('REQUEST_URI')
     if not target:
@@ -127,6 +131,10 @@ def answer(error: HandshakeError) -> tuple[str, list[tuple[str, str]], bytes]:
     `process_request`), a plain-text error otherwise (426 to a request that
     is no upgrade, 401 with its challenge, 403 for an origin, ...).
     Hop-by-hop headers, which WSGI leaves to the server, are left out.
+
+    Returns:
+        (status line, headers, body), for `start_response(status, headers)`
+        and `return [body]`.
     """
     if isinstance(error, AbortHandshake):
         response: Response = error.response

@@ -68,8 +68,18 @@ def make_server(host: str, port: int, app: WSGIApplication,
     """A wsgiref server for `app` on `host` and `port` that can serve WebSockets.
 
     As `wsgiref.simple_server.make_server`, with this module's threaded
-    server and handler (which gives the socket to `accept`). `port` 0 picks
-    a free port: `server.server_port` tells it. `serve_forever()` serves.
+    server and handler (which gives the socket to `accept`). For
+    development and tests: a thread for each request.
+
+    Args:
+        host: the address to listen on (`''` for every IPv4 address).
+        port: the port; 0 picks a free one (`server.server_port` tells it).
+        app: the WSGI application.
+        server_class: the server class (a `WSGIServer`).
+        handler_class: the request handler class (a `WSGIRequestHandler`).
+
+    Returns:
+        The bound server: `serve_forever()` serves, `shutdown()` stops.
     """
     server = wsgiref.simple_server.make_server(host, port, app, server_class, handler_class)
     assert isinstance(server, server_class)

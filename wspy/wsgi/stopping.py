@@ -139,6 +139,15 @@ def close_all(code: int = CLOSE_GOING_AWAY, reason: str = _GOING_AWAY,
     waits for it at most `wait` seconds (None: until it is done, 0: not at
     all), so that it may run in a signal handler (see
     `close_all_on_signals`) or a server's hook.
+
+    Args:
+        code: the close code (1001, going away, by default).
+        reason: the close reason.
+        wait: the most seconds to wait for the closing (None: until it is
+            done; 0: return at once).
+
+    Raises:
+        ValueError: a `code` or `reason` no close frame can carry.
     """
     close_payload(code, reason)  # a ValueError here, not in the closing thread
     process = _process

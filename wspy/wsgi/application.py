@@ -31,7 +31,8 @@ def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
 
     Call it from a view with Flask's `request.environ` or Django's
     `request.META`, under a server that gives the socket (gunicorn,
-    Werkzeug, this package's `make_server`). The request is checked as wspy's
+    Werkzeug, gevent's `pywsgi` with `wspy.wsgi.gevent.WSGIHandler`, this
+    package's `make_server`). The request is checked as wspy's
     servers check theirs; once it is accepted the 101 is sent and the
     socket is the connection's alone: the view's own response is never
     written. Close the connection before the view returns (`with
@@ -49,9 +50,10 @@ def accept(environ: Environ, *, connection_class: type[Connection] = Connection,
     Raises:
         HandshakeError: the request is refused (`status`, `headers`: give
             it to `answer()` for the WSGI answer); the socket is left to the
-            server. 503 once `close_all()` has run.
+            server. 503 once `close_all()` has run, and when every thread
+            of a `wspy.wsgi.gunicorn.GThreadWorker` holds a WebSocket.
         SocketUnavailable: the server does not give the socket (500), or
-            runs under gevent.
+            the socket module is patched by another library than gevent.
         OSError: the client has gone before the 101 is sent
             (`WriteTimeout` too).
         TypeError: an unknown option, or a client's `auth`.

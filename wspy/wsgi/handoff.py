@@ -202,8 +202,8 @@ class HandOff(LoopClients):
             HandshakeError: the request is refused (give it to `answer()`);
                 the socket is left to the server. 503 over `max_connections`
                 or while shutting down.
-            SocketUnavailable: the server does not give its socket, or gives
-                a TLS one (500).
+            SocketUnavailable: the server does not give its socket, gives
+                a TLS one, or runs the request on a gevent greenlet (500).
             OSError: the client has gone before its socket was handed over.
         """
         _refuse_unsupported(environ, hand_off=True)

@@ -194,3 +194,27 @@ def test_another_patching_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     body = WebSocketApplication(lambda connection: None)(
         environ, lambda status, headers, exc_info=None: answers.append(status))
     assert answers[0].startswith('500') and b'other than gevent' in b''.join(body)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_greenlets_sending_to_a_client_that_does_not_read(mode: str) -> None:
+    """Two greenlets send to one client that does not read: the second waits for the first's
+    send lock (without gevent's patching too, where wspy's locks are the standard library's)
+    while pages are served; the write timeout ends both."""
+    with pywsgi(mode) as port:
+        stalled = open_ws(port, '/shared?name=stalled', ping_interval=None)  # never reads
+        first = open_ws(port, '/shared?name=first')
+        second = open_ws(port, '/shared?name=second')
+        try:
+            first.send('flood stalled')
+            assert eventually(lambda: _stalled(stalled), timeout=5)
+            second.send('send stalled')
+            time.sleep(0.1)  # for its greenlet to reach the send lock the first one holds
+            started = time.monotonic()
+            assert get_page(port, '/page') == (200, 'page /page')
+            assert time.monotonic() - started < 1  # within the write timeout (2 s)
+            assert first.recv().payload.startswith('stalled gone')
+            assert second.recv().payload.startswith('stalled gone')
+        finally:
+            for connection in (stalled, first, second):
+                connection.abort()

@@ -30,6 +30,7 @@ The package's modules, each owning one thing (import the names from `wspy.wsgi`)
 
 - `request`: the WSGI side: environ, request head and socket, options, `answer`, refusals
 - `takeover`: the client's socket taken over (plain or TLS), the decision on its request
+- `cooperative`: waits that yield to the other greenlets, under gevent
 - `application`: blocking connections on the server's thread: `accept`, `WebSocketApplication`
 - `handoff`: `HandOff`, the sockets handed to an event loop in the worker
 - `simple_server`: wsgiref's server, which gives its socket: `make_server`

@@ -12,6 +12,7 @@ from wspy.errors import ConnectionClosed, HandshakeError, WriteTimeout
 from wspy.protocol.frame import CLOSE_INTERNAL_ERROR
 from wspy.server import BUSY
 from wspy.wsgi import stopping
+from wspy.wsgi.cooperative import cooperate, on_greenlet
 from wspy.wsgi.request import (_NO_SOCKET, Environ, SocketUnavailable, StartResponse,
                                WSGIApplication, WSGIOptions, _check_socket_options,
                                _refuse_unsupported, _split_options, answer, is_upgrade,
@@ -86,6 +87,8 @@ def _accept(environ: Environ, connection_class: type[Connection],
         except BaseException:
             sock.close()
             raise
+        if on_greenlet():
+            cooperate(connection)
     except BaseException:
         stopping._process.release()
         raise

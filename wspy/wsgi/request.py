@@ -19,7 +19,7 @@ from wspy.errors import AbortHandshake, HandshakeError, InvalidRequest, NotUpgra
 from wspy.options import ConnectionOptions, SocketOptions, check_options
 from wspy.protocol.handshake import Response, error_response
 from wspy.websocket import _SERVER_AUTH, websocket
-from wspy.wsgi.takeover import on_greenlet
+from wspy.wsgi.cooperative import on_greenlet
 
 logger = logging.getLogger('wspy')
 

@@ -15,7 +15,6 @@ import os
 import select
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from wspy.errors import HandshakeError, WriteTimeout
 from wspy.protocol.server_opening import ServerOpening
 from wspy.protocol.tls import CHUNK_SIZE
 from wspy.websocket import send_without_delay, websocket
+from wspy.wsgi.cooperative import on_greenlet, poll
 
 if TYPE_CHECKING:
     from wspy.wsgi.request import Environ
@@ -82,7 +82,7 @@ class _Upgraded(websocket):
     this socket's, bounded as `websocket`'s are, and each call through it
     holds a lock, so one thread may receive while others send), and closing
     shuts the TCP connection down for the server too. On a gevent greenlet a
-    wait yields to the other greenlets (`gevent.select.poll`).
+    wait yields to the other greenlets (`cooperative.poll`).
     """
 
     def _init_state(self) -> None:
@@ -167,7 +167,7 @@ class _Upgraded(websocket):
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise TimeoutError('timed out')
-            poller = _greenlet_poll() if on_greenlet() else select.poll()
+            poller = poll()
             poller.register(self, events)
             if not poller.poll(None if timeout is None else timeout * 1000):
                 raise TimeoutError('timed out')
@@ -273,18 +273,6 @@ def _send(through: Any, data: Any) -> int:
     if not sent and data:
         raise BlockingIOError('no room to write')
     return sent
-
-
-def on_greenlet() -> bool:
-    """Whether this runs on a gevent greenlet (a request of gevent's servers)."""
-    gevent = sys.modules.get('gevent')
-    return gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet)
-
-
-def _greenlet_poll() -> Any:
-    """A `select.poll` whose waits yield to the other greenlets."""
-    from gevent.select import poll  # only ever called on a greenlet: gevent is there
-    return poll()
 
 
 def _detach(server_sock: socket.socket) -> None:

@@ -1,0 +1,111 @@
+"""Waits that yield to the other greenlets, for the connections of gevent's servers.
+
+A request of gevent's servers runs on a greenlet, and every greenlet of the
+process shares one OS thread: a wait that blocks the thread holds up them
+all. The socket's waits use `poll()` (`gevent.select.poll` on a greenlet).
+Without gevent's monkey-patching, the connection's locks and its "closed"
+event are the standard library's too, and a greenlet waiting on one that
+another greenlet holds (sending to a client that does not read, say) would
+freeze the process: `cooperate(connection)` gives it a lock and an event
+whose waits on a greenlet yield, and that still block an OS thread (the
+keepalive's) as usual.
+"""
+
+from __future__ import annotations
+
+import _thread
+import select
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wspy.connection import Connection
+
+# How long a greenlet sleeps between two looks at a lock or an event another holds.
+_NAP = 0.001
+
+
+def on_greenlet() -> bool:
+    """Whether this runs on a gevent greenlet (a request of gevent's servers)."""
+    gevent = sys.modules.get('gevent')
+    return gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet)
+
+
+def poll() -> Any:
+    """A `select.poll` object; on a greenlet, one whose waits yield to the other greenlets."""
+    if not on_greenlet():
+        return select.poll()
+    from gevent.select import poll as gevent_poll  # on a greenlet, gevent is there
+    return gevent_poll()
+
+
+def _nap() -> None:
+    from gevent import sleep
+    sleep(_NAP)
+
+
+def cooperate(connection: Connection) -> None:
+    """Give `connection`, made on a greenlet, waits that yield, unless gevent has patched
+    `threading` (its locks and events then yield already)."""
+    monkey = sys.modules.get('gevent.monkey')
+    if monkey is not None and monkey.is_module_patched('threading'):
+        return
+    # The same interface as the standard library's lock and event, which the attributes hold.
+    connection._send_lock = Lock()
+    connection._recv_lock = Lock()  # type: ignore[assignment]
+    connection._closed = Event()
+
+
+class Lock:
+    """A lock whose wait yields on a greenlet and blocks an OS thread."""
+
+    __slots__ = ('_lock',)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (as `threading.Lock.acquire`); whether it was taken."""
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        if not on_greenlet():
+            return self._lock.acquire(True, timeout)
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while not self._lock.acquire(False):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            _nap()
+        return True
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether the lock is held."""
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class Event(threading.Event):
+    """A `threading.Event` whose wait yields on a greenlet."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the event is set, or `timeout` seconds; whether it is set."""
+        if self.is_set() or not on_greenlet():
+            return super().wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            _nap()
+        return True

@@ -201,7 +201,8 @@ class _Upgraded(websocket):
 
     def pending(self) -> bool:
         """Whether decrypted bytes wait in the server's TLS session."""
-        return self._through_tls and self._through.pending() > 0
+        through = self._through
+        return through is not None and self._through_tls and through.pending() > 0
 
     def _write_all(self, buffers: list[Any], flags: int = 0) -> None:
         through = self._through
@@ -244,12 +245,12 @@ class _Upgraded(websocket):
             self.sendall(data + payload if payload else data)
 
     def shutdown_write(self) -> None:
-        """Shut down the sending side; under TLS, send the close_notify alert first.
-        """
-        if self._through_tls:
+        """Shut down the sending side; under TLS, send the close_notify alert first."""
+        through = self._through
+        if through is not None and self._through_tls:
             with self._through_lock:
                 try:
-                    self._through.unwrap()
+                    through.unwrap()
                 except (OSError, ValueError):
                     pass  # the alert went; the peer's has not come (non-blocking), or TLS failed
         self.shutdown(socket.SHUT_WR)

@@ -75,14 +75,16 @@ def _write(path: Path, cert: x509.Certificate,
             serialization.NoEncryption()))
 
 
-def make_certs(directory: Path) -> Certs:
-    """Write a test CA, a server certificate (localhost, 127.0.0.1, ::1) and a client one."""
+def make_certs(directory: Path, names: tuple[str, ...] = ()) -> Certs:
+    """Write a test CA, a server certificate (localhost, 127.0.0.1, ::1, and the host `names`)
+    and a client one."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue('wspy test CA', ca_key, _name('wspy test CA'), ca_key, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _issue('localhost', server_key, ca.subject, ca_key, names=[
-        x509.DNSName('localhost'), x509.IPAddress(ipaddress.ip_address('127.0.0.1')),
+        x509.DNSName('localhost'), *map(x509.DNSName, names),
+        x509.IPAddress(ipaddress.ip_address('127.0.0.1')),
         x509.IPAddress(ipaddress.ip_address('::1'))], usage=ExtendedKeyUsageOID.SERVER_AUTH)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = _issue('wspy test client', client_key, ca.subject, ca_key,

@@ -19,8 +19,10 @@ from test_tls import server_tls, trusting
 class ConnectProxy:
     """A small CONNECT proxy on 127.0.0.1 that records the tunnels it opens."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         self.credentials = credentials
+        self.hosts = hosts or {}    # a tunnel's host name -> the address it opens to instead
         self.tunnels: list[str] = []
         self.listener = socket.create_server(('127.0.0.1', 0))
         self.port = self.listener.getsockname()[1]
@@ -54,7 +56,8 @@ class ConnectProxy:
                     return
             host, _, port = request.target.rpartition(':')
             try:
-                upstream = socket.create_connection((host.strip('[]'), int(port)), timeout=5)
+                address = self.hosts.get(host, host.strip('[]'))
+                upstream = socket.create_connection((address, int(port)), timeout=5)
             except OSError:
                 client.sendall(b'HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n')
                 return

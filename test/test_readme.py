@@ -65,9 +65,36 @@ def section(text: str, heading: str) -> str:
 BLOCKS = python_blocks(README)
 
 
+# The text of each block a dedicated test below runs (see test_every_block_runs).
+CLAIMED: set[str] = set()
+
+
 def block_with(text: str) -> Block:
+    """The one block containing `text`, which the calling test runs."""
     [block] = [block for block in BLOCKS if text in block.code]
     return block
+
+
+def claim(text: str) -> str:
+    """Record that a dedicated test runs the block containing `text`."""
+    CLAIMED.add(text)
+    return text
+
+
+RAW_SOCKET = claim('sock = wspy.websocket()')
+CONNECTION = claim('class Echo(wspy.Connection)')
+ECHO_SERVER = claim('class EchoServer(wspy.Server)')
+ASYNC_SERVER = claim('class Chat(wspy.AsyncServer)')
+CLIENT = claim("wspy.connect('ws://localhost:8000/chat?room=1'")
+
+
+@pytest.mark.parametrize('block', BLOCKS, ids=[f'line{b.line}' for b in BLOCKS])
+def test_every_block_runs(block: Block) -> None:
+    """Each block is marked to run, or run by exactly one dedicated test: none only
+    compiled."""
+    claims = [text for text in CLAIMED if text in block.code]
+    assert block.run != bool(claims) and len(claims) <= 1, (
+        f'README.md:{block.line}: mark it {RUN_MARK} or run it in a test (claim())')
 
 
 def check_compiles_without_placeholders(code: str, where: str) -> None:
@@ -128,7 +155,7 @@ def connect_once_listening(url: str, deadline: float) -> wspy.Connection:
 
 def test_raw_socket_block_upgrades_and_exchanges_frames(tmp_path: Path) -> None:
     """The raw socket example, run as written but on a free port, with a client of wspy's."""
-    block = block_with('sock = wspy.websocket()')
+    block = block_with(RAW_SOCKET)
     port = free_port()
     code = block.code.replace("sock.bind(('', 8000))", f"sock.bind(('127.0.0.1', {port}))")
     assert code != block.code
@@ -153,7 +180,7 @@ def test_raw_socket_block_upgrades_and_exchanges_frames(tmp_path: Path) -> None:
 
 def test_connection_block_echoes_messages() -> None:
     """The `Connection` example, on the listening `websocket` that the raw socket one made."""
-    block = block_with('class Echo(wspy.Connection)')
+    block = block_with(CONNECTION)
     with wspy.websocket() as sock:
         sock.bind(('127.0.0.1', 0))
         sock.listen(5)
@@ -173,7 +200,7 @@ def test_connection_block_echoes_messages() -> None:
 
 def test_echo_server_block_echoes_text_and_binary() -> None:
     """The `Server` example, started on a free port instead of run() on 8000."""
-    block = block_with('class EchoServer(wspy.Server)')
+    block = block_with(ECHO_SERVER)
     lines = block.code.splitlines()
     assert lines[-1] == "EchoServer(('', 8000)).run()"
     namespace: dict[str, object] = {}
@@ -197,7 +224,7 @@ def test_echo_server_block_echoes_text_and_binary() -> None:
 def test_async_server_block_broadcasts_then_shuts_down() -> None:
     """The `AsyncServer` example on a free port: its class broadcasts what a client says,
     and its last lines (a broadcast from another thread, then shutdown) do what they say."""
-    block = block_with('class Chat(wspy.AsyncServer)')
+    block = block_with(ASYNC_SERVER)
     lines = block.code.splitlines()
     made = lines.index("server = Chat(('', 8000))")
     assert lines[made + 1].startswith('server.start()')
@@ -244,7 +271,7 @@ def test_client_block_sends_what_it_says() -> None:
     server = Echo(('127.0.0.1', 0), protocols=['chat.v1'], handshake_timeout=5)
     server.start()
     try:
-        block = block_with("wspy.connect('ws://localhost:8000/chat?room=1'")
+        block = block_with(CLIENT)
         code = block.code.replace('localhost:8000', f'127.0.0.1:{server.address[1]}')
         result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                                 text=True, timeout=60)

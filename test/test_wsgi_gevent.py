@@ -13,11 +13,13 @@ import array
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +220,47 @@ def test_greenlets_sending_to_a_client_that_does_not_read(mode: str) -> None:
         finally:
             for connection in (stalled, first, second):
                 connection.abort()
+
+
+# -- graceful stop ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('worker', ['gevent', 'gevent_pywsgi'])
+def test_gunicorn_gevent_graceful_stop_closes_websockets_with_1001(worker: str,
+                                                                    tmp_path: Path) -> None:
+    """SIGTERM to the master: the gevent worker closes its WebSockets with 1001 (its signal
+    handlers run on gevent's hub, which must not wait), then exits."""
+    from test_wsgi_stop import HOOK, closed_with, echoed
+
+    config = tmp_path / 'gunicorn_conf.py'
+    config.write_text(HOOK)
+    with gunicorn(worker, args=('--config', str(config), '--graceful-timeout', '10')) as server:
+        held = [open_ws(server.port, '/echo') for _ in range(3)]
+        assert all(echoed(connection, 'before') for connection in held)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert [closed_with(connection) for connection in held] == [1001] * 3
+        server.process.wait(5)
+        assert time.monotonic() - started < 4
+    assert 'Worker exiting' in server.log
+
+
+ON_THE_HUB = """from gevent import monkey
+monkey.patch_all()
+import signal
+import gevent
+from wspy.wsgi import stopping
+chained = []
+gevent.get_hub().loop.run_callback(stopping._close_then, lambda *args: chained.append(args),
+                                   1001, 'bye', signal.SIGTERM, None)
+gevent.sleep(0.5)
+print(stopping._process.going_away.is_set(), chained == [(signal.SIGTERM, None)])
+"""
+
+
+def test_signal_handler_on_the_hub() -> None:
+    """gevent runs a signal handler on its hub, where nothing may wait (with threading
+    patched, starting a thread does): close_all_on_signals' handler closes everything and
+    chains to the previous one all the same."""
+    done = subprocess.run([sys.executable, '-c', ON_THE_HUB], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert done.stdout.split() == ['True', 'True'], done.stderr

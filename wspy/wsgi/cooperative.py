@@ -18,6 +18,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +32,22 @@ def on_greenlet() -> bool:
     """Whether this runs on a gevent greenlet (a request of gevent's servers)."""
     gevent = sys.modules.get('gevent')
     return gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet)
+
+
+def in_event_loop() -> bool:
+    """Whether this runs on gevent's hub, its event loop, where nothing may wait: a signal
+    handler of a process under gevent runs there."""
+    gevent = sys.modules.get('gevent')
+    if gevent is None:
+        return False
+    from gevent.hub import Hub
+    return isinstance(gevent.getcurrent(), Hub)
+
+
+def spawn(function: Callable[..., object], *args: object) -> None:
+    """Run `function(*args)` on a new greenlet (from the hub: see `in_event_loop`)."""
+    from gevent import spawn as gevent_spawn
+    gevent_spawn(function, *args)
 
 
 def poll() -> Any:

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -28,7 +29,8 @@ from wspy.wsgi import WebSocketApplication
 
 from certs import Certs
 from conftest import eventually
-from test_wsgi import (ROOT, TEST_DIR, check_echo, check_view, get_page, gunicorn, open_ws)
+from test_wsgi import (CLOSE_1000, KEY, ROOT, TEST_DIR, check_echo, check_view, client_context,
+                       get_page, gunicorn, open_ws)
 
 MODES = ['patched', 'unpatched']
 
@@ -264,3 +266,39 @@ def test_signal_handler_on_the_hub() -> None:
     done = subprocess.run([sys.executable, '-c', ON_THE_HUB], capture_output=True, text=True,
                           timeout=20, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     assert done.stdout.split() == ['True', 'True'], done.stderr
+
+
+# -- peers that stop halfway ------------------------------------------------------------------
+
+def raw_upgrade(port: int, path: str, certs: Certs | None = None) -> socket.socket:
+    """A socket upgraded to a WebSocket on `path`, the 101 read, nothing more done."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+    context = client_context(certs)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname='127.0.0.1')
+    sock.sendall(f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                 f'Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n'
+                 'Sec-WebSocket-Version: 13\r\n\r\n'.encode())
+    head = b''
+    while not head.endswith(b'\r\n\r\n'):  # byte by byte: nothing of what follows is read
+        data = sock.recv(1)
+        assert data, head
+        head += data
+    assert head.startswith(b'HTTP/1.1 101 '), head
+    return sock
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('scheme', ['ws', 'wss'])
+def test_a_peer_that_never_ends_the_tcp_connection(mode: str, scheme: str,
+                                                   certs: Certs) -> None:
+    """The close handshake done, the server shuts its side down and waits (close_timeout,
+    10 s here) for the client's end of file, which never comes: on its greenlet only, the
+    pages are served meanwhile."""
+    tls = certs if scheme == 'wss' else None
+    with pywsgi(mode, certs=tls) as port, raw_upgrade(port, '/echo', tls) as sock:
+        sock.sendall(b'\x88\x82\x00\x00\x00\x00\x03\xe8')  # close 1000, masked with zeros
+        assert sock.recv(4) == CLOSE_1000
+        started = time.monotonic()
+        assert get_page(port, '/page', tls) == (200, 'page /page')
+        assert time.monotonic() - started < 1

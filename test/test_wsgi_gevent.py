@@ -302,3 +302,32 @@ def test_a_peer_that_never_ends_the_tcp_connection(mode: str, scheme: str,
         started = time.monotonic()
         assert get_page(port, '/page', tls) == (200, 'page /page')
         assert time.monotonic() - started < 1
+
+
+LONG_WAIT = """import gevent
+from wspy.wsgi import cooperative
+naps = []
+sleep = gevent.sleep
+def counted(seconds=0, *args):
+    naps.append(seconds)
+    sleep(seconds, *args)
+gevent.sleep = counted
+lock, event = cooperative.Lock(), cooperative.Event()
+lock.acquire()
+gevent.spawn_later(0.5, lock.release)
+gevent.spawn_later(0.5, event.set)
+waiters = [gevent.spawn(lock.acquire), gevent.spawn(event.wait, 5)]
+gevent.joinall(waiters)
+print(*[waiter.value for waiter in waiters], len(naps))
+"""
+
+
+def test_a_long_wait_on_a_greenlet_naps_little() -> None:
+    """Without gevent's patching, a greenlet waits for a connection's lock or event by
+    napping: one held for long (a send to a client that does not read, up to its
+    write_timeout) must not wake each waiter a thousand times a second."""
+    done = subprocess.run([sys.executable, '-c', LONG_WAIT], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    acquired, set_, naps = done.stdout.split()
+    assert (acquired, set_) == ('True', 'True'), done.stderr
+    assert int(naps) < 60  # two waits of 0.5 s

@@ -13,11 +13,14 @@ import array
 import contextlib
 import fcntl
 import os
+import signal
+import socket
 import subprocess
 import sys
 import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +29,8 @@ from wspy.wsgi import WebSocketApplication
 
 from certs import Certs
 from conftest import eventually
-from test_wsgi import (ROOT, TEST_DIR, check_echo, check_view, get_page, gunicorn, open_ws)
+from test_wsgi import (CLOSE_1000, KEY, ROOT, TEST_DIR, check_echo, check_view, client_context,
+                       get_page, gunicorn, open_ws)
 
 MODES = ['patched', 'unpatched']
 
@@ -218,3 +222,112 @@ def test_greenlets_sending_to_a_client_that_does_not_read(mode: str) -> None:
         finally:
             for connection in (stalled, first, second):
                 connection.abort()
+
+
+# -- graceful stop ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('worker', ['gevent', 'gevent_pywsgi'])
+def test_gunicorn_gevent_graceful_stop_closes_websockets_with_1001(worker: str,
+                                                                    tmp_path: Path) -> None:
+    """SIGTERM to the master: the gevent worker closes its WebSockets with 1001 (its signal
+    handlers run on gevent's hub, which must not wait), then exits."""
+    from test_wsgi_stop import HOOK, closed_with, echoed
+
+    config = tmp_path / 'gunicorn_conf.py'
+    config.write_text(HOOK)
+    with gunicorn(worker, args=('--config', str(config), '--graceful-timeout', '10')) as server:
+        held = [open_ws(server.port, '/echo') for _ in range(3)]
+        assert all(echoed(connection, 'before') for connection in held)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert [closed_with(connection) for connection in held] == [1001] * 3
+        server.process.wait(5)
+        assert time.monotonic() - started < 4
+    assert 'Worker exiting' in server.log
+
+
+ON_THE_HUB = """from gevent import monkey
+monkey.patch_all()
+import signal
+import gevent
+from wspy.wsgi import stopping
+chained = []
+gevent.get_hub().loop.run_callback(stopping._close_then, lambda *args: chained.append(args),
+                                   1001, 'bye', signal.SIGTERM, None)
+gevent.sleep(0.5)
+print(stopping._process.going_away.is_set(), chained == [(signal.SIGTERM, None)])
+"""
+
+
+def test_signal_handler_on_the_hub() -> None:
+    """gevent runs a signal handler on its hub, where nothing may wait (with threading
+    patched, starting a thread does): close_all_on_signals' handler closes everything and
+    chains to the previous one all the same."""
+    done = subprocess.run([sys.executable, '-c', ON_THE_HUB], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert done.stdout.split() == ['True', 'True'], done.stderr
+
+
+# -- peers that stop halfway ------------------------------------------------------------------
+
+def raw_upgrade(port: int, path: str, certs: Certs | None = None) -> socket.socket:
+    """A socket upgraded to a WebSocket on `path`, the 101 read, nothing more done."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+    context = client_context(certs)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname='127.0.0.1')
+    sock.sendall(f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                 f'Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n'
+                 'Sec-WebSocket-Version: 13\r\n\r\n'.encode())
+    head = b''
+    while not head.endswith(b'\r\n\r\n'):  # byte by byte: nothing of what follows is read
+        data = sock.recv(1)
+        assert data, head
+        head += data
+    assert head.startswith(b'HTTP/1.1 101 '), head
+    return sock
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('scheme', ['ws', 'wss'])
+def test_a_peer_that_never_ends_the_tcp_connection(mode: str, scheme: str,
+                                                   certs: Certs) -> None:
+    """The close handshake done, the server shuts its side down and waits (close_timeout,
+    10 s here) for the client's end of file, which never comes: on its greenlet only, the
+    pages are served meanwhile."""
+    tls = certs if scheme == 'wss' else None
+    with pywsgi(mode, certs=tls) as port, raw_upgrade(port, '/echo', tls) as sock:
+        sock.sendall(b'\x88\x82\x00\x00\x00\x00\x03\xe8')  # close 1000, masked with zeros
+        assert sock.recv(4) == CLOSE_1000
+        started = time.monotonic()
+        assert get_page(port, '/page', tls) == (200, 'page /page')
+        assert time.monotonic() - started < 1
+
+
+LONG_WAIT = """import gevent
+from wspy.wsgi import cooperative
+naps = []
+sleep = gevent.sleep
+def counted(seconds=0, *args):
+    naps.append(seconds)
+    sleep(seconds, *args)
+gevent.sleep = counted
+lock, event = cooperative.Lock(), cooperative.Event()
+lock.acquire()
+gevent.spawn_later(0.5, lock.release)
+gevent.spawn_later(0.5, event.set)
+waiters = [gevent.spawn(lock.acquire), gevent.spawn(event.wait, 5)]
+gevent.joinall(waiters)
+print(*[waiter.value for waiter in waiters], len(naps))
+"""
+
+
+def test_a_long_wait_on_a_greenlet_naps_little() -> None:
+    """Without gevent's patching, a greenlet waits for a connection's lock or event by
+    napping: one held for long (a send to a client that does not read, up to its
+    write_timeout) must not wake each waiter a thousand times a second."""
+    done = subprocess.run([sys.executable, '-c', LONG_WAIT], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    acquired, set_, naps = done.stdout.split()
+    assert (acquired, set_) == ('True', 'True'), done.stderr
+    assert int(naps) < 60  # two waits of 0.5 s

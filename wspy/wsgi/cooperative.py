@@ -14,23 +14,44 @@ keepalive's) as usual.
 from __future__ import annotations
 
 import _thread
+import functools
 import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wspy.connection import Connection
 
-# How long a greenlet sleeps between two looks at a lock or an event another holds.
+# How long a greenlet sleeps between two looks at a lock or an event another holds: first
+# _NAP, then twice as long each time up to _LONGEST_NAP (a greenlet waiting for a send to a
+# client that does not read may wait its write_timeout: many must not busy the process).
 _NAP = 0.001
+_LONGEST_NAP = 0.05
 
 
 def on_greenlet() -> bool:
     """Whether this runs on a gevent greenlet (a request of gevent's servers)."""
     gevent = sys.modules.get('gevent')
     return gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet)
+
+
+def in_event_loop() -> bool:
+    """Whether this runs on gevent's hub, its event loop, where nothing may wait: a signal
+    handler of a process under gevent runs there."""
+    gevent = sys.modules.get('gevent')
+    if gevent is None:
+        return False
+    from gevent.hub import Hub
+    return isinstance(gevent.getcurrent(), Hub)
+
+
+def spawn(function: Callable[..., object], *args: object) -> None:
+    """Run `function(*args)` on a new greenlet (from the hub: see `in_event_loop`)."""
+    from gevent import spawn as gevent_spawn
+    gevent_spawn(function, *args)
 
 
 def poll() -> Any:
@@ -41,9 +62,20 @@ def poll() -> Any:
     return gevent_poll()
 
 
-def _nap() -> None:
+def _wait_on_greenlet(ready: Callable[[], bool], timeout: float | None) -> bool:
+    """Wait, yielding, until `ready()` or `timeout` seconds (None: no limit); whether ready."""
     from gevent import sleep
-    sleep(_NAP)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    nap = _NAP
+    while not ready():
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            nap = min(nap, left)
+        sleep(nap)
+        nap = min(nap * 2, _LONGEST_NAP)
+    return True
 
 
 def cooperate(connection: Connection) -> None:
@@ -74,12 +106,8 @@ class Lock:
             return False
         if not on_greenlet():
             return self._lock.acquire(True, timeout)
-        deadline = None if timeout < 0 else time.monotonic() + timeout
-        while not self._lock.acquire(False):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            _nap()
-        return True
+        return _wait_on_greenlet(functools.partial(self._lock.acquire, False),
+                                 None if timeout < 0 else timeout)
 
     def release(self) -> None:
         """Release the lock."""
@@ -103,9 +131,4 @@ class Event(threading.Event):
         """Wait until the event is set, or `timeout` seconds; whether it is set."""
         if self.is_set() or not on_greenlet():
             return super().wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            _nap()
-        return True
+        return _wait_on_greenlet(self.is_set, None if timeout is None else max(timeout, 0.0))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from wspy.connection import Connection
 from wspy.errors import HandshakeError
 from wspy.protocol.frame import CLOSE_GOING_AWAY, close_payload
+from wspy.wsgi.cooperative import in_event_loop, spawn
 
 logger = logging.getLogger('wspy')
 
@@ -198,7 +199,14 @@ def close_all_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT
 
 def _close_then(previous: _SignalHandler, code: int, reason: str,
                 signum: int, frame: Any) -> None:
-    """A signal handler: start closing everything, then do what the signal did before."""
+    """A signal handler: start closing everything, then do what the signal did before.
+
+    Under gevent the handler may run on the hub, which must not wait (starting
+    a thread waits for it): it then runs on a greenlet of its own.
+    """
+    if in_event_loop():
+        spawn(_close_then, previous, code, reason, signum, frame)
+        return
     if previous == signal.SIG_DFL:  # a second one ends the process at once
         signal.signal(signum, signal.SIG_DFL)
         threading.Thread(target=_close_and_die, args=(signum, code, reason),

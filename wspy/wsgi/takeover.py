@@ -9,6 +9,7 @@ are read and written through the server's object.
 
 from __future__ import annotations
 
+import _socket
 import functools
 import logging
 import os
@@ -254,6 +255,35 @@ class _Upgraded(websocket):
                 except (OSError, ValueError):
                     pass  # the alert went; the peer's has not come (non-blocking), or TLS failed
         self.shutdown(socket.SHUT_WR)
+
+    def linger(self, timeout: float, *, shutdown: bool = True,
+               max_bytes: int | None = None) -> None:
+        """As `websocket.linger`; through the server's socket, its waits are `_call_through`'s
+        (on a greenlet, they yield: a peer that does not close must not hold up the others).
+        """
+        if self._through is None:
+            super().linger(timeout, shutdown=shutdown, max_bytes=max_bytes)
+            return
+        deadline = time.monotonic() + timeout
+        drained = 0
+        try:
+            if shutdown:
+                self.shutdown_write()
+            while max_bytes is None or drained < max_bytes:
+                # The bytes left are dropped: under TLS, read raw under the ended session.
+                count = self._call_through(functools.partial(_drain, self), select.POLLIN,
+                                           deadline)
+                if not count:
+                    return
+                drained += count
+        except OSError:  # TimeoutError too
+            pass
+
+
+def _drain(sock: socket.socket) -> int:
+    """Read and drop what has arrived on the non-blocking `sock`: how many bytes; 0 at end of
+    file."""
+    return len(_socket.socket.recv(sock, 65536))
 
 
 def _read(through: Any, buffer: Any, nbytes: int) -> int:

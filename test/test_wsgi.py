@@ -549,6 +549,8 @@ def test_wspy_gthread_worker_holds_a_websocket_on_every_thread() -> None:
             assert ('Retry-After', '1') in refused.value.headers
             assert b'every thread holds a WebSocket' in refused.value.body
         assert get_page(server.port, '/page') == (200, 'page /page')
+        status, text = get_page(server.port, '/view')  # no upgrade: the view's 426, not a 503
+        assert status == 426 and 'WebSocket endpoint' in text
         held[0].close()
         with open_ws(server.port, '/echo') as connection:
             connection.send('again')

@@ -73,25 +73,23 @@ def _accept(environ: Environ, connection_class: type[Connection],
         raise SocketUnavailable(_NO_SOCKET)
     if stopping._process.going_away.is_set():
         raise _shutting_down()
+    sock, opening = _decide(server_sock, head, socket_options)
     if not stopping._process.reserve():
+        sock.close()
         logger.warning('refusing a WebSocket: every thread of the worker holds one')
         raise HandshakeError('server busy: every thread holds a WebSocket, try again later',
                              503, headers=[('Retry-After', '1')])
     try:
-        sock, opening = _decide(server_sock, head, socket_options)
-        try:
-            sock.take_over(server_sock)
-            sock.sendall(opening.response)
-            sock.finish_handshake(opening)
-            connection = connection_class(sock, **connection_options)
-        except BaseException:
-            sock.close()
-            raise
-        if on_greenlet():
-            cooperate(connection)
+        sock.take_over(server_sock)
+        sock.sendall(opening.response)
+        sock.finish_handshake(opening)
+        connection = connection_class(sock, **connection_options)
     except BaseException:
+        sock.close()
         stopping._process.release()
         raise
+    if on_greenlet():
+        cooperate(connection)
     stopping._process.track(connection)
     return connection
 

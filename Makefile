@@ -186,11 +186,13 @@ bench/loadgen: bench/loadgen.c
 # Echo benchmarks, servers on CPU 0 and the C load generator on CPU 1, wspy beside
 # websockets, picows and aiohttp (plain, text with real masks, wss, permessage-deflate);
 # prints medians of 5 and ratios against websockets (about 21 minutes;
-# BENCH_ARGS=--quick for one short pass). Then the client.
+# BENCH_ARGS=--quick for one short pass). Then the client, and the rows under gunicorn
+# (bench-wsgi).
 bench: $(VENV)/.installed $(VENV)/.bench-deps bench/loadgen
 	@command -v openssl >/dev/null || { echo 'the wss rows need: apt-get install openssl' >&2; exit 1; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/client.py
+	$(BIN)/python bench/run.py --wsgi $(BENCH_ARGS)
 
 # AsyncServer in 1 and in 2 worker processes (Workers, SO_REUSEPORT), nothing pinned.
 bench-workers: $(VENV)/.installed bench/loadgen

@@ -353,9 +353,10 @@ def test_split_message_takes_only_whole_valid_messages(
     frame, used = python
     assert frame is not None and frame.final and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
     assert message_limit is None or len(frame.payload) <= message_limit
-    opcode, payload, end = split
+    opcode, payload, end, utf8 = split
     assert (opcode, end) == (frame.opcode, used)
     assert payload == (frame.payload.decode() if opcode == OPCODE_TEXT else frame.payload)
+    assert utf8 == (frame.payload if opcode == OPCODE_TEXT and not payload.isascii() else None)
 
 
 @needs_c
@@ -363,9 +364,12 @@ def test_split_message_decodes_text_and_leaves_the_rest_to_the_frames() -> None:
     assert c_split_message is not None
     text = Frame(OPCODE_TEXT, 'héllo €'.encode(), b'abcd').pack()
     assert c_split_message(b'..' + text, 2, True, None, None) == (
-        OPCODE_TEXT, 'héllo €', 2 + len(text))
+        OPCODE_TEXT, 'héllo €', 2 + len(text), 'héllo €'.encode())
+    ascii_text = Frame(OPCODE_TEXT, b'hello', b'abcd').pack()
+    assert c_split_message(ascii_text, 0, True, None, None) == (
+        OPCODE_TEXT, 'hello', len(ascii_text), None)
     binary = Frame(OPCODE_BINARY, b'\xff\x00').pack()
-    assert c_split_message(binary, 0, False, 10, 2) == (OPCODE_BINARY, b'\xff\x00', 4)
+    assert c_split_message(binary, 0, False, 10, 2) == (OPCODE_BINARY, b'\xff\x00', 4, None)
     for data, message_limit in [
             (Frame(OPCODE_TEXT, b'\xff', b'abcd').pack(), None),  # invalid UTF-8: 1007 in Python
             (Frame(OPCODE_TEXT, b'part', final=False).pack(), None),  # a fragment

@@ -46,3 +46,20 @@ def test_equality_and_repr() -> None:
     assert wspy.TextMessage('a') != wspy.BinaryMessage(b'a')
     assert wspy.TextMessage('a').__eq__('a') is NotImplemented
     assert repr(wspy.TextMessage('x' * 100)).endswith("'... len=100>")
+
+
+def test_a_received_text_keeps_its_bytes_while_its_text_is_unchanged() -> None:
+    from wspy.protocol.message import received_message
+    wire = 'héllo €'.encode()
+    message = received_message(wspy.OPCODE_TEXT, wire.decode(), wire)
+    assert message == wspy.TextMessage('héllo €') and message.encode() is wire
+    message.payload = 'autre €'
+    assert message.encode() == 'autre €'.encode()
+    assert received_message(wspy.OPCODE_TEXT, 'ascii').encode() == b'ascii'
+    assert received_message(wspy.OPCODE_BINARY, b'\xff') == wspy.BinaryMessage(b'\xff')
+
+    class Bare(wspy.TextMessage):
+        def __init__(self, payload: str) -> None:  # does not call TextMessage.__init__
+            self.opcode, self.payload = wspy.OPCODE_TEXT, payload
+
+    assert Bare('ça').encode() == 'ça'.encode()

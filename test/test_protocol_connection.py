@@ -1169,3 +1169,23 @@ def test_whole_messages_skip_the_frames_with_the_accelerator(
     whole = [] if FrameParser.splits_messages else [TEXT, BINARY]
     assert through_frames == [*whole, TEXT, CONT, PING, TEXT]  # the invalid text too: 1007
     assert_failed(conn, 1007)
+
+
+@pytest.mark.parametrize('whole_messages', [True, False])
+def test_a_received_text_goes_back_out_as_it_came(
+        conn: MemoryConnection, monkeypatch: pytest.MonkeyPatch, whole_messages: bool) -> None:
+    """An echo of a non-ASCII text message sends the bytes it came as, without encoding it
+    again (through the accelerator's whole messages, or frame by frame); a text changed
+    since is encoded."""
+    if not whole_messages:
+        monkeypatch.setattr(FrameParser, 'splits_messages', False)
+    text = 'héllo € ' + GRINNING.decode()
+    received = conn.feed(Frame(TEXT, text.encode()), Frame(TEXT, b'plain'))
+    assert received == [TextMessage(text), TextMessage('plain')]
+    assert received[0].encode() is received[0].encode()  # kept, not made again
+    for message in received:
+        conn.send(message)
+    received[0].payload = 'changed ' + text
+    conn.send(received[0])
+    assert [frame.payload for frame in conn.sent()] == [
+        text.encode(), b'plain', ('changed ' + text).encode()]

@@ -304,11 +304,12 @@ done:
 
 PyDoc_STRVAR(split_message_doc,
 "split_message(buf, pos, require_mask, max_frame_size, max_message_size)\n"
-"    -> (opcode, payload, end) | None\n\n"
+"    -> (opcode, payload, end, utf8) | None\n\n"
 "The frame starting at `buf[pos]` if it is a whole message on its own: a complete,\n"
 "plainly valid (see split_frame), final text or binary frame without reserved bits,\n"
 "within `max_message_size`, a text payload valid UTF-8. The payload is unmasked, a\n"
-"text one decoded to str. None otherwise: the caller goes through the frames.");
+"text one decoded to str; `utf8` is the text's bytes as they came when it is not all\n"
+"ASCII (else None). None otherwise: the caller goes through the frames.");
 
 static PyObject *
 split_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -335,22 +336,35 @@ split_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     PyObject *payload = unmasked_payload(a.p, &h);
+    PyObject *utf8 = Py_NewRef(Py_None);
     if (payload != NULL && opcode == 1) {
         PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
                                               PyBytes_GET_SIZE(payload), "strict");
-        Py_DECREF(payload);
         if (text == NULL) {
+            Py_DECREF(payload);
+            Py_DECREF(utf8);
             if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                 goto done;
             PyErr_Clear();  /* invalid UTF-8: Python fails the connection with 1007 */
             result = Py_NewRef(Py_None);
             goto done;
         }
+        /* Kept for sending the message on without encoding it again (an ASCII str's
+           encoding is a copy of its characters already). */
+        if (!PyUnicode_IS_ASCII(text)) {
+            Py_DECREF(utf8);
+            utf8 = payload;
+        }
+        else {
+            Py_DECREF(payload);
+        }
         payload = text;
     }
     if (payload != NULL)
-        result = Py_BuildValue("(iNn)", (int)opcode, payload,
-                               a.pos + h.header_length + h.length);
+        result = Py_BuildValue("(iNnN)", (int)opcode, payload,
+                               a.pos + h.header_length + h.length, utf8);
+    else
+        Py_DECREF(utf8);
 done:
     PyBuffer_Release(&a.view);
     return result;

@@ -32,7 +32,8 @@ from wspy.protocol.frame import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STAT
                                  ControlFrame, Frame, FrameParser, bytes_like,
                                  close_payload, parse_close, unmasked_frame)
 from wspy.protocol.extension import Hook
-from wspy.protocol.message import SENDABLE, BinaryMessage, Message, TextMessage, as_message
+from wspy.protocol.message import (SENDABLE, BinaryMessage, Message, TextMessage, as_message,
+                                   received_message)
 from wspy.protocol.utf8 import Utf8Checker, check_utf8_tail, new_utf8_checker
 
 logger = logging.getLogger('wspy')
@@ -49,7 +50,6 @@ _KEEPALIVE_RETRY = 1.0
 _PONG_FIRST_LOOK = 0.001
 
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
-_new_object = object.__new__
 
 
 class State(enum.IntEnum):
@@ -457,12 +457,7 @@ class Protocol:
                     if whole is not None:
                         if self.close_sent is not None:
                             continue  # after our close frame: dropped
-                        opcode, payload = whole
-                        ready: Message = _new_object(
-                            TextMessage if opcode == OPCODE_TEXT else BinaryMessage)
-                        ready.payload = payload
-                        ready.opcode = opcode
-                        return ready
+                        return received_message(*whole)
                 frame = parser.next_frame()
                 if frame is None:
                     return None
@@ -533,18 +528,14 @@ class Protocol:
             limit = self.max_message_size
             if limit is not None and len(payload) > limit:
                 raise PayloadTooBig(f'message over {limit} bytes')
-            # The payload is known good: fill the slots without __init__'s checks.
-            if opcode == OPCODE_TEXT:
-                message: Message = _new_object(TextMessage)
-                try:
-                    message.payload = payload.decode('utf-8')
-                except UnicodeDecodeError:
-                    raise InvalidPayload('invalid UTF-8 in a text message') from None
-            else:
-                message = _new_object(BinaryMessage)
-                message.payload = payload
-            message.opcode = opcode
-            return message
+            if opcode != OPCODE_TEXT:
+                return received_message(opcode, payload)
+            try:
+                text = payload.decode('utf-8')
+            except UnicodeDecodeError:
+                raise InvalidPayload('invalid UTF-8 in a text message') from None
+            return received_message(opcode, text,
+                                    None if len(text) == len(payload) else bytes(payload))
         else:
             fragments = self._fragments = []
             self._fragments_opcode = opcode

@@ -598,12 +598,14 @@ class FrameParser:
     #: Whether `next_whole_message` can give anything (it needs the C accelerator).
     splits_messages = split_message is not None
 
-    def next_whole_message(self, max_message_size: int | None) -> tuple[int, bytes | str] | None:
-        """The next frame if it is a whole message on its own, as (opcode, payload).
+    def next_whole_message(self, max_message_size: int | None
+                           ) -> tuple[int, bytes | str, bytes | None] | None:
+        """The next frame if it is a whole message on its own, as (opcode, payload, utf8).
 
         That is a complete final text or binary frame without reserved
         bits, within `max_message_size`, a text payload valid UTF-8 (and
-        given as `str`). None for anything else, to go through
+        given as `str`, with `utf8` its bytes unless they are all ASCII,
+        else None). None for anything else, to go through
         `next_frame()`, and always without the C accelerator
         (`splits_messages`). A connection's fast path for the usual message.
         """
@@ -613,8 +615,8 @@ class FrameParser:
                               max_message_size)
         if split is None:
             return None
-        opcode, payload, self._pos = split
-        return opcode, payload
+        opcode, payload, self._pos, utf8 = split
+        return opcode, payload, utf8
 
     def ready(self) -> bool:
         """Whether `next_frame()` has a frame (or an error) to give without more bytes."""

@@ -68,7 +68,7 @@ MaskFunction = Callable[..., bytes]
 SplitFrame = Callable[[Any, int, 'bool | None', 'int | None', int],
                       'tuple[int, bytes, bytes, int] | None']
 SplitMessage = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
-                        'tuple[int, bytes | str, int] | None']
+                        'tuple[int, bytes | str, int, bytes | None] | None']
 #: `wspy._speedups.utf8_check` (UTF-8 checked in pieces, no text made: wspy.protocol.utf8),
 #: or None without the accelerator.
 Utf8Check = Callable[[Any, int], int]

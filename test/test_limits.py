@@ -66,6 +66,19 @@ def test_a_given_max_frame_size_still_applies(serve: Any) -> None:
     assert server.wait_closes(1)[0][1] == 1009
 
 
+def test_a_client_sending_a_frame_far_over_the_limit_reads_1009(serve: Any) -> None:
+    """The server reads and drops the rest of a refused frame while it closes (within
+    close_timeout), so the client's write ends and it reads the 1009, not a reset."""
+    server = serve(max_message_size=MiB)
+    message = bytes(8 * MiB)  # more than the kernel's buffers of both sides hold
+    with wspy.connect(url(server), max_message_size=None, **NO_KEEPALIVE) as conn:
+        conn.send(message)
+        with pytest.raises(wspy.ConnectionClosed):
+            conn.recv()
+        assert conn.close_code == 1009
+    assert server.wait_closes(1)[0][1] == 1009
+
+
 def test_default_limits_still_refuse_a_big_frame(serve: Any) -> None:
     server = serve()
     with wspy.connect(url(server), max_message_size=None, **NO_KEEPALIVE) as conn:

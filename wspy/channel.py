@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections import deque
 from typing import Any
 
 from wspy.errors import HandshakeError, SocketClosed
 from wspy.loop import READ, WRITE, Loop, Timer
-from wspy.websocket import LINGER_BYTES, websocket
+from wspy.websocket import websocket
 
 # Under TLS, queued chunks smaller than this are joined into one write; larger ones go alone.
 # Replies of this size are also written at once, without waiting for the end of the turn.
@@ -48,7 +49,7 @@ class Channel:
     # No slots here, so that AsyncConnection can also derive from ServerConnection:
     # subclasses list these (SLOTS) in their own.
     SLOTS = ('loop', '_out', '_out_partial', '_out_size', '_queued', '_written',
-                      '_events', '_flush_scheduled', '_lingering', '_drained', '_dropped',
+                      '_events', '_flush_scheduled', '_lingering', '_drain_left', '_dropped',
                       '_linger_timer')
 
     loop: Loop
@@ -73,7 +74,7 @@ class Channel:
         self._events = READ
         self._flush_scheduled = False
         self._lingering = False
-        self._drained = 0
+        self._drain_left = 0
         self._dropped = False
         self._linger_timer: Timer | None = None
 
@@ -278,8 +279,8 @@ class Channel:
     def _got(self, count: int) -> None:
         """End of file (`count` 0), or bytes that arrive while closing."""
         if self._lingering:  # closing: drop what arrives; end of file ends the close
-            self._drained += count
-            if not count or self._drained > LINGER_BYTES:
+            self._drain_left -= count
+            if not count or self._drain_left < 0:
                 self._drop()
         else:
             self._lost(SocketClosed('connection closed by the peer'))
@@ -300,15 +301,19 @@ class Channel:
         """The peer is refused with an HTTP error before any handshake."""
         self._lost(error)
 
-    def _close_gracefully(self, timeout: float) -> None:
+    def _close_gracefully(self, timeout: float, max_bytes: int | None = None) -> None:
         """Write what is queued, shut our side, wait for the peer's end of file, then drop.
 
         Closing with unread input would make the kernel send a reset, which
-        can destroy the last bytes sent before the peer reads them.
+        can destroy the last bytes sent before the peer reads them (a close
+        frame's code, say, behind the rest of a frame too big to take). What
+        arrives meanwhile is read and dropped, for `timeout` seconds at most
+        and, with `max_bytes`, up to that many bytes.
         """
         if self._lingering or self._dropped:
             return
         self._lingering = True
+        self._drain_left = sys.maxsize if max_bytes is None else max_bytes
         self._linger_timer = self.loop.call_later(timeout, self._drop)
         self._flush()
 

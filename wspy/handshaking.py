@@ -22,7 +22,7 @@ from typing import Any
 from wspy.channel import Channel
 from wspy.errors import HandshakeError
 from wspy.loop import WRITE, Loop, Timer
-from wspy.websocket import LINGER_TIME, websocket
+from wspy.websocket import LINGER_BYTES, LINGER_TIME, websocket
 
 logger = logging.getLogger('wspy')
 
@@ -113,7 +113,7 @@ class Handshake(Channel):
             self._drop()
             return
         self._queue(answer)
-        self._close_gracefully(LINGER_TIME)
+        self._close_gracefully(LINGER_TIME, LINGER_BYTES)
 
     def drop(self) -> None:
         """Close the socket at once (loop thread)."""

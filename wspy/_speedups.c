@@ -7,6 +7,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define WSPY_X86_64 1
@@ -312,12 +313,102 @@ PyDoc_STRVAR(split_message_doc,
 "text one decoded to str; `utf8` is the text's bytes as they came when it is not all\n"
 "ASCII (else None). None otherwise: the caller goes through the frames.");
 
+/* The classes split_messages makes its messages of, and where their slots are: given by
+   wspy.protocol.message (message_classes), which owns them. */
+static PyTypeObject *text_class, *binary_class;
+static Py_ssize_t text_opcode, text_payload, text_utf8, text_utf8_of;
+static Py_ssize_t binary_opcode, binary_payload;
+
+/* The offset of the object slot `name` of `type` (a __slots__ member), or -1 with an error. */
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
+    if (descr == NULL)
+        return -1;
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)
+        && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+    Py_DECREF(descr);
+    return offset;
+}
+
+PyDoc_STRVAR(message_classes_doc,
+"message_classes(text_class, binary_class)\n\n"
+"The classes of the messages split_messages makes: instances filled slot by slot\n"
+"(opcode, payload; for text also _utf8 and _utf8_of, as\n"
+"wspy.protocol.message.received_message fills them), no __init__ called.");
+
+static PyObject *
+message_classes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "message_classes() takes 2 classes");
+        return NULL;
+    }
+    PyTypeObject *text = (PyTypeObject *)args[0], *binary = (PyTypeObject *)args[1];
+    static const char *const names[6] = {"opcode", "payload", "_utf8", "_utf8_of", "opcode",
+                                         "payload"};
+    Py_ssize_t offsets[6];
+    for (int i = 0; i < 6; i++) {
+        offsets[i] = slot_offset(i < 4 ? text : binary, names[i]);
+        if (offsets[i] < 0)
+            return NULL;
+    }
+    Py_XSETREF(text_class, (PyTypeObject *)Py_NewRef(text));
+    Py_XSETREF(binary_class, (PyTypeObject *)Py_NewRef(binary));
+    text_opcode = offsets[0];
+    text_payload = offsets[1];
+    text_utf8 = offsets[2];
+    text_utf8_of = offsets[3];
+    binary_opcode = offsets[4];
+    binary_payload = offsets[5];
+    Py_RETURN_NONE;
+}
+
+#define SLOT(object, offset) (*(PyObject **)((char *)(object) + (offset)))
+
+/* A message of the registered classes, as received_message makes it; steals `payload`
+   and `utf8` (a new reference or Py_None, borrowed then). NULL with an error. */
+static PyObject *
+new_message(unsigned opcode, PyObject *payload, PyObject *utf8)
+{
+    PyTypeObject *type = opcode == 1 ? text_class : binary_class;
+    PyObject *message = type->tp_alloc(type, 0);
+    if (message == NULL) {
+        Py_DECREF(payload);
+        if (utf8 != Py_None)
+            Py_DECREF(utf8);
+        return NULL;
+    }
+    PyObject *code = PyLong_FromLong((long)opcode);  /* a small int: cached */
+    if (opcode == 1) {
+        SLOT(message, text_opcode) = code;
+        SLOT(message, text_payload) = payload;
+        if (utf8 == Py_None) {
+            SLOT(message, text_utf8_of) = Py_NewRef(Py_None);
+        }
+        else {
+            SLOT(message, text_utf8_of) = Py_NewRef(payload);
+            SLOT(message, text_utf8) = utf8;
+        }
+    }
+    else {
+        SLOT(message, binary_opcode) = code;
+        SLOT(message, binary_payload) = payload;
+    }
+    return message;
+}
+
 /* The message of the frame at the start of p[0:available] (see split_message_doc) as a
    new (opcode, payload, utf8) in *item, and the frame's length in *used. Returns 1 with
    them, 0 when the frame is not a whole valid message (nothing set), -1 on an error. */
 static int
 split_one(const unsigned char *p, Py_ssize_t available, int require_mask, Py_ssize_t limit,
-          Py_ssize_t message_limit, PyObject **item, Py_ssize_t *used)
+          Py_ssize_t message_limit, int as_message, PyObject **item, Py_ssize_t *used)
 {
     struct header h;
     unsigned opcode = available ? p[0] & 0x0F : 0;
@@ -347,6 +438,11 @@ split_one(const unsigned char *p, Py_ssize_t available, int require_mask, Py_ssi
             Py_DECREF(payload);
         payload = text;
     }
+    *used = h.header_length + h.length;
+    if (as_message) {
+        *item = new_message(opcode, payload, utf8);
+        return *item == NULL ? -1 : 1;
+    }
     if (utf8 == Py_None)
         Py_INCREF(utf8);
     *item = PyTuple_New(3);
@@ -358,7 +454,6 @@ split_one(const unsigned char *p, Py_ssize_t available, int require_mask, Py_ssi
     PyTuple_SET_ITEM(*item, 0, PyLong_FromLong((long)opcode));  /* small ints: cached */
     PyTuple_SET_ITEM(*item, 1, payload);
     PyTuple_SET_ITEM(*item, 2, utf8);
-    *used = h.header_length + h.length;
     return 1;
 }
 
@@ -385,7 +480,8 @@ split_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (get_message_limit(args[4], &message_limit) < 0)
         goto done;
-    switch (split_one(a.p, a.available, a.require_mask, a.limit, message_limit, &item, &used)) {
+    switch (split_one(a.p, a.available, a.require_mask, a.limit, message_limit, 0, &item,
+                      &used)) {
     case 0:
         result = Py_NewRef(Py_None);
         break;
@@ -404,13 +500,15 @@ PyDoc_STRVAR(split_messages_doc,
 "split_messages(buf, pos, require_mask, max_frame_size, max_message_size)\n"
 "    -> (messages, end)\n\n"
 "Every frame from `buf[pos]` on that is a whole message on its own (as split_message\n"
-"takes them), up to the first that is not: a list of (opcode, payload, utf8), and where\n"
-"the last of them ends (`pos` when there is none). One call for all the messages of a\n"
-"read instead of one each.");
+"takes them), up to the first that is not: a list of messages of the classes given to\n"
+"message_classes, and where the last of them ends (`pos` when there is none). One call\n"
+"for all the messages of a read instead of one each.\n\n"
+"Raises:\n"
+"    RuntimeError: message_classes was not called.");
 
-/* One call a read, not one a message: a C call and its Python around it were about a
-   tenth of AsyncServer's instructions per message (callgrind, bench/run.py '16 B text
-   echo, 64 x 16'). */
+/* One call a read, not one a message: a C call and the Python around it each message were
+   a fifth of AsyncServer's instructions per message (20,800 to 16,800; callgrind,
+   bench/run.py '16 B text echo, 64 x 16'). */
 static PyObject *
 split_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -418,6 +516,10 @@ split_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t message_limit, used, offset = 0;
     PyObject *item, *list = NULL, *result = NULL;
 
+    if (text_class == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "split_messages() before message_classes()");
+        return NULL;
+    }
     if (get_split_args("split_messages", args, nargs, &a) < 0)
         return NULL;
     if (get_message_limit(args[4], &message_limit) < 0)
@@ -427,7 +529,7 @@ split_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     for (;;) {
         int found = split_one(a.p + offset, a.available - offset, a.require_mask, a.limit,
-                              message_limit, &item, &used);
+                              message_limit, 1, &item, &used);
         if (found < 0)
             goto done;
         if (!found)
@@ -451,8 +553,9 @@ PyDoc_STRVAR(unmasked_frame_doc,
 "A final, unmasked frame without RSV bits: (its bytes, b''), or for a payload of 64 KiB\n"
 "and more (its header, payload). As wspy.protocol.frame.unmasked_frame.");
 
-/* One C call instead of a Python one, a struct.pack and a concatenation: about 2,000
-   instructions a message sent (callgrind, bench/run.py '16 B text echo, 64 x 16'). */
+/* One C call instead of a Python one, a struct.pack and a concatenation: 1,500
+   instructions a message sent (16,800 to 15,300 per message; callgrind, bench/run.py
+   '16 B text echo, 64 x 16'). */
 static PyObject *
 unmasked_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -625,6 +728,8 @@ static PyMethodDef speedups_methods[] = {
     {"split_frame", (PyCFunction)(void (*)(void))split_frame, METH_FASTCALL, split_frame_doc},
     {"split_message", (PyCFunction)(void (*)(void))split_message, METH_FASTCALL,
      split_message_doc},
+    {"message_classes", (PyCFunction)(void (*)(void))message_classes, METH_FASTCALL,
+     message_classes_doc},
     {"split_messages", (PyCFunction)(void (*)(void))split_messages, METH_FASTCALL,
      split_messages_doc},
     {"unmasked_frame", (PyCFunction)(void (*)(void))unmasked_frame, METH_FASTCALL,

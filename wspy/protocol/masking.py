@@ -69,9 +69,10 @@ SplitFrame = Callable[[Any, int, 'bool | None', 'int | None', int],
                       'tuple[int, bytes, bytes, int] | None']
 SplitMessage = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
                         'tuple[int, bytes | str, int, bytes | None] | None']
-#: `wspy._speedups.split_messages`: every such message in a row, in one call.
+#: `wspy._speedups.split_messages`: every such message in a row, in one call, made of the
+#: classes `wspy.protocol.message` gives it.
 SplitMessages = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
-                         'tuple[list[tuple[int, bytes | str, bytes | None]], int]']
+                         'tuple[list[Any], int]']
 #: `wspy._speedups.utf8_check` (UTF-8 checked in pieces, no text made: wspy.protocol.utf8),
 #: or None without the accelerator.
 Utf8Check = Callable[[Any, int], int]

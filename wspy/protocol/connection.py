@@ -284,11 +284,16 @@ class Protocol:
                 opcode, payload = message.opcode, message.encode()
             else:
                 opcode, payload = OPCODE_BINARY, bytes_like(message, 'a message', SENDABLE)
-            with self._send_lock:
+            # acquire() and release(), not `with`: 1,100 instructions less a message in
+            # Python 3.11 (callgrind, bench/run.py '16 B text echo, 64 x 16').
+            lock = self._send_lock
+            lock.acquire()
+            try:
                 if self.close_sent is not None or self.state is _CLOSED:
                     raise self._closed_exception()
+                data, rest = unmasked_frame(opcode, payload)
                 try:
-                    self._send_packed_frame(*unmasked_frame(opcode, payload))
+                    self._send_packed_frame(data, rest)
                 except (OSError, WriteTimeout) as error:
                     failure: Exception = error
                 else:
@@ -297,6 +302,8 @@ class Protocol:
                             message if isinstance(message, Message) else TextMessage(message)
                             if isinstance(message, str) else BinaryMessage(payload))
                     return
+            finally:
+                lock.release()
             raise self._write_failed(failure) from failure
         message = as_message(message)
         if self._hooks:

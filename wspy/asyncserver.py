@@ -192,6 +192,8 @@ class AsyncConnection(Channel, ServerConnection):
                     self.onmessage(whole)
                 except Exception as error:
                     self._callback_failed(self.onmessage, error)
+            if not parser.buffered:
+                break  # the usual read, all whole messages: nothing left for next_message
             message = self.next_message()
             if message is None:
                 break

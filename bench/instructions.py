@@ -28,6 +28,12 @@ from run import LOADGEN, free_port, parse
 HERE = Path(__file__).resolve().parent
 
 
+def _default_sigint() -> None:
+    """SIGINT as by default in the server: a shell's background job ignores it, and the
+    server, which stops on SIGINT, would then never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def count(tree: Path, server: str, loadgen_args: list[str], seconds: int) -> tuple[float, int]:
     """(messages or handshakes, instructions) of one run under cachegrind."""
     port = free_port()
@@ -37,7 +43,7 @@ def count(tree: Path, server: str, loadgen_args: list[str], seconds: int) -> tup
             ['valgrind', '--tool=cachegrind', '--cache-sim=no', f'--cachegrind-out-file={out}',
              sys.executable, str(HERE / 'servers.py'), server, str(port)],
             env={**os.environ, 'PYTHONPATH': str(tree)}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_sigint)
         try:
             ready = subprocess.run(['ss', '-ltn'], capture_output=True, text=True)
             deadline = time.monotonic() + 120

@@ -402,3 +402,47 @@ def test_a_call_queued_while_the_loop_reads_its_wake_up_bytes_still_wakes_it() -
         loop.stop()
         runner.join(5)
         loop.close()
+
+
+class ClosingOnBye(EchoServer):
+    """Records and echoes each message; closes the connection on 'bye'."""
+
+    def onmessage(self, client, message):
+        self.events.append(('message', message.payload))
+        client.send(message)
+        if message.payload == 'bye':
+            client.close()
+
+
+def test_messages_of_one_read_after_a_close_from_onmessage_are_dropped(aserve,
+                                                                        raw_client) -> None:
+    # The messages of a read are split in one go: those after the close are still dropped.
+    server = aserve(ClosingOnBye)
+    client = raw_client(server)
+    client.handshake()
+    client.send(b''.join(wspy.Frame(wspy.OPCODE_TEXT, text.encode(), os.urandom(4)).pack()
+                         for text in ['one', 'héllo', 'bye', 'after', 'more']))
+    echoed = []
+    while (frame := client.recv_frame()) is not None and frame.opcode != wspy.OPCODE_CLOSE:
+        echoed.append(frame.payload.decode())
+    assert echoed == ['one', 'héllo', 'bye']
+    assert [e[1] for e in server.events if e[0] == 'message'] == ['one', 'héllo', 'bye']
+    client.send_frame(wspy.OPCODE_CLOSE, b"\x03\xe8")
+    assert server.wait_closes(1)[0][1] == 1000
+
+
+def test_control_frames_between_the_messages_of_one_read(aserve, raw_client) -> None:
+    server = aserve(ClosingOnBye)
+    client = raw_client(server)
+    client.handshake()
+    frames = [wspy.Frame(wspy.OPCODE_TEXT, b'one', os.urandom(4)),
+              wspy.Frame(wspy.OPCODE_PING, b'p', os.urandom(4)),
+              wspy.Frame(wspy.OPCODE_BINARY, b'\x00two', os.urandom(4)),
+              wspy.Frame(wspy.OPCODE_TEXT, b'thr', os.urandom(4), final=False),
+              wspy.Frame(wspy.OPCODE_CONTINUATION, b'ee', os.urandom(4)),
+              wspy.Frame(wspy.OPCODE_TEXT, b'four', os.urandom(4))]
+    client.send(b''.join(frame.pack() for frame in frames))
+    got = [client.recv_frame() for _ in range(5)]
+    assert [(f.opcode, f.payload) for f in got if f is not None] == [
+        (wspy.OPCODE_TEXT, b'one'), (wspy.OPCODE_PONG, b'p'), (wspy.OPCODE_BINARY, b'\x00two'),
+        (wspy.OPCODE_TEXT, b'three'), (wspy.OPCODE_TEXT, b'four')]

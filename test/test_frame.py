@@ -18,6 +18,7 @@ from wspy.protocol.frame import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATIO
                                  is_valid_close_code, parse_close)
 
 from test_properties import frames
+from wspy.protocol.message import BinaryMessage, TextMessage, received_message
 
 
 def parse_all(data: bytes, chunks: list[int] | None = None, **options) -> list[Frame]:
@@ -245,8 +246,12 @@ def test_rsv_bits_are_never_allowed_on_control_frames() -> None:
 try:
     from wspy._speedups import split_frame as c_split_frame
     from wspy._speedups import split_message as c_split_message
+    from wspy._speedups import split_messages as c_split_messages
+    from wspy._speedups import unmasked_frame as c_unmasked_frame
+    from wspy._speedups import message_classes
+    message_classes(TextMessage, BinaryMessage)  # done by wspy.protocol.message unless disabled
 except ImportError:  # pragma: no cover - a build without a compiler
-    c_split_frame = c_split_message = None
+    c_split_frame = c_split_message = c_split_messages = c_unmasked_frame = None
 needs_c = pytest.mark.skipif(c_split_frame is None, reason='the C accelerator is not built')
 
 
@@ -380,3 +385,76 @@ def test_split_message_decodes_text_and_leaves_the_rest_to_the_frames() -> None:
             (binary[:-1], None),  # incomplete
     ]:
         assert c_split_message(data, 0, None, None, message_limit) is None, data
+
+
+@needs_c
+@given(st.lists(st.one_of(st.binary(max_size=20), frames.map(lambda f: f.pack())), max_size=6),
+       st.sampled_from([None, True, False]), st.sampled_from([None, 0, 5, 126, 70000]),
+       st.sampled_from([None, 0, 3, 126, 70000]))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_split_messages_is_split_message_until_it_gives_none(
+        pieces: list[bytes], require_mask: bool | None, frame_limit: int | None,
+        message_limit: int | None) -> None:
+    assert c_split_message is not None and c_split_messages is not None
+    data = b'..' + b''.join(pieces)
+    expected, pos = [], 2
+    while (split := c_split_message(data, pos, require_mask, frame_limit, message_limit)):
+        opcode, payload, pos, utf8 = split
+        expected.append(received_message(opcode, payload, utf8))
+    messages, end = c_split_messages(data, 2, require_mask, frame_limit, message_limit)
+    assert (messages, end) == (expected, pos)
+    for made, python in zip(messages, expected, strict=True):
+        assert type(made) is type(python) and made.encode() == python.encode()
+
+
+@needs_c
+def test_split_messages_stops_at_the_first_frame_that_is_not_a_message() -> None:
+    assert c_split_messages is not None
+    whole = [Frame(OPCODE_TEXT, 'é'.encode(), b'abcd').pack(), Frame(OPCODE_BINARY, b'b').pack()]
+    ping = Frame(OPCODE_PING, b'').pack()
+    data = b''.join(whole) + ping + whole[0]
+    messages, end = c_split_messages(data, 0, None, None, None)
+    assert end == len(b''.join(whole))
+    text, binary = messages
+    assert type(text) is TextMessage and type(binary) is BinaryMessage
+    assert (text.opcode, text.payload, binary.opcode, binary.payload) == (
+        OPCODE_TEXT, 'é', OPCODE_BINARY, b'b')
+    assert text.encode() is text._utf8  # the bytes as they came, not encoded again
+    text.payload = 'changed'
+    assert text.encode() == b'changed'
+    [ascii_text], _ = c_split_messages(Frame(OPCODE_TEXT, b'ab', b'abcd').pack(), 0, True,
+                                       None, None)
+    assert (ascii_text.payload, ascii_text._utf8_of, ascii_text.encode()) == ('ab', None, b'ab')
+    assert c_split_messages(data, len(data), None, None, None) == ([], len(data))
+    assert c_split_messages(ping, 0, None, None, None) == ([], 0)
+
+
+@needs_c
+@pytest.mark.parametrize('size', [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize('opcode', [OPCODE_TEXT, OPCODE_BINARY, OPCODE_PING])
+def test_c_unmasked_frame_packs_as_frame_does(opcode: int, size: int) -> None:
+    assert c_unmasked_frame is not None
+    payload = os.urandom(size)
+    packed = Frame(opcode, payload).pack()
+    data, rest = c_unmasked_frame(opcode, payload)
+    assert data + rest == packed
+    assert rest == (b'' if size < 65536 else payload)
+    assert c_unmasked_frame(opcode, bytearray(payload))[0] + rest == packed
+    with pytest.raises(TypeError):
+        c_unmasked_frame(opcode, 'text')
+
+
+@needs_c
+def test_message_classes_takes_only_classes_with_the_slots() -> None:
+    class NoSlots:
+        opcode = payload = _utf8 = _utf8_of = None
+
+    with pytest.raises(TypeError, match='not a slot'):
+        message_classes(NoSlots, BinaryMessage)
+    with pytest.raises(AttributeError):
+        message_classes(BinaryMessage, BinaryMessage)  # no _utf8
+    with pytest.raises(TypeError):
+        message_classes(TextMessage, 'not a class')
+    # What was registered stays.
+    [message], _ = c_split_messages(Frame(OPCODE_TEXT, b'ok').pack(), 0, None, None, None)
+    assert type(message) is TextMessage

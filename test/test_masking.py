@@ -65,10 +65,11 @@ def test_mask_rejects_bad_arguments(implementation) -> None:
 
 def test_environment_variable_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv('WSPY_NO_SPEEDUPS', '1')
-    assert masking._select() == (python_mask, None, None, None, False)
+    assert masking._select() == (python_mask, None, None, None, None, False)
     monkeypatch.delenv('WSPY_NO_SPEEDUPS')
-    function, split_frame, split_message, utf8_check, fast = masking._select()
+    function, split_frame, split_message, split_messages, utf8_check, fast = masking._select()
     assert fast == (len(IMPLEMENTATIONS) == 2)
     assert (function is python_mask) != fast
     assert (split_frame is None) != fast and (split_message is None) != fast
+    assert (split_messages is None) != fast
     assert (utf8_check is None) != fast

@@ -185,6 +185,15 @@ class AsyncConnection(Channel, ServerConnection):
     def _process(self, parser: Any) -> None:
         """Apply every complete frame that has arrived, then check the partial one."""
         while True:
+            for whole in self._whole_messages():
+                if self.close_sent is not None or self.state is _CLOSED:
+                    break  # after our close frame, or the end: dropped (see next_message)
+                try:
+                    self.onmessage(whole)
+                except Exception as error:
+                    self._callback_failed(self.onmessage, error)
+            if not parser.buffered:
+                break  # the usual read, all whole messages: nothing left for next_message
             message = self.next_message()
             if message is None:
                 break

@@ -69,22 +69,27 @@ SplitFrame = Callable[[Any, int, 'bool | None', 'int | None', int],
                       'tuple[int, bytes, bytes, int] | None']
 SplitMessage = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
                         'tuple[int, bytes | str, int, bytes | None] | None']
+#: `wspy._speedups.split_messages`: every such message in a row, in one call, made of the
+#: classes `wspy.protocol.message` gives it.
+SplitMessages = Callable[[Any, int, 'bool | None', 'int | None', 'int | None'],
+                         'tuple[list[Any], int]']
 #: `wspy._speedups.utf8_check` (UTF-8 checked in pieces, no text made: wspy.protocol.utf8),
 #: or None without the accelerator.
 Utf8Check = Callable[[Any, int], int]
 
 
-def _select() -> tuple[MaskFunction, SplitFrame | None, SplitMessage | None, Utf8Check | None,
-                       bool]:
+def _select() -> tuple[MaskFunction, SplitFrame | None, SplitMessage | None,
+                       SplitMessages | None, Utf8Check | None, bool]:
     if os.environ.get('WSPY_NO_SPEEDUPS'):
-        return python_mask, None, None, None, False
+        return python_mask, None, None, None, None, False
     try:
         from wspy._speedups import mask as c_mask, split_frame as c_split_frame
         from wspy._speedups import split_message as c_split_message
+        from wspy._speedups import split_messages as c_split_messages
         from wspy._speedups import utf8_check as c_utf8_check
     except ImportError:
-        return python_mask, None, None, None, False
-    return c_mask, c_split_frame, c_split_message, c_utf8_check, True
+        return python_mask, None, None, None, None, False
+    return c_mask, c_split_frame, c_split_message, c_split_messages, c_utf8_check, True
 
 
-mask, split_frame, split_message, utf8_check, HAS_SPEEDUPS = _select()
+mask, split_frame, split_message, split_messages, utf8_check, HAS_SPEEDUPS = _select()

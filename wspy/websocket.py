@@ -438,16 +438,21 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
             if shutdown:
                 self.shutdown_write()
             while max_bytes is None or drained < max_bytes:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                count = self._drop_input(deadline)
+                if not count:
                     return
-                self.settimeout(remaining)
-                data = super().recv(65536)
-                if not data:
-                    return
-                drained += len(data)
-        except OSError:
+                drained += count
+        except OSError:  # TimeoutError too
             pass
+
+    def _drop_input(self, deadline: float) -> int:
+        """Read and drop the raw input that arrives before `deadline` (`TimeoutError` after
+        it): how many bytes, 0 at end of file."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError('the linger time has passed')
+        self.settimeout(remaining)
+        return len(super().recv(65536))
 
     def connect(self, address: Any) -> None:
         """Connect to `address` and do the client handshake (TLS first, after `enable_ssl`).

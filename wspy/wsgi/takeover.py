@@ -256,31 +256,17 @@ class _Upgraded(websocket):
                     pass  # the alert went; the peer's has not come (non-blocking), or TLS failed
         self.shutdown(socket.SHUT_WR)
 
-    def linger(self, timeout: float, *, shutdown: bool = True,
-               max_bytes: int | None = None) -> None:
-        """As `websocket.linger`; through the server's socket, its waits are `_call_through`'s
-        (on a greenlet, they yield: a peer that does not close must not hold up the others).
-        """
+    def _drop_input(self, deadline: float) -> int:
+        """As `websocket._drop_input`; through the server's socket, the wait is
+        `_call_through`'s (on a greenlet it yields: a peer that does not close must not hold
+        up the others), and the input is read raw, under TLS too (the session has ended)."""
         if self._through is None:
-            super().linger(timeout, shutdown=shutdown, max_bytes=max_bytes)
-            return
-        deadline = time.monotonic() + timeout
-        drained = 0
-        try:
-            if shutdown:
-                self.shutdown_write()
-            while max_bytes is None or drained < max_bytes:
-                # The bytes left are dropped: under TLS, read raw under the ended session.
-                count = self._call_through(functools.partial(_drain, self), select.POLLIN,
-                                           deadline)
-                if not count:
-                    return
-                drained += count
-        except OSError:  # TimeoutError too
-            pass
+            return super()._drop_input(deadline)
+        return self._call_through(functools.partial(_drop, self), select.POLLIN,
+                                  deadline) or 0
 
 
-def _drain(sock: socket.socket) -> int:
+def _drop(sock: socket.socket) -> int:
     """Read and drop what has arrived on the non-blocking `sock`: how many bytes; 0 at end of
     file."""
     return len(_socket.socket.recv(sock, 65536))

@@ -214,6 +214,9 @@ def test_a_slow_client_over_max_buffer_size_gets_the_begun_message_whole(aserve)
     server.broadcast(big)  # begun: the rest waits for the socket
     for _ in range(6):
         server.broadcast(b'x' * (1 << 20))  # not read: over max_buffer_size
+    # The server gives the client up before it reads anything (reading at once, it could
+    # catch up below max_buffer_size before the server looks, and never be closed).
+    assert server.wait_closes(1)[0][1] == 1008
     timer = threading.Timer(10, conn.abort)  # a bound on the wait, whatever happens
     timer.start()
     try:

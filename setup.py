@@ -40,7 +40,8 @@ setup(
     python_requires='>=3.10',
     ext_modules=[Extension('wspy._speedups', ['wspy/_speedups.c'], optional=True)],
     cmdclass={'build_ext': optional_build_ext},
-    extras_require={'redis': ['redis'],
+    # wspy.wsgi.gevent and wspy.wsgi.gunicorn subclass their server's classes.
+    extras_require={'redis': ['redis'], 'gevent': ['gevent'], 'gunicorn': ['gunicorn'],
                     'test': ['pytest', 'coverage', 'pyOpenSSL', 'hypothesis', 'websockets',
                              'redis', 'werkzeug', 'flask', 'gunicorn', 'django', 'gevent']},
     classifiers=[

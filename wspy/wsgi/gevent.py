@@ -11,7 +11,7 @@ greenlet, with or without gevent's monkey-patching::
     WSGIServer(('', 8000), app, handler_class=WSGIHandler).serve_forever()
 
 gunicorn's `gevent` and `gevent_pywsgi` workers give the socket already.
-Importing this module imports gevent.
+Importing this module imports gevent (`pip install "wspy[gevent]"`).
 """
 
 from __future__ import annotations

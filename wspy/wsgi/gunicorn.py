@@ -9,7 +9,7 @@ answered 503 with `Retry-After` at once, and pages are served meanwhile::
     gunicorn --worker-class wspy.wsgi.gunicorn.GThreadWorker --threads 20 app:app
 
 WebSockets handed off (`HandOff`) hold no thread and are not counted.
-Importing this module imports gunicorn.
+Importing this module imports gunicorn (`pip install "wspy[gunicorn]"`).
 """
 
 from __future__ import annotations

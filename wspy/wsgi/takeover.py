@@ -106,8 +106,9 @@ class _Upgraded(websocket):
 
     def _take_over(self, server_sock: socket.socket) -> None:
         send_without_delay(self)
-        # gevent's own SSLSocket (gevent.pywsgi unpatched) is no ssl.SSLSocket.
-        tls = isinstance(server_sock, ssl.SSLSocket) or hasattr(server_sock, 'getpeercert')
+        # Asked of the object, not its class: gevent's own SSLSocket (gevent.pywsgi
+        # unpatched) is no ssl.SSLSocket.
+        tls = hasattr(server_sock, 'getpeercert')
         if tls or on_greenlet():
             self._server_timeout = server_sock.gettimeout()
             server_sock.setblocking(False)

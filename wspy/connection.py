@@ -83,13 +83,8 @@ class Connection(Protocol):
     Attributes:
         sock: the `websocket` the connection runs on.
         remote_address: the peer's address (`websocket.peer_address()`).
-        state: the `State`: OPEN, then CLOSING once a close frame has gone
-            or come, then CLOSED.
-        close_sent: the (code, reason) of the close frame sent, once it is.
-        close_received: the (code, reason) of the peer's close frame, once
-            it has come (code None when it had none).
-        latency: the round trip of the last answered keepalive ping, in
-            seconds (None before one).
+
+    `state`, `close_sent`, `close_received` and `latency` are `Protocol`'s.
     """
 
     # Slots: an idle connection is small. `__dict__` keeps subclasses and

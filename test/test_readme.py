@@ -178,6 +178,14 @@ def test_raw_socket_block_upgrades_and_exchanges_frames(tmp_path: Path) -> None:
     assert request_line.split()[0] == '/room'
 
 
+def check_echoes_text_and_binary(conn: wspy.Connection) -> None:
+    """A text message comes back as text, a binary one as binary."""
+    conn.send('text')
+    assert conn.recv() == wspy.TextMessage('text')
+    conn.send(b'\x00binary\xff')
+    assert conn.recv() == wspy.BinaryMessage(b'\x00binary\xff')
+
+
 def test_connection_block_echoes_messages() -> None:
     """The `Connection` example, on the listening `websocket` that the raw socket one made."""
     block = block_with(CONNECTION)
@@ -189,10 +197,7 @@ def test_connection_block_echoes_messages() -> None:
         serving.start()
         conn = wspy.connect(f'ws://127.0.0.1:{sock.getsockname()[1]}/', timeout=5)
         with watchdog(conn):
-            conn.send('text')
-            assert conn.recv() == wspy.TextMessage('text')
-            conn.send(b'\x00binary\xff')
-            assert conn.recv() == wspy.BinaryMessage(b'\x00binary\xff')
+            check_echoes_text_and_binary(conn)
             conn.close()
         serving.join(10)
         assert not serving.is_alive(), 'receive_forever() did not return once closed'
@@ -212,10 +217,7 @@ def test_echo_server_block_echoes_text_and_binary() -> None:
     try:
         conn = wspy.connect(f'ws://127.0.0.1:{server.address[1]}/', timeout=5)
         with watchdog(conn):
-            conn.send('text')
-            assert conn.recv() == wspy.TextMessage('text')
-            conn.send(b'\x00binary\xff')
-            assert conn.recv() == wspy.BinaryMessage(b'\x00binary\xff')
+            check_echoes_text_and_binary(conn)
         conn.close()
     finally:
         server.shutdown()

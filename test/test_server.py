@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -627,9 +628,9 @@ def test_server_clients_that_closed_leave_no_timers_on_its_loop() -> None:
 
 
 def test_answers_to_a_burst_are_not_held_back(serve) -> None:
-    """A read of many messages: the threaded Server corks their answers (TCP_CORK), and must
-    uncork once they are written, even when the read ends in the middle of a frame; else
-    the kernel holds them 200 ms."""
+    """A read of many messages: the threaded Server holds their answers back to write them
+    together, and must write them once all are delivered, even when the read ends in the
+    middle of a frame."""
     conn = wspy.connect(url(serve()))
     try:
         for burst in range(5):
@@ -644,6 +645,92 @@ def test_answers_to_a_burst_are_not_held_back(serve) -> None:
             assert elapsed < 0.15, f'answers held back {elapsed:.3f} s'
             conn.sock.sendall(last[3:])
             assert conn.recv().payload == 'last'
+    finally:
+        conn.close()
+
+
+def _burst(*texts: str) -> bytes:
+    """Text frames as a client sends them, to be written in one go (one read for the server)."""
+    return b''.join(wspy.Frame(wspy.OPCODE_TEXT, text.encode(), os.urandom(4)).pack()
+                    for text in texts)
+
+
+@pytest.fixture
+def start_threaded() -> Iterator[Callable[..., Any]]:
+    """`start(handler, **options)`: a threaded `Server` with `handler`'s callbacks."""
+    with running(server_factory(*SERVERS['Server'])) as start:
+        yield start
+
+
+def test_an_answer_held_back_is_written_while_a_later_callback_blocks(start_threaded) -> None:
+    # The answer to 'a' is held back while 'b' is delivered; 'b''s callback blocks: the
+    # server's loop writes the answer within HOLD_DELAY, not once the callback returns.
+    release = threading.Event()
+
+    class Blocking(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send(message)
+            if message.payload == 'b':
+                release.wait(5)
+
+    server = start_threaded(Blocking)
+    conn = wspy.connect(url(server))
+    try:
+        conn.sock.sendall(_burst('a', 'b'))
+        start = time.monotonic()
+        assert conn.recv().payload == 'a'
+        assert time.monotonic() - start < 1.0
+        release.set()
+        assert conn.recv().payload == 'b'
+    finally:
+        release.set()
+        conn.close()
+
+
+def test_a_frame_from_another_thread_goes_after_the_answers_held_back(start_threaded) -> None:
+    # 'a''s callback answers, then has another thread send and waits for it: what that
+    # thread sent after the answer must arrive after it.
+    class OtherThread(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send(message)
+            if message.payload == 'a':
+                other = threading.Thread(target=client.send, args=('from another thread',))
+                other.start()
+                other.join()
+
+    server = start_threaded(OtherThread)
+    conn = wspy.connect(url(server))
+    try:
+        conn.sock.sendall(_burst('a', 'b'))
+        assert [conn.recv().payload for _ in range(3)] == ['a', 'from another thread', 'b']
+    finally:
+        conn.close()
+
+
+def test_a_close_from_a_callback_goes_after_the_answers_held_back(start_threaded) -> None:
+    class Closing(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send(message)
+            if message.payload == 'b':
+                client.close(wspy.CLOSE_NORMAL, 'done')
+
+    server = start_threaded(Closing)
+    conn = wspy.connect(url(server))
+    conn.sock.sendall(_burst('a', 'b', 'c'))
+    assert [conn.recv().payload for _ in range(2)] == ['a', 'b']
+    with pytest.raises(wspy.ConnectionClosedOK) as closed:
+        conn.recv()
+    assert (closed.value.code, closed.value.reason) == (wspy.CLOSE_NORMAL, 'done')
+
+
+def test_more_answers_than_one_write_takes_all_arrive_in_order(start_threaded) -> None:
+    # Over HOLD_BUFFERS answers to one read (and over IOV_MAX buffers of one sendmsg).
+    server = start_threaded()
+    conn = wspy.connect(url(server))
+    try:
+        texts = [str(i) for i in range(3000)]
+        conn.sock.sendall(_burst(*texts))
+        assert [conn.recv().payload for _ in texts] == texts
     finally:
         conn.close()
 

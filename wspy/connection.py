@@ -15,7 +15,9 @@ import threading
 import time
 from collections import deque
 
-from wspy.errors import ConcurrencyError, ConnectionClosed, ProtocolError, SocketClosed
+from wspy.answers import HOLD_DELAY, HeldAnswers
+from wspy.errors import (ConcurrencyError, ConnectionClosed, ProtocolError, SocketClosed,
+                         WriteTimeout)
 from wspy.keepalive import scheduler
 from wspy.protocol.connection import (CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Protocol,
                                       State)
@@ -89,7 +91,7 @@ class Connection(Protocol):
 
     # Slots: an idle connection is small. `__dict__` keeps subclasses and
     # applications free to add attributes of their own.
-    __slots__ = ('__dict__', '__weakref__', '_closed', '_inbox', '_inbox_size',
+    __slots__ = ('__dict__', '__weakref__', '_closed', '_held', '_inbox', '_inbox_size',
                  '_reading_for_keepalive', '_recv_lock',
                  '_send_lock', '_transport_closed', 'remote_address', 'sock')
 
@@ -109,6 +111,8 @@ class Connection(Protocol):
         # Made when a thread first waits for the close: idle connections hold none.
         self._closed: threading.Event | None = None
         self._transport_closed = False
+        # What a server thread answering a read's messages holds back (`_deliver_messages`).
+        self._held: HeldAnswers | None = None
         self.remote_address = sock.peer_address()
         # Messages the keepalive read while no thread was receiving, for `recv()`.
         self._inbox: deque[Message] | None = None
@@ -146,11 +150,48 @@ class Connection(Protocol):
 
     def _send_frames(self, frames: list[Frame]) -> None:
         """Write frames to the peer; called with the send lock held."""
+        if self._held is not None:
+            self._write_held()
         self.sock.send(*frames)
 
     def _send_packed_frame(self, data: bytes, payload: bytes = b'') -> None:
-        """Write one frame already packed (or its header, then `payload`); send lock held."""
+        """Write one frame already packed (or its header, then `payload`); send lock held.
+
+        Held back instead while this thread answers a read's messages.
+        """
+        held = self._held
+        if held is not None:
+            if held.holds_for_current_thread():
+                held.add(data, payload)
+                return
+            self._write_held()
         self.sock.send_packed(data, payload)
+
+    def _write_held(self) -> None:
+        """Write the answers held back, before anything else; send lock held."""
+        assert self._held is not None
+        buffers = self._held.take()
+        if buffers:
+            self.sock.send_buffers(buffers)
+
+    def write_held_without_waiting(self, now: float) -> None:
+        """Write what the socket takes of answers held back since before `now - HOLD_DELAY`,
+        if the send lock is free (from the server's loop, which must never wait)."""
+        held = self._held
+        if held is None or not held.buffers or now - held.since < HOLD_DELAY \
+                or self.sock.tls is not None or not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            if self._held is held and held.buffers:
+                buffers = held.take()
+                sent = 0
+                try:
+                    sent = self.sock.send_now(buffers)
+                except OSError:
+                    pass  # the holding thread's own write finds the failure
+                held.put_back(buffers, sent)
+        finally:
+            self._send_lock.release()
 
     def _lock_for_write(self, wait: bool) -> bool:
         """Take the send lock for a control frame; whether it was taken.
@@ -272,7 +313,8 @@ class Connection(Protocol):
                 self._connection_lost(error)
                 return None
 
-    def _receive_ready(self, readable: bool = True) -> bool:
+    def _receive_ready(self, readable: bool = True,
+                       holding: set[Connection] | None = None) -> bool:
         """Apply what has arrived, for a server that reads a connection once it is readable.
 
         One read if the socket is `readable` (and each time TLS holds more
@@ -281,7 +323,9 @@ class Connection(Protocol):
         complete in what came, with `onmessage` called between them. The
         receive lock is held on entry and on return (not during `onmessage`,
         which may call `close()` or `recv()`). Returns whether the
-        connection is open.
+        connection is open. With `holding`, the answers to a read's messages
+        are held back (see `wspy.answers`) while the connection is in that
+        set, for the server's loop to write those held too long.
         """
         sock = self.sock
         if self.state is _CLOSED:
@@ -295,7 +339,7 @@ class Connection(Protocol):
                     self._connection_lost(error)
                     return False
                 readable = False
-            self._deliver_messages()
+            self._deliver_messages(holding)
             if self.state is _CLOSED:
                 return False
             if sock.pending():
@@ -303,29 +347,44 @@ class Connection(Protocol):
             elif not more:
                 return self.check_partial()
 
-    def _deliver_messages(self) -> None:
+    def _deliver_messages(self, holding: set[Connection] | None = None) -> None:
         """Call `onmessage` with every complete message received, the receive lock released.
 
-        While more messages follow, the answers are corked: they leave
-        together, not one segment each (on loopback, half a small message's
-        cost), and are sent once the last has been delivered.
+        While more messages follow, the answers are held back in `holding`
+        (`wspy.answers`): they are written together once the last has been
+        delivered, in one system call rather than one each (16 B text echo,
+        64 x 16: 79,400 to 95,600 messages a second, `bench/run.py`).
         """
-        corked = False
         try:
             while True:
                 message = self.next_message()
                 if message is None:
                     return
-                if not corked and self._parser.buffered:
-                    corked = self.sock.cork(True)
+                if holding is not None and self._held is None and self._parser.buffered:
+                    self._held = HeldAnswers()
+                    holding.add(self)
                 self._recv_lock.release()
                 try:
                     self._callback(self.onmessage, message)
                 finally:
                     self._recv_lock.acquire()
         finally:
-            if corked:
-                self.sock.cork(False)
+            if self._held is not None:
+                self._release_held(holding)
+
+    def _release_held(self, holding: set[Connection] | None) -> None:
+        """Write the answers held back, and send at once again."""
+        if holding is not None:
+            holding.discard(self)
+        failure: Exception | None = None
+        with self._send_lock:
+            try:
+                self._write_held()
+            except (OSError, WriteTimeout) as error:
+                failure = error
+            self._held = None
+        if failure is not None:
+            self._write_failed(failure)
 
     def receive_forever(self) -> None:
         """Call `onopen`, then `onmessage` for every message until the connection closes.

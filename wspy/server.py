@@ -15,6 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from wspy.answers import HOLD_DELAY
 from wspy.connection import CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Connection
 from wspy.errors import HandshakeError, SSLError, WriteTimeout
 from wspy.handshaking import Handshake
@@ -549,12 +550,16 @@ class Server(BaseServer[ServerConnection]):
         #: Seconds a pool thread waits for more from a client that went quiet before it
         #: hands the client back to the loop (0: at once).
         self.hold_time = HOLD_TIME
+        # Clients whose pool thread holds back the answers to a read's messages
+        # (`wspy.answers`): the loop writes those held too long.
+        self._holding: set[Connection] = set()
 
     def run(self) -> None:
         """Accept and serve clients until `shutdown()` (or Ctrl-C), then close them all."""
         self._run_thread = threading.get_ident()
         self._running = True
         self.loop.register(self.sock, READ, self._accept_ready)
+        self.loop.call_later(HOLD_DELAY, self._write_held_answers)
         logger.info('serving on %s', self.address)
         try:
             while True:
@@ -646,9 +651,9 @@ class Server(BaseServer[ServerConnection]):
         another thread) for each message.
         """
         try:
-            is_open = client._receive_ready(readable)
+            is_open = client._receive_ready(readable, self._holding)
             while is_open and self.hold_time and _readable_within(client.sock, self.hold_time):
-                is_open = client._receive_ready()
+                is_open = client._receive_ready(True, self._holding)
         except Exception:
             logger.exception('unexpected error serving %s', client)
             client.abort()
@@ -663,6 +668,13 @@ class Server(BaseServer[ServerConnection]):
         client._recv_lock.release()
         if shutting_down:
             self.loop.call_soon_threadsafe(self._stop_if_all_gone)
+
+    def _write_held_answers(self) -> None:
+        """Write answers that a callback which blocks holds back (loop thread, periodic)."""
+        now = time.monotonic()
+        for client in list(self._holding):
+            client.write_held_without_waiting(now)
+        self.loop.call_later(HOLD_DELAY, self._write_held_answers)
 
     # -- watching idle clients, on the loop ---------------------------------------------
 

@@ -708,8 +708,13 @@ def test_a_frame_from_another_thread_goes_after_the_answers_held_back(start_thre
 
 
 def test_a_close_from_a_callback_goes_after_the_answers_held_back(start_threaded) -> None:
+    # ...and the messages after it in the same read are dropped (RFC 6455 5.5.1: no data
+    # frames after a close frame; none delivered either).
+    delivered: list[str] = []
+
     class Closing(EchoServer):
         def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            delivered.append(message.payload)
             client.send(message)
             if message.payload == 'b':
                 client.close(wspy.CLOSE_NORMAL, 'done')
@@ -721,6 +726,8 @@ def test_a_close_from_a_callback_goes_after_the_answers_held_back(start_threaded
     with pytest.raises(wspy.ConnectionClosedOK) as closed:
         conn.recv()
     assert (closed.value.code, closed.value.reason) == (wspy.CLOSE_NORMAL, 'done')
+    server.wait_closes(1)  # the server is done with the client
+    assert delivered == ['a', 'b']
 
 
 def test_more_answers_than_one_write_takes_all_arrive_in_order(start_threaded) -> None:
@@ -731,6 +738,22 @@ def test_more_answers_than_one_write_takes_all_arrive_in_order(start_threaded) -
         texts = [str(i) for i in range(3000)]
         conn.sock.sendall(_burst(*texts))
         assert [conn.recv().payload for _ in texts] == texts
+    finally:
+        conn.close()
+
+
+def test_recv_from_a_callback_takes_the_next_message_of_the_same_read(start_threaded) -> None:
+    # The messages of one read are made in one go: recv() must take the next of them.
+    class Pairs(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send(f'{message.payload}+{client.recv().payload}')
+
+    server = start_threaded(Pairs)
+    conn = wspy.connect(url(server))
+    conn.sock.settimeout(5)  # a server that waits for 'b' on the socket answers nothing
+    try:
+        conn.sock.sendall(_burst('a', 'b', 'c', 'd'))
+        assert [conn.recv().payload for _ in range(2)] == ['a+b', 'c+d']
     finally:
         conn.close()
 

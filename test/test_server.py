@@ -662,9 +662,11 @@ def start_threaded() -> Iterator[Callable[..., Any]]:
         yield start
 
 
-def test_an_answer_held_back_is_written_while_a_later_callback_blocks(start_threaded) -> None:
-    # The answer to 'a' is held back while 'b' is delivered; 'b''s callback blocks: the
-    # server's loop writes the answer within HOLD_DELAY, not once the callback returns.
+@pytest.mark.parametrize('tls', [False, True], ids=['ws', 'wss'])
+def test_an_answer_held_back_is_written_while_a_later_callback_blocks(start_threaded, certs,
+                                                                      tls: bool) -> None:
+    # The answer to 'a' is held back while 'b' is delivered; 'b''s callback blocks: another
+    # thread writes the answer within HOLD_DELAY, not once the callback returns.
     release = threading.Event()
 
     class Blocking(EchoServer):
@@ -673,8 +675,14 @@ def test_an_answer_held_back_is_written_while_a_later_callback_blocks(start_thre
             if message.payload == 'b':
                 release.wait(5)
 
-    server = start_threaded(Blocking)
-    conn = wspy.connect(url(server))
+    if tls:
+        server = start_threaded(Blocking, ssl_args={'certfile': str(certs.server_cert),
+                                                    'keyfile': str(certs.server_key)})
+        conn = wspy.connect(f'wss://localhost:{server.address[1]}/',
+                            ssl_args={'cafile': str(certs.ca)})
+    else:
+        server = start_threaded(Blocking)
+        conn = wspy.connect(url(server))
     try:
         conn.sock.sendall(_burst('a', 'b'))
         start = time.monotonic()

@@ -5,10 +5,11 @@ The threaded `Server` calls `onmessage` for each message a read brought.
 Written one by one, the answers cost a system call each; held until the
 last message has been delivered, they cost one (`sendmsg`). A thread that
 holds answers writes them when its read's messages are all delivered,
-when they grow past `HOLD_SIZE`, or before any frame another thread (or a
-control frame) writes, so that frames keep their order; the server's loop
-writes answers held longer than `HOLD_DELAY`, so that a callback that
-blocks does not hold back the answers to the messages before it.
+when they grow past `HOLD_SIZE`, or before any frame another thread
+writes, so that frames keep their order; answers held longer than
+`HOLD_DELAY` are written by another thread of the server, so that a
+callback that blocks does not hold back the answers to the messages before
+it.
 """
 
 from __future__ import annotations
@@ -61,18 +62,3 @@ class HeldAnswers:
         self.buffers = []
         self.size = 0
         return buffers
-
-    def put_back(self, buffers: list[bytes | memoryview], sent: int) -> None:
-        """Hold again what a write of `buffers` did not take (it took `sent` bytes), before
-        anything held since."""
-        rest: list[bytes | memoryview] = []
-        for buffer in buffers:
-            if sent >= len(buffer):
-                sent -= len(buffer)
-                continue
-            rest.append(memoryview(buffer)[sent:] if sent else buffer)
-            sent = 0
-        if rest:
-            self.since = time.monotonic()
-            self.buffers[:0] = rest
-            self.size += sum(map(len, rest))

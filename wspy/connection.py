@@ -184,24 +184,30 @@ class Connection(Protocol):
         if buffers:
             self.sock.send_buffers(buffers)
 
-    def write_held_without_waiting(self, now: float) -> None:
-        """Write what the socket takes of answers held back since before `now - HOLD_DELAY`,
-        if the send lock is free (from the server's loop, which must never wait)."""
+    def _held_too_long(self, now: float) -> bool:
+        """Whether answers have been held back since before `now - HOLD_DELAY`: a callback
+        of the thread holding them blocks."""
         held = self._held
-        if held is None or not held.buffers or now - held.since < HOLD_DELAY \
-                or self.sock.tls is not None or not self._send_lock.acquire(blocking=False):
+        return held is not None and bool(held.buffers) and now - held.since >= HOLD_DELAY
+
+    def _write_held_elsewhere(self) -> None:
+        """Write the answers held back, from another thread than the one holding them.
+
+        Nothing if the send lock is taken: a write under way writes them
+        first, and the holding thread only adds to them.
+        """
+        if not self._send_lock.acquire(blocking=False):
             return
+        failure: Exception | None = None
         try:
-            if self._held is held and held.buffers:
-                buffers = held.take()
-                sent = 0
-                try:
-                    sent = self.sock.send_now(buffers)
-                except OSError:
-                    pass  # the holding thread's own write finds the failure
-                held.put_back(buffers, sent)
+            if self._held is not None:
+                self._write_held()
+        except (OSError, WriteTimeout) as error:
+            failure = error
         finally:
             self._send_lock.release()
+        if failure is not None:
+            self._write_failed(failure)
 
     def _lock_for_write(self, wait: bool) -> bool:
         """Take the send lock for a control frame; whether it was taken.

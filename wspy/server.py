@@ -670,10 +670,12 @@ class Server(BaseServer[ServerConnection]):
             self.loop.call_soon_threadsafe(self._stop_if_all_gone)
 
     def _write_held_answers(self) -> None:
-        """Write answers that a callback which blocks holds back (loop thread, periodic)."""
+        """Have a pool thread write the answers that a callback which blocks holds back
+        (loop thread, every HOLD_DELAY: the loop itself never waits for a write)."""
         now = time.monotonic()
         for client in list(self._holding):
-            client.write_held_without_waiting(now)
+            if client._held_too_long(now):
+                self._pool.submit(client._write_held_elsewhere)
         self.loop.call_later(HOLD_DELAY, self._write_held_answers)
 
     # -- watching idle clients, on the loop ---------------------------------------------

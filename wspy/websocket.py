@@ -826,15 +826,6 @@ class websocket(_StandardSocket):  # noqa: N801 - the original wspy's name
         else:
             self._write_all(buffers)
 
-    def send_now(self, buffers: list[Any]) -> int:
-        """Send what a plain socket takes of `buffers` without waiting for room: how much.
-
-        `OSError` if the socket failed. Not under TLS (`ValueError`).
-        """
-        if self.tls is not None:
-            raise ValueError('send_now() on a TLS socket')
-        return self._send_now(buffers)
-
     def _write_all(self, buffers: list[Any], flags: int = 0) -> None:
         """Write every byte of `buffers` (one `sendmsg` when the socket takes them all).
 

@@ -21,8 +21,8 @@ import time
 HOLD_SIZE = 256 << 10
 #: The most buffers held back (one `sendmsg` takes at most IOV_MAX, 1024 on Linux).
 HOLD_BUFFERS = 512
-#: Seconds after which the server's loop writes answers still held back (the ceiling the
-#: kernel puts on TCP_CORK is 0.2).
+#: Seconds after which another thread of the server writes answers still held back (the
+#: ceiling the kernel puts on TCP_CORK is 0.2).
 HOLD_DELAY = 0.05
 
 

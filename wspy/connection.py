@@ -190,13 +190,14 @@ class Connection(Protocol):
         held = self._held
         return held is not None and bool(held.buffers) and now - held.since >= HOLD_DELAY
 
-    def _write_held_elsewhere(self) -> None:
-        """Write the answers held back, from another thread than the one holding them.
+    def _write_held_now(self, blocking: bool = True) -> None:
+        """Write the answers held back; a failed write drops the connection.
 
-        Nothing if the send lock is taken: a write under way writes them
+        Without `blocking` (from another thread than the one holding them),
+        nothing if the send lock is taken: a write under way writes them
         first, and the holding thread only adds to them.
         """
-        if not self._send_lock.acquire(blocking=False):
+        if not self._send_lock.acquire(blocking):
             return
         failure: Exception | None = None
         try:
@@ -343,7 +344,7 @@ class Connection(Protocol):
         which may call `close()` or `recv()`). Returns whether the
         connection is open. With `holding`, the answers to a read's messages
         are held back (see `wspy.answers`) while the connection is in that
-        set, for the server's loop to write those held too long.
+        set, where the server finds those held too long.
         """
         sock = self.sock
         if self.state is _CLOSED:
@@ -412,18 +413,11 @@ class Connection(Protocol):
         return self.next_message()
 
     def _release_held(self, holding: set[Connection] | None) -> None:
-        """Write the answers held back, and send at once again."""
+        """Write the answers held back, and send at once again (the holding thread)."""
         if holding is not None:
             holding.discard(self)
-        failure: Exception | None = None
-        with self._send_lock:
-            try:
-                self._write_held()
-            except (OSError, WriteTimeout) as error:
-                failure = error
-            self._held = None
-        if failure is not None:
-            self._write_failed(failure)
+        self._write_held_now()
+        self._held = None
 
     def receive_forever(self) -> None:
         """Call `onopen`, then `onmessage` for every message until the connection closes.

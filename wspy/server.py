@@ -675,7 +675,7 @@ class Server(BaseServer[ServerConnection]):
         now = time.monotonic()
         for client in list(self._holding):
             if client._held_too_long(now):
-                self._pool.submit(client._write_held_elsewhere)
+                self._pool.submit(client._write_held_now, False)
         self.loop.call_later(HOLD_DELAY, self._write_held_answers)
 
     # -- watching idle clients, on the loop ---------------------------------------------

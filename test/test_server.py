@@ -766,6 +766,126 @@ def test_recv_from_a_callback_takes_the_next_message_of_the_same_read(start_thre
         conn.close()
 
 
+def _close_frame(code: int = wspy.CLOSE_NORMAL) -> bytes:
+    """A close frame as a client sends it."""
+    return wspy.ControlFrame(wspy.OPCODE_CLOSE, code.to_bytes(2, 'big'), os.urandom(4)).pack()
+
+
+def test_a_message_and_a_close_in_one_read_get_the_answer_and_the_close(start_threaded) -> None:
+    # The close frame that answers the client's must not be held back behind the answer:
+    # the transport ends right after it, and both were lost (the client saw 1006).
+    server = start_threaded()
+    conn = wspy.connect(url(server), close_timeout=1)
+    conn.sock.settimeout(5)
+    conn.sock.sendall(_burst('a') + _close_frame())
+    assert conn.recv().payload == 'a'
+    with pytest.raises(wspy.ConnectionClosedOK) as closed:
+        conn.recv()
+    assert closed.value.code == wspy.CLOSE_NORMAL
+
+
+def test_recv_from_a_callback_after_start_close_drops_the_rest_of_the_read(
+        start_threaded) -> None:
+    # Messages after our close frame are dropped, those of the same read made in one go too.
+    received: list[str] = []
+    done = threading.Event()
+
+    class Closing(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.start_close()
+            try:
+                received.append(client.recv().payload)
+            except wspy.ConnectionClosedOK:
+                received.append('closed')
+            done.set()
+
+    server = start_threaded(Closing)
+    conn = wspy.connect(url(server), close_timeout=1)
+    conn.sock.settimeout(5)
+    conn.sock.sendall(_burst('a', 'b', 'c'))
+    with pytest.raises(wspy.ConnectionClosedOK):
+        conn.recv()
+    assert done.wait(5)
+    assert received == ['closed']
+
+
+def test_a_message_in_many_fragments_from_a_callback_arrives(start_threaded) -> None:
+    # Over IOV_MAX frames sent at once while answers are held back: they are not held
+    # (one sendmsg cannot take them all).
+    class Fragments(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send(message.payload * 3000, fragment_size=2)
+
+    server = start_threaded(Fragments)
+    conn = wspy.connect(url(server), close_timeout=1)
+    conn.sock.settimeout(5)
+    try:
+        conn.sock.sendall(_burst('a', 'b'))
+        assert [conn.recv().payload for _ in range(2)] == ['a' * 3000, 'b' * 3000]
+    finally:
+        conn.close()
+
+
+def test_recv_from_a_callback_first_writes_what_the_callback_sent(start_threaded,
+                                                                   monkeypatch) -> None:
+    # The client answers the question only once it has it: recv() must not wait with the
+    # question held back (here the loop would not write it for 30 s).
+    monkeypatch.setattr(wspy.connection, 'HOLD_DELAY', 30.0)
+
+    class Asking(EchoServer):
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            client.send('question')
+            client.send(f'the answer is {client.recv().payload}')
+
+    server = start_threaded(Asking)
+    conn = wspy.connect(url(server), close_timeout=1)
+    conn.sock.settimeout(5)
+    try:
+        # A ping after the message: more to read, so the answers are held back.
+        conn.sock.sendall(_burst('a') + wspy.ControlFrame(wspy.OPCODE_PING, b'',
+                                                          os.urandom(4)).pack())
+        assert conn.recv().payload == 'question'
+        conn.send('42')
+        assert conn.recv().payload == 'the answer is 42'
+    finally:
+        conn.close()
+
+
+def test_the_loop_never_waits_to_write_answers_held_back(start_threaded, monkeypatch) -> None:
+    # A 1001 (or a keepalive ping) from the loop goes after the answers held back: the
+    # loop must not wait for a client that does not read to take them.
+    monkeypatch.setattr(wspy.connection, 'HOLD_DELAY', 30.0)  # the loop's sweep aside
+    blocked, release = threading.Event(), threading.Event()
+
+    class Blocking(EchoServer):
+        def onopen(self, client: wspy.ServerConnection) -> None:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def onmessage(self, client: wspy.ServerConnection, message: wspy.Message) -> None:
+            if message.payload == 'a':
+                client.send('x' * 200_000)
+            else:
+                blocked.set()
+                release.wait(5)
+
+    server = start_threaded(Blocking, write_timeout=3)
+    client = wspy.websocket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(('127.0.0.1', server.address[1]))
+    shutting_down = threading.Thread(target=server.shutdown)
+    try:
+        client.sendall(_burst('a', 'b'))  # and reads nothing
+        assert blocked.wait(5)
+        shutting_down.start()  # the loop sends the 1001, where it can
+        ticked = threading.Event()
+        server.loop.call_soon_threadsafe(ticked.set)
+        assert ticked.wait(1), 'the loop is blocked'
+    finally:
+        release.set()
+        client.close()
+        shutting_down.join(5)
+
+
 def test_cork_takes_effect_on_tcp_only() -> None:
     listener = socket.create_server(('127.0.0.1', 0))
     with listener, wspy.websocket() as tcp, wspy.websocket(socket.AF_UNIX) as unix:

@@ -4,10 +4,11 @@ to be written in one go.
 The threaded `Server` calls `onmessage` for each message a read brought.
 Written one by one, the answers cost a system call each; held until the
 last message has been delivered, they cost one (`sendmsg`). A thread that
-holds answers writes them when its read's messages are all delivered,
-when they grow past `HOLD_SIZE`, or before any frame another thread
-writes, so that frames keep their order; answers held longer than
-`HOLD_DELAY` are written by another thread of the server, so that a
+holds answers writes them when its read's messages are all delivered, when
+they grow past `HOLD_SIZE`, before any frame another thread writes and
+with a close frame (never held), so that frames keep their order, and
+before it waits to read (`recv()` from a callback). Answers held longer
+than `HOLD_DELAY` are written by another thread of the server, so that a
 callback that blocks does not hold back the answers to the messages before
 it.
 """
@@ -41,10 +42,11 @@ class HeldAnswers:
         #: When the first of them was held (`time.monotonic()`).
         self.since = 0.0
 
-    def holds_for_current_thread(self) -> bool:
-        """Whether a send from this thread is to be held back (and there is room)."""
+    def holds_for_current_thread(self, frames: int = 1) -> bool:
+        """Whether a send of `frames` from this thread is to be held back (and there is room:
+        a frame takes up to two buffers)."""
         return (self.thread == threading.get_ident() and self.size < HOLD_SIZE
-                and len(self.buffers) < HOLD_BUFFERS)
+                and len(self.buffers) + 2 * frames <= HOLD_BUFFERS)
 
     def add(self, data: bytes, payload: bytes = b'') -> None:
         """Hold back a frame: `data`, then `payload`."""

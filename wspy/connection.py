@@ -21,7 +21,8 @@ from wspy.errors import (ConcurrencyError, ConnectionClosed, ProtocolError, Sock
 from wspy.keepalive import scheduler
 from wspy.protocol.connection import (CLOSE_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, Protocol,
                                       State)
-from wspy.protocol.frame import CLOSE_GOING_AWAY, CLOSE_NORMAL, DEFAULT_MAX_SIZE, Frame
+from wspy.protocol.frame import (CLOSE_GOING_AWAY, CLOSE_NORMAL, DEFAULT_MAX_SIZE, OPCODE_CLOSE,
+                                 Frame)
 from wspy.protocol.handshake import Request
 from wspy.protocol.message import Message
 from wspy.websocket import websocket
@@ -153,11 +154,12 @@ class Connection(Protocol):
     def _send_frames(self, frames: list[Frame]) -> None:
         """Write frames to the peer; called with the send lock held.
 
-        Held back instead while this thread answers a read's messages.
+        Held back instead while this thread answers a read's messages, but
+        for a close frame: the transport may end right after it.
         """
         held = self._held
         if held is not None:
-            if held.holds_for_current_thread():
+            if held.holds_for_current_thread(len(frames)) and frames[0].opcode != OPCODE_CLOSE:
                 for frame in frames:
                     held.add(*frame.pack_parts())
                 return
@@ -215,13 +217,14 @@ class Connection(Protocol):
 
         With `wait`, waits up to `close_timeout` for a send under way
         (itself bounded by `write_timeout`). Without, takes it only if that
-        and the write cannot block: the lock is free and the socket has room.
+        and the write cannot block: the lock is free, no answers are held
+        back (which would go first) and the socket has room.
         """
         if wait:
             return bool(self._send_lock.acquire(timeout=self.close_timeout))
         if not self._send_lock.acquire(blocking=False):
             return False
-        if self.sock.writable():
+        if (self._held is None or not self._held.buffers) and self.sock.writable():
             return True
         self._send_lock.release()
         return False
@@ -306,9 +309,10 @@ class Connection(Protocol):
                 kept = inbox.popleft()
                 self._inbox_size -= len(kept.payload)
                 return kept
-            if self._batch:  # from a server's onmessage: the next message of its batch
-                return self._batch.popleft()
-            message = self._receive_one()
+            # From a server's onmessage: the next message of its batch.
+            message = self._next_in_batch() if self._batch else None
+            if message is None:
+                message = self._receive_one()
             if message is None:
                 raise self._closed_exception()
             return message
@@ -326,6 +330,8 @@ class Connection(Protocol):
                 return message
             if not self.check_partial():  # fail now, not when the rest arrives
                 return None
+            if self._held is not None:  # recv() from a callback: the peer may wait for them
+                self._write_held_now()
             try:
                 self.sock.read_into_parser(deadline)
             except (OSError, SocketClosed) as error:
@@ -399,11 +405,10 @@ class Connection(Protocol):
         order (16 B text echo, 64 x 16: 25,500 to 20,700 instructions a message,
         `bench/instructions.py wspy-Server`).
         """
-        batch = self._batch
-        if batch:
-            if self.close_sent is None and self.state is not _CLOSED:
-                return batch.popleft()
-            batch.clear()  # after our close frame, or the end: dropped, as next_message does
+        if self._batch:
+            message = self._next_in_batch()
+            if message is not None:
+                return message
         else:
             whole = self._whole_messages()
             if whole:
@@ -411,6 +416,19 @@ class Connection(Protocol):
                     self._batch = deque(whole[1:])
                 return whole[0]
         return self.next_message()
+
+    def _next_in_batch(self) -> Message | None:
+        """The next message of `_batch`; None, and the rest dropped, after our close frame or
+        the end (as `next_message` drops them). An idle connection keeps no batch."""
+        batch = self._batch
+        assert batch
+        if self.close_sent is None and self.state is not _CLOSED:
+            message = batch.popleft()
+            if not batch:
+                self._batch = None
+            return message
+        self._batch = None
+        return None
 
     def _release_held(self, holding: set[Connection] | None) -> None:
         """Write the answers held back, and send at once again (the holding thread)."""

@@ -9,8 +9,9 @@ processes, nothing pinned (the workers need both CPUs; the load generator
 shares them). Implementations alternate within each repetition, so a noisy
 moment hurts them alike; the figures are medians over the repetitions,
 with ratios against the reference server (the first listed: websockets by
-default). With --baseline DIR (a checkout of another commit, its C
-accelerator built), each wspy server also runs from that tree, just before
+default), then the spread of each figure over the repetitions. With
+--baseline DIR (a checkout of another commit, its C accelerator built),
+each wspy server also runs from that tree, just before
 the same server from this one, and this one's ratios are against it. With
 --wsgi, WebSockets inside a WSGI application under one gunicorn `gthread`
 worker (16 threads): flask-sock's echo, then wspy.wsgi's (a thread per
@@ -353,6 +354,25 @@ def print_table(results: dict[tuple[str, str], list[float]], scenarios: list[Sce
             print(f'| {row.name} | ' + ' | '.join(cells) + ' |')
 
 
+def print_spread(results: dict[tuple[str, str], list[float]], scenarios: list[Scenario],
+                 servers: list[str]) -> None:
+    """How far apart the repetitions were: (largest - smallest) / median, per figure."""
+    print('\n# spread over the repetitions: (largest - smallest) / median')
+    print('| scenario | ' + ' | '.join(servers) + ' |')
+    print('|' + '---|' * (len(servers) + 1))
+    for scenario in scenarios:
+        for row in scenario.rows:
+            cells = []
+            for name in servers:
+                values = results.get((row.name, name))
+                if not values or not takes_part(name, scenario):
+                    cells.append('-')
+                else:
+                    spread = (max(values) - min(values)) / statistics.median(values)
+                    cells.append(f'{100 * spread:.0f} %')
+            print(f'| {row.name} | ' + ' | '.join(cells) + ' |')
+
+
 # Over this share of its run on its CPU, the load generator may be what limits a figure.
 BUSY = 0.9
 
@@ -443,6 +463,8 @@ def main() -> int:
         started = time.monotonic()
         results = run(scenarios, args.servers, args.reps, args.quick)
     print_table(results, scenarios, args.servers, reference)
+    if args.reps > 1:
+        print_spread(results, scenarios, args.servers)
     print(f'# {time.monotonic() - started:.0f} s')
     return 0
 

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,9 +332,11 @@ def cell(values: list[float], unit: str, against: list[float] | None) -> str:
     return text
 
 
-def print_table(results: dict[tuple[str, str], list[float]], scenarios: list[Scenario],
-                servers: list[str], reference: str) -> None:
-    """The table of medians, a row per figure and a column per server."""
+def print_grid(scenarios: list[Scenario], servers: list[str],
+               text: Callable[[Row, str, list[float]], str],
+               results: dict[tuple[str, str], list[float]]) -> None:
+    """A table with a row per figure and a column per server; `text(row, server, values)`
+    gives a cell where the server took part and has figures."""
     print('| scenario | ' + ' | '.join(servers) + ' |')
     print('|' + '---|' * (len(servers) + 1))
     for scenario in scenarios:
@@ -345,32 +348,31 @@ def print_table(results: dict[tuple[str, str], list[float]], scenarios: list[Sce
                     cells.append('-')
                 elif not values:
                     cells.append('failed')
-                elif name == reference:
-                    cells.append(cell(values, row.unit, None))
                 else:
-                    base = results.get((row.name, reference))
-                    cells.append(cell(values, row.unit,
-                                      results.get((row.name, name + BASELINE_SUFFIX), base)))
+                    cells.append(text(row, name, values))
             print(f'| {row.name} | ' + ' | '.join(cells) + ' |')
+
+
+def print_table(results: dict[tuple[str, str], list[float]], scenarios: list[Scenario],
+                servers: list[str], reference: str) -> None:
+    """The table of medians, with ratios against the reference (or the baseline's)."""
+    def median(row: Row, name: str, values: list[float]) -> str:
+        if name == reference:
+            return cell(values, row.unit, None)
+        base = results.get((row.name, reference))
+        return cell(values, row.unit, results.get((row.name, name + BASELINE_SUFFIX), base))
+
+    print_grid(scenarios, servers, median, results)
 
 
 def print_spread(results: dict[tuple[str, str], list[float]], scenarios: list[Scenario],
                  servers: list[str]) -> None:
     """How far apart the repetitions were: (largest - smallest) / median, per figure."""
+    def spread(row: Row, name: str, values: list[float]) -> str:
+        return f'{100 * (max(values) - min(values)) / statistics.median(values):.0f} %'
+
     print('\n# spread over the repetitions: (largest - smallest) / median')
-    print('| scenario | ' + ' | '.join(servers) + ' |')
-    print('|' + '---|' * (len(servers) + 1))
-    for scenario in scenarios:
-        for row in scenario.rows:
-            cells = []
-            for name in servers:
-                values = results.get((row.name, name))
-                if not values or not takes_part(name, scenario):
-                    cells.append('-')
-                else:
-                    spread = (max(values) - min(values)) / statistics.median(values)
-                    cells.append(f'{100 * spread:.0f} %')
-            print(f'| {row.name} | ' + ' | '.join(cells) + ' |')
+    print_grid(scenarios, servers, spread, results)
 
 
 # Over this share of its run on its CPU, the load generator may be what limits a figure.

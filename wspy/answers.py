@@ -42,11 +42,11 @@ class HeldAnswers:
         #: When the first of them was held (`time.monotonic()`).
         self.since = 0.0
 
-    def holds_for_current_thread(self, frames: int = 1) -> bool:
-        """Whether a send of `frames` from this thread is to be held back (and there is room:
-        a frame takes up to two buffers)."""
+    def holds_for_current_thread(self) -> bool:
+        """Whether a frame this thread sends is to be held back (and there is room: a frame
+        takes up to two buffers)."""
         return (self.thread == threading.get_ident() and self.size < HOLD_SIZE
-                and len(self.buffers) + 2 * frames <= HOLD_BUFFERS)
+                and len(self.buffers) + 2 <= HOLD_BUFFERS)
 
     def add(self, data: bytes, payload: bytes = b'') -> None:
         """Hold back a frame: `data`, then `payload`."""

@@ -154,14 +154,15 @@ class Connection(Protocol):
     def _send_frames(self, frames: list[Frame]) -> None:
         """Write frames to the peer; called with the send lock held.
 
-        Held back instead while this thread answers a read's messages, but
-        for a close frame: the transport may end right after it.
+        Held back instead, frame by frame as `_send_packed_frame` holds
+        them, while this thread answers a read's messages; but for a close
+        frame: the transport may end right after it.
         """
         held = self._held
         if held is not None:
-            if held.holds_for_current_thread(len(frames)) and frames[0].opcode != OPCODE_CLOSE:
+            if held.thread == threading.get_ident() and frames[0].opcode != OPCODE_CLOSE:
                 for frame in frames:
-                    held.add(*frame.pack_parts())
+                    self._send_packed_frame(*frame.pack_parts())
                 return
             self._write_held()
         self.sock.send(*frames)

@@ -551,7 +551,7 @@ class Server(BaseServer[ServerConnection]):
         #: hands the client back to the loop (0: at once).
         self.hold_time = HOLD_TIME
         # Clients whose pool thread holds back the answers to a read's messages
-        # (`wspy.answers`): the loop writes those held too long.
+        # (`wspy.answers`): the loop has a pool thread write those held too long.
         self._holding: set[Connection] = set()
 
     def run(self) -> None:
